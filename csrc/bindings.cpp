@@ -1,0 +1,254 @@
+// The only pybind11 file: exposes the C++ core as dotf._C. Python (python/dotf/) stays thin.
+#include "common/check.h"
+#include "model/transformer.h"
+#include "ops/attention.h"
+#include "ops/rmsnorm.h"
+#include "ops/rope.h"
+#include "ops/sampling.h"
+#include "spec/engine.h"
+#include "spec/selection.h"
+
+#include <torch/csrc/utils/pybind.h>
+#include <pybind11/functional.h>
+#include <pybind11/stl.h>
+
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+
+namespace py = pybind11;
+using namespace dotf;
+
+namespace {
+
+py::dict stats_to_dict(const DecodeStats& s) {
+  py::dict d;
+  d["strategy"] = s.strategy;
+  d["stop_reason"] = s.stop_reason;
+  d["prompt_tokens"] = s.prompt_tokens;
+  d["new_tokens"] = s.new_tokens;
+  d["seconds"] = s.seconds;
+  d["tokens_per_second"] = s.tokens_per_second();
+  d["prefill_seconds"] = s.prefill_seconds;
+  if (s.strategy == "ar") return d;
+  d["selection_seconds"] = s.selection_seconds;
+  d["draft_seconds"] = s.draft_seconds;
+  d["verify_seconds"] = s.verify_seconds;
+  d["rounds"] = s.rounds;
+  d["drafted"] = s.drafted;
+  d["accepted"] = s.accepted;
+  d["round_tokens"] = s.round_tokens;
+  d["acceptance_rate"] = s.acceptance_rate();
+  d["mean_accepted_length"] = s.mean_accepted_length();
+  d["drafted_at"] = s.drafted_at;
+  d["accepted_at"] = s.accepted_at;
+  d["initial_gamma"] = s.initial_gamma;
+  d["final_gamma"] = s.final_gamma;
+  d["skipped_attention_layers"] = s.skipped_attention;
+  d["skipped_mlp_layers"] = s.skipped_mlp;
+  d["layer_similarity"] = s.attention_similarity;
+  d["mlp_similarity"] = s.mlp_similarity;
+  d["plan_note"] = s.plan_note;
+  return d;
+}
+
+LogitsFor logits_for(const std::string& which) {
+  if (which == "all") return LogitsFor::All;
+  if (which == "last") return LogitsFor::Last;
+  if (which == "none") return LogitsFor::None;
+  throw ValueError("logits must be 'all', 'last' or 'none', got '" + which + "'");
+}
+
+// Raised between rounds when Python has a pending signal (Ctrl-C): stops within one round.
+void check_python_signals() {
+  py::gil_scoped_acquire gil;
+  if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+}
+
+struct PyModel {
+  std::shared_ptr<Transformer> model;
+  std::shared_ptr<Engine> engine;
+
+  PyModel(const ModelConfig& config, const TensorMap& tensors, at::ScalarType dtype, at::Device device,
+          int64_t max_seq_len, const std::string& linear_path) {
+    ModelWeights w = build_weights(config, tensors, dtype, device, linear_path_from_string(linear_path));
+    model = std::make_shared<Transformer>(config, std::move(w), max_seq_len);
+    engine = std::make_shared<Engine>(model);
+  }
+};
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "dotf C++ core: transformer forward, KV cache, draft selection, speculative decoding";
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const dotf::ValueError& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    } catch (const dotf::TypeError& e) {
+      PyErr_SetString(PyExc_TypeError, e.what());
+    }
+  });
+
+  m.def("build_info", [] {
+    py::dict d;
+#ifdef DOTF_WITH_CUDA
+    d["cuda"] = true;
+    d["cuda_archs"] = std::string(DOTF_CUDA_ARCHS);
+#else
+    d["cuda"] = false;
+    d["cuda_archs"] = std::string();
+#endif
+    d["parallel"] = at::get_parallel_info();
+    return d;
+  });
+
+  py::class_<RopeScaling>(m, "RopeScaling")
+      .def(py::init<>())
+      .def_readwrite("type", &RopeScaling::type)
+      .def_readwrite("factor", &RopeScaling::factor)
+      .def_readwrite("low_freq_factor", &RopeScaling::low_freq_factor)
+      .def_readwrite("high_freq_factor", &RopeScaling::high_freq_factor)
+      .def_readwrite("original_max_position_embeddings", &RopeScaling::original_max_position_embeddings);
+
+  py::class_<ModelConfig>(m, "ModelConfig")
+      .def(py::init<>())
+      .def_readwrite("model_type", &ModelConfig::model_type)
+      .def_readwrite("vocab_size", &ModelConfig::vocab_size)
+      .def_readwrite("hidden_size", &ModelConfig::hidden_size)
+      .def_readwrite("intermediate_size", &ModelConfig::intermediate_size)
+      .def_readwrite("num_layers", &ModelConfig::num_layers)
+      .def_readwrite("num_heads", &ModelConfig::num_heads)
+      .def_readwrite("num_kv_heads", &ModelConfig::num_kv_heads)
+      .def_readwrite("head_dim", &ModelConfig::head_dim)
+      .def_readwrite("max_position_embeddings", &ModelConfig::max_position_embeddings)
+      .def_readwrite("rms_norm_eps", &ModelConfig::rms_norm_eps)
+      .def_readwrite("rope_theta", &ModelConfig::rope_theta)
+      .def_readwrite("rope_scaling", &ModelConfig::rope_scaling)
+      .def_readwrite("tie_word_embeddings", &ModelConfig::tie_word_embeddings)
+      .def("validate", &ModelConfig::validate)
+      .def("rope_inv_freq", &ModelConfig::rope_inv_freq);
+
+  py::class_<KVCache>(m, "KVCache")
+      .def_property_readonly("length", &KVCache::length)
+      .def_property_readonly("capacity", &KVCache::capacity)
+      .def_property_readonly("nbytes", &KVCache::nbytes)
+      .def("keys", &KVCache::keys, py::arg("layer"), "[capacity, kv_heads, head_dim] view of a layer's keys")
+      .def("values", &KVCache::values, py::arg("layer"))
+      .def("append", &KVCache::append, py::arg("count"))
+      .def("truncate", &KVCache::truncate, py::arg("length"));
+
+  py::class_<PyModel>(m, "Model")
+      .def(py::init<const ModelConfig&, const TensorMap&, at::ScalarType, at::Device, int64_t, const std::string&>(),
+           py::arg("config"), py::arg("tensors"), py::arg("dtype"), py::arg("device"), py::arg("max_seq_len"),
+           py::arg("linear_path") = "aten")
+      .def_property_readonly("max_seq_len", [](const PyModel& p) { return p.model->max_seq_len(); })
+      .def_property_readonly("weight_bytes", [](const PyModel& p) { return p.model->weights().nbytes(); })
+      .def("new_cache", [](const PyModel& p, int64_t capacity) { return p.model->new_cache(capacity); },
+           py::arg("capacity"))
+      .def(
+          "forward",
+          [](const PyModel& p, const at::Tensor& tokens, int64_t start, KVCache& cache, std::vector<bool> attention,
+             std::vector<bool> mlp, bool similarity, const std::string& logits) {
+            ForwardOutput out;
+            {
+              py::gil_scoped_release release;
+              out = p.model->forward(tokens, start, cache, LayerPlan{std::move(attention), std::move(mlp)},
+                                     ForwardOptions{logits_for(logits), similarity});
+            }
+            return py::make_tuple(out.logits, out.similarity, out.last_similarity);
+          },
+          py::arg("tokens"), py::arg("start"), py::arg("cache"), py::arg("attention"), py::arg("mlp"),
+          py::arg("similarity") = false, py::arg("logits") = "all")
+      .def(
+          "generate",
+          [](PyModel& p, const at::Tensor& prompt, const std::string& strategy, int64_t max_new_tokens,
+             std::vector<int64_t> eos, std::optional<std::function<void(const std::vector<int64_t>&)>> on_tokens,
+             double threshold, double budget, int64_t keep_first, bool use_last_position, int64_t max_draft,
+             double gamma, double alpha, bool carry_gamma, std::optional<std::vector<bool>> plan_attention,
+             std::optional<std::vector<bool>> plan_mlp, KVCache* cache) {
+            GenerateRequest r;
+            r.strategy = strategy_from_string(strategy);
+            r.decode.max_new_tokens = max_new_tokens;
+            r.decode.eos_token_ids = std::move(eos);
+            if (on_tokens) {
+              auto fn = *on_tokens;
+              r.decode.on_tokens = [fn](const std::vector<int64_t>& chunk) {
+                py::gil_scoped_acquire gil;
+                fn(chunk);
+              };
+            }
+            r.decode.check_interrupt = check_python_signals;
+            r.spec.selection = SelectionOptions{threshold, budget, keep_first};
+            r.spec.use_last_position = use_last_position;
+            r.spec.max_draft = max_draft;
+            if (plan_attention || plan_mlp) {
+              const int64_t L = p.model->config().num_layers;
+              LayerPlan plan = LayerPlan::full(L);
+              if (plan_attention) plan.attention = *plan_attention;
+              if (plan_mlp) plan.mlp = *plan_mlp;
+              r.spec.plan = plan;
+            }
+            r.gamma = gamma;
+            r.alpha = alpha;
+            r.carry_gamma = carry_gamma;
+            DecodeResult result;
+            {
+              py::gil_scoped_release release;
+              result = p.engine->generate(prompt, r, cache);
+            }
+            return py::make_tuple(result.tokens, stats_to_dict(result.stats));
+          },
+          py::arg("prompt"), py::arg("strategy") = "ar", py::arg("max_new_tokens") = 64,
+          py::arg("eos_token_ids") = std::vector<int64_t>{}, py::arg("on_tokens") = py::none(),
+          py::arg("threshold") = 0.99, py::arg("budget") = 0.5, py::arg("keep_first") = 1,
+          py::arg("use_last_position") = false, py::arg("max_draft") = 12, py::arg("gamma") = 0.6,
+          py::arg("alpha") = 0.9, py::arg("carry_gamma") = false, py::arg("plan_attention") = py::none(),
+          py::arg("plan_mlp") = py::none(), py::arg("cache") = nullptr);
+
+  m.def(
+      "select_draft_plan",
+      [](const std::vector<double>& similarity, double threshold, double budget, int64_t keep_first) {
+        LayerPlan plan = select_draft_plan(similarity, SelectionOptions{threshold, budget, keep_first});
+        return plan.skipped_attention();
+      },
+      py::arg("similarity"), py::arg("threshold"), py::arg("budget") = 0.5, py::arg("keep_first") = 1,
+      "Attention layers the draft drops for these per-layer similarities");
+
+  m.def(
+      "gamma_sequence",
+      [](double gamma, double alpha, const std::vector<std::tuple<int64_t, int64_t, bool>>& rounds) {
+        AdaptiveGamma g{gamma, alpha, 0.0};
+        std::vector<double> out;
+        for (const auto& [accepted, drafted, hit_max] : rounds) {
+          g.update(accepted, drafted, hit_max);
+          out.push_back(g.gamma);
+        }
+        return out;
+      },
+      py::arg("gamma"), py::arg("alpha"), py::arg("rounds"),
+      "gamma after each (accepted, drafted, hit_max_draft) round, by Draft & Verify's rule");
+
+  // Ops, exposed for the kernel tests (CPU reference vs CUDA) and microbenchmarks.
+  auto ops = m.def_submodule("ops", "individual ops");
+  ops.def("add_rmsnorm_cossim", [](at::Tensor h, std::optional<at::Tensor> delta, const at::Tensor& weight, double eps,
+                                   bool want_cos) {
+    at::Tensor normed = at::empty_like(h);
+    at::Tensor cos = want_cos ? at::empty({h.size(0)}, h.options().dtype(at::kFloat)) : at::Tensor();
+    add_rmsnorm_cossim(h, delta ? *delta : at::Tensor(), weight, eps, normed, cos);
+    return py::make_tuple(h, normed, cos);
+  });
+  ops.def("rope_qkv_to_cache", [](const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin, int64_t start,
+                                  int64_t num_heads, int64_t num_kv_heads, at::Tensor k_cache, at::Tensor v_cache) {
+    at::Tensor q = at::empty({qkv.size(0), num_heads, k_cache.size(2)}, qkv.options());
+    rope_qkv_to_cache(qkv, cos, sin, start, num_heads, num_kv_heads, q, k_cache, v_cache);
+    return q;
+  });
+  ops.def("attention_with_cache", &attention_with_cache);
+  ops.def("attention_with_cache_cpu", &attention_with_cache_cpu);
+  ops.def("argmax_top1", [](const at::Tensor& logits, bool with_prob) {
+    auto [ids, probs] = argmax_top1(logits, with_prob);
+    return py::make_tuple(ids, probs);
+  }, py::arg("logits"), py::arg("with_prob") = true);
+}

@@ -1,0 +1,44 @@
+#include "model/layer_plan.h"
+
+#include "common/check.h"
+
+#include <sstream>
+
+namespace dotf {
+
+namespace {
+std::vector<int64_t> off_indices(const std::vector<bool>& on) {
+  std::vector<int64_t> out;
+  for (size_t i = 0; i < on.size(); ++i)
+    if (!on[i]) out.push_back(static_cast<int64_t>(i));
+  return out;
+}
+}  // namespace
+
+bool LayerPlan::is_full() const {
+  return skipped_attention().empty() && skipped_mlp().empty();
+}
+std::vector<int64_t> LayerPlan::skipped_attention() const { return off_indices(attention); }
+std::vector<int64_t> LayerPlan::skipped_mlp() const { return off_indices(mlp); }
+
+void LayerPlan::validate(int64_t num_layers) const {
+  DOTF_CHECK_ARG(static_cast<int64_t>(attention.size()) == num_layers && static_cast<int64_t>(mlp.size()) == num_layers,
+                 "layer plan must have ", num_layers, " attention and mlp entries, got ", attention.size(), " and ",
+                 mlp.size());
+}
+
+std::string LayerPlan::key() const {
+  std::ostringstream os;
+  auto list = [&](const std::vector<int64_t>& v) {
+    os << '[';
+    for (size_t i = 0; i < v.size(); ++i) os << (i ? "," : "") << v[i];
+    os << ']';
+  };
+  os << "attn-skip";
+  list(skipped_attention());
+  os << " mlp-skip";
+  list(skipped_mlp());
+  return os.str();
+}
+
+}  // namespace dotf

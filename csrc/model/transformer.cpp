@@ -1,0 +1,116 @@
+#include "model/transformer.h"
+
+#include "common/check.h"
+#include "ops/attention.h"
+#include "ops/rmsnorm.h"
+#include "ops/rope.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/cos.h>
+#include <ATen/ops/embedding.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/silu.h>
+#include <ATen/ops/sin.h>
+
+#include <cmath>
+#include <limits>
+
+namespace dotf {
+
+Transformer::Transformer(ModelConfig config, ModelWeights weights, int64_t max_seq_len)
+    : config_(std::move(config)), weights_(std::move(weights)), max_seq_len_(max_seq_len) {
+  config_.validate();
+  DOTF_CHECK_ARG(max_seq_len > 0, "max_seq_len must be > 0, got ", max_seq_len);
+  DOTF_CHECK(static_cast<int64_t>(weights_.layers.size()) == config_.num_layers, "weights have ",
+             weights_.layers.size(), " layers, config says ", config_.num_layers);
+  // Angles in float32, then cos/sin cast to the model dtype: what transformers' rotary module does.
+  at::Tensor positions = at::arange(max_seq_len, at::TensorOptions().dtype(at::kFloat));
+  at::Tensor angles = positions.unsqueeze(1) * config_.rope_inv_freq().unsqueeze(0);  // [P, D/2]
+  rope_cos_ = at::cos(angles).to(device(), dtype()).contiguous();
+  rope_sin_ = at::sin(angles).to(device(), dtype()).contiguous();
+}
+
+KVCache Transformer::new_cache(int64_t capacity) const {
+  DOTF_CHECK_ARG(capacity > 0 && capacity <= max_seq_len_, "cache capacity must be in [1, max_seq_len=",
+                 max_seq_len_, "], got ", capacity);
+  return KVCache(config_.num_layers, capacity, config_.num_kv_heads, config_.head_dim, dtype(), device());
+}
+
+ForwardOutput Transformer::forward(const at::Tensor& tokens, int64_t start, KVCache& cache, const LayerPlan& plan,
+                                   const ForwardOptions& options, const ModelWeights* override_weights) const {
+  const ModelConfig& c = config_;
+  const ModelWeights& w = override_weights ? *override_weights : weights_;
+  DOTF_CHECK_DIM(tokens, 1, "tokens");
+  DOTF_CHECK_DTYPE(tokens, at::kLong, "tokens");
+  const int64_t T = tokens.size(0);
+  DOTF_CHECK_ARG(T > 0, "tokens must not be empty");
+  DOTF_CHECK_ARG(start >= 0 && start <= cache.length(), "start position ", start, " must be in [0, cache length ",
+                 cache.length(), "]");
+  DOTF_CHECK_ARG(start + T <= cache.capacity(), "positions up to ", start + T, " exceed the cache capacity ",
+                 cache.capacity());
+  DOTF_CHECK_ARG(cache.num_layers() == c.num_layers, "cache has ", cache.num_layers(), " layers, model has ",
+                 c.num_layers);
+  plan.validate(c.num_layers);
+
+  cache.truncate(start);
+  cache.append(T);
+
+  const int64_t L = c.num_layers;
+  at::Tensor ids = tokens.to(device());
+  at::Tensor h = at::embedding(w.embed, ids).contiguous();  // [T, C] residual stream
+  at::Tensor normed = at::empty_like(h);
+  at::Tensor q = at::empty({T, c.num_heads, c.head_dim}, h.options());
+  // cos[2l + kind][t]; NaN marks a skipped sublayer.
+  at::Tensor cos;
+  if (options.similarity)
+    cos = at::full({2 * L, T}, std::numeric_limits<float>::quiet_NaN(), h.options().dtype(at::kFloat));
+  const double scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
+  const double eps = c.rms_norm_eps;
+
+  // Each sublayer's output is added to the residual stream and normalised with the *next* running
+  // sublayer's norm in one fused op; that op also measures the similarity.
+  struct Sublayer { int64_t layer; bool attention; };
+  std::vector<Sublayer> order;
+  for (int64_t l = 0; l < L; ++l) {
+    if (plan.attention[l]) order.push_back({l, true});
+    if (plan.mlp[l]) order.push_back({l, false});
+  }
+  auto norm_weight = [&](size_t i) -> const at::Tensor& {
+    if (i >= order.size()) return w.final_norm;
+    const LayerWeights& lw = w.layers[order[i].layer];
+    return order[i].attention ? lw.attn_norm : lw.mlp_norm;
+  };
+
+  add_rmsnorm_cossim(h, at::Tensor(), norm_weight(0), eps, normed, at::Tensor());
+  for (size_t i = 0; i < order.size(); ++i) {
+    const auto [l, is_attention] = order[i];
+    const LayerWeights& lw = w.layers[l];
+    at::Tensor delta;
+    if (is_attention) {
+      at::Tensor qkv = lw.qkv(normed);
+      at::Tensor k_slab = cache.keys(l), v_slab = cache.values(l);
+      rope_qkv_to_cache(qkv, rope_cos_, rope_sin_, start, c.num_heads, c.num_kv_heads, q, k_slab, v_slab);
+      delta = lw.o(attention_with_cache(q, k_slab, v_slab, start, scale));
+    } else {
+      at::Tensor gate_up = lw.gate_up(normed);
+      const int64_t I = c.intermediate_size;
+      delta = lw.down(at::silu(gate_up.narrow(1, 0, I)).mul_(gate_up.narrow(1, I, I)));
+    }
+    at::Tensor cos_row = options.similarity ? cos[2 * l + (is_attention ? 0 : 1)] : at::Tensor();
+    add_rmsnorm_cossim(h, delta.contiguous(), norm_weight(i + 1), eps, normed, cos_row);
+  }
+
+  ForwardOutput out;
+  if (options.logits == LogitsFor::All) out.logits = w.lm_head(normed);
+  if (options.logits == LogitsFor::Last) out.logits = w.lm_head(normed.narrow(0, T - 1, 1));
+  if (options.similarity) {
+    out.similarity = cos.mean(1).view({L, 2});
+    out.last_similarity = cos.select(1, T - 1).view({L, 2}).clone();
+  }
+  return out;
+}
+
+}  // namespace dotf

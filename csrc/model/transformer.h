@@ -1,0 +1,53 @@
+#pragma once
+// The decoder-only transformer forward (Llama / Mistral / Qwen2 as Hugging Face defines them) over a
+// KV cache, under a layer plan, measuring per-sublayer cosine similarities on the way.
+#include "cache/kv_cache.h"
+#include "model/config.h"
+#include "model/layer_plan.h"
+#include "model/weights.h"
+
+#include <ATen/core/Tensor.h>
+
+namespace dotf {
+
+enum class LogitsFor { All, Last, None };
+
+struct ForwardOptions {
+  LogitsFor logits = LogitsFor::All;
+  // Measure cos(h, h + sublayer(h)) per sublayer and position (fused with the residual add).
+  bool similarity = false;
+};
+
+struct ForwardOutput {
+  at::Tensor logits;           // [T or 1, V] in the model dtype; undefined with LogitsFor::None
+  at::Tensor similarity;       // [L, 2] float32, mean over the T positions; column 0 attention, 1 MLP; NaN if skipped
+  at::Tensor last_similarity;  // [L, 2] float32, the last position's value
+};
+
+class Transformer {
+ public:
+  // weights must already be in their final dtype/device; max_seq_len bounds positions (rotary table).
+  Transformer(ModelConfig config, ModelWeights weights, int64_t max_seq_len);
+
+  const ModelConfig& config() const { return config_; }
+  const ModelWeights& weights() const { return weights_; }
+  at::ScalarType dtype() const { return weights_.embed.scalar_type(); }
+  at::Device device() const { return weights_.embed.device(); }
+  int64_t max_seq_len() const { return max_seq_len_; }
+
+  KVCache new_cache(int64_t capacity) const;
+
+  // tokens: [T] int64 at positions start..start+T-1. Rewrites the cache from `start` (which must be
+  // <= cache.length()) for every layer whose attention runs; afterwards cache.length() == start + T.
+  // `weights` overrides the linear layers' weights (a quantized draft copy); default: the model's.
+  ForwardOutput forward(const at::Tensor& tokens, int64_t start, KVCache& cache, const LayerPlan& plan,
+                        const ForwardOptions& options, const ModelWeights* weights = nullptr) const;
+
+ private:
+  ModelConfig config_;
+  ModelWeights weights_;
+  int64_t max_seq_len_;
+  at::Tensor rope_cos_, rope_sin_;  // [max_seq_len, D/2] in the model dtype
+};
+
+}  // namespace dotf

@@ -1,0 +1,44 @@
+#pragma once
+// Hugging Face tensor names -> per-layer structs, with every shape checked against the config and
+// the projections that read the same input fused (QKV, gate+up) so that a step makes fewer, larger
+// matrix products.
+#include "model/config.h"
+#include "ops/linear.h"
+
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace dotf {
+
+using TensorMap = std::unordered_map<std::string, at::Tensor>;
+
+struct LayerWeights {
+  at::Tensor attn_norm;  // [C]
+  Linear qkv;            // [(H + 2*KVH) * D, C] (+ bias for Qwen2)
+  Linear o;              // [C, H * D]
+  at::Tensor mlp_norm;   // [C]
+  Linear gate_up;        // [2 * I, C]
+  Linear down;           // [C, I]
+};
+
+struct ModelWeights {
+  at::Tensor embed;       // [V, C]
+  std::vector<LayerWeights> layers;
+  at::Tensor final_norm;  // [C]
+  Linear lm_head;         // [V, C]; shares embed's storage when embeddings are tied
+
+  // Bytes of distinct weight storage (tied tensors counted once).
+  int64_t nbytes() const;
+  // The same weights with every linear layer laid out for `path` (norms and embeddings shared).
+  ModelWeights with_linear_path(LinearPath path) const;
+};
+
+// tensors: HF state-dict names -> tensors in any float dtype on any device. Missing or mis-shaped
+// tensors throw ValueError naming the tensor. Results are in `dtype` on `device`.
+ModelWeights build_weights(const ModelConfig& config, const TensorMap& tensors, at::ScalarType dtype,
+                           at::Device device, LinearPath path = LinearPath::Aten);
+
+}  // namespace dotf

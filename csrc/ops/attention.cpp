@@ -1,0 +1,49 @@
+#include "ops/attention.h"
+
+#include "common/check.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/bmm.h>
+#include <ATen/ops/softmax.h>
+
+#include <limits>
+
+namespace dotf {
+
+at::Tensor attention_with_cache_cpu(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                                    int64_t start, double scale) {
+  const int64_t T = q.size(0), H = q.size(1), D = q.size(2);
+  const int64_t KVH = k_cache.size(1), G = H / KVH, S = start + T;
+  // Group the query heads that share a KV head: [KVH, G*T, D].
+  at::Tensor qg = q.view({T, KVH, G, D}).permute({1, 2, 0, 3}).reshape({KVH, G * T, D});
+  at::Tensor k = k_cache.narrow(0, 0, S).permute({1, 2, 0});  // [KVH, D, S]
+  at::Tensor v = v_cache.narrow(0, 0, S).permute({1, 0, 2});  // [KVH, S, D]
+  at::Tensor scores = at::bmm(qg, k).mul_(scale);             // [KVH, G*T, S]
+  if (T > 1) {
+    // Causal mask among the new positions: key s is hidden from query t when s > start + t.
+    auto opts = at::TensorOptions().dtype(at::kLong).device(q.device());
+    at::Tensor hidden = at::arange(S, opts).unsqueeze(0) > (at::arange(T, opts) + start).unsqueeze(1);  // [T, S]
+    scores.view({KVH, G, T, S}).masked_fill_(hidden, -std::numeric_limits<double>::infinity());
+  }
+  at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
+  at::Tensor out = at::bmm(probs, v);  // [KVH, G*T, D]
+  return out.view({KVH, G, T, D}).permute({2, 0, 1, 3}).reshape({T, H * D});
+}
+
+at::Tensor attention_with_cache(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                                int64_t start, double scale) {
+  DOTF_CHECK_DIM(q, 3, "q");
+  DOTF_CHECK_DIM(k_cache, 3, "k_cache");
+  DOTF_CHECK(v_cache.sizes() == k_cache.sizes(), "v_cache must match k_cache");
+  DOTF_CHECK(q.size(2) == k_cache.size(2), "q head_dim ", q.size(2), " != cache head_dim ", k_cache.size(2));
+  DOTF_CHECK(q.size(1) % k_cache.size(1) == 0, "query heads must be a multiple of KV heads");
+  DOTF_CHECK(start >= 0 && start + q.size(0) <= k_cache.size(0), "attention: rows [0, ", start + q.size(0),
+             ") exceed the cache capacity ", k_cache.size(0));
+#ifdef DOTF_WITH_CUDA
+  if (q.is_cuda()) return attention_with_cache_cuda(q, k_cache, v_cache, start, scale);
+#endif
+  return attention_with_cache_cpu(q, k_cache, v_cache, start, scale);
+}
+
+}  // namespace dotf

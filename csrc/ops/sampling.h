@@ -1,0 +1,23 @@
+#pragma once
+// Greedy token choice and the draft-exit confidence in one pass over the vocabulary: the argmax and
+// its softmax probability 1 / sum(exp(l - max)), without materialising the softmax.
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <utility>
+
+namespace dotf {
+
+// logits: [T, V] -> (ids [T] int64, top-1 probability [T] float32; 0 when with_prob is false,
+// which skips the exp pass that only the draft-exit test needs).
+// A row holding NaN or +-inf gets id -1 so that callers can report it instead of emitting garbage.
+std::pair<at::Tensor, at::Tensor> argmax_top1(const at::Tensor& logits, bool with_prob = true);
+
+template <typename scalar_t>
+void argmax_top1_cpu(const scalar_t* logits, int64_t rows, int64_t vocab, int64_t* ids, float* probs, bool with_prob);
+
+#ifdef DOTF_WITH_CUDA
+void argmax_top1_cuda(const at::Tensor& logits, at::Tensor& ids, at::Tensor& probs, bool with_prob);
+#endif
+
+}  // namespace dotf

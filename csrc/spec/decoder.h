@@ -1,0 +1,50 @@
+#pragma once
+// Greedy decoding loops: plain autoregressive ("ar") and adaptive self-speculative ("asd"):
+// prefill (measuring similarities) -> select the draft plan -> draft until the draft's confidence
+// drops below gamma -> verify all drafts in one full-model forward -> accept the longest matching
+// prefix plus the full model's next token -> roll the cache back by moving its length.
+// Both loops return exactly the full model's greedy tokens.
+#include "cache/kv_cache.h"
+#include "model/transformer.h"
+#include "spec/adaptive_gamma.h"
+#include "spec/selection.h"
+#include "spec/stats.h"
+
+#include <functional>
+#include <optional>
+#include <vector>
+
+namespace dotf {
+
+struct DecodeOptions {
+  int64_t max_new_tokens = 64;
+  std::vector<int64_t> eos_token_ids;
+  // Called with each chunk of new tokens as it is produced; may throw to stop the call.
+  std::function<void(const std::vector<int64_t>&)> on_tokens;
+  // Called between steps/rounds; throws to cancel (the bindings raise KeyboardInterrupt here).
+  std::function<void()> check_interrupt;
+};
+
+struct SpecOptions {
+  SelectionOptions selection;
+  bool use_last_position = false;   // aggregate similarity at the last prompt position instead of the mean
+  int64_t max_draft = 12;           // K_max
+  std::optional<LayerPlan> plan;    // a fixed draft plan (skips selection), for experiments and tests
+};
+
+struct DecodeResult {
+  std::vector<int64_t> tokens;
+  DecodeStats stats;
+};
+
+// Throws ValueError for options out of range.
+void validate(const DecodeOptions& options, int64_t vocab_size);
+void validate(const SpecOptions& options, const AdaptiveGamma& gamma, int64_t num_layers);
+
+// prompt: [P] int64. The cache must be empty-able and hold P + max_new_tokens (+ max_draft for asd).
+DecodeResult decode_ar(const Transformer& model, const at::Tensor& prompt, KVCache& cache, const DecodeOptions& options);
+// `gamma` is read and updated in place so that callers can carry it across calls.
+DecodeResult decode_asd(const Transformer& model, const at::Tensor& prompt, KVCache& cache,
+                        const DecodeOptions& options, const SpecOptions& spec, AdaptiveGamma& gamma);
+
+}  // namespace dotf

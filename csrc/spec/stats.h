@@ -1,0 +1,34 @@
+#pragma once
+// Figures about one generate call, filled in by the decode loops and handed to Python as a dict.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace dotf {
+
+struct DecodeStats {
+  std::string strategy;
+  std::string stop_reason;  // "eos" or "max_new_tokens"
+  int64_t prompt_tokens = 0;
+  int64_t new_tokens = 0;
+  double seconds = 0, prefill_seconds = 0, selection_seconds = 0, draft_seconds = 0, verify_seconds = 0;
+
+  // Speculative rounds: each drafts some tokens and runs one full-model verify forward.
+  int64_t rounds = 0;
+  int64_t drafted = 0;
+  int64_t accepted = 0;
+  int64_t round_tokens = 0;              // tokens emitted by rounds (accepted drafts + one each)
+  std::vector<int64_t> drafted_at;       // [max_draft]: rounds that drafted a token at position i
+  std::vector<int64_t> accepted_at;      // [max_draft]: rounds that accepted the draft at position i
+  double initial_gamma = 0, final_gamma = 0;
+
+  std::vector<int64_t> skipped_attention, skipped_mlp;      // the draft plan
+  std::vector<double> attention_similarity, mlp_similarity;  // per layer, from the prefill
+  std::string plan_note;                 // why the plan is what it is (e.g. nothing passed the threshold)
+
+  double acceptance_rate() const { return drafted ? static_cast<double>(accepted) / drafted : 0.0; }
+  double mean_accepted_length() const { return rounds ? static_cast<double>(round_tokens) / rounds : 0.0; }
+  double tokens_per_second() const { return seconds > 0 ? new_tokens / seconds : 0.0; }
+};
+
+}  // namespace dotf

@@ -1,0 +1,213 @@
+"""The public API: dotf.load(...) -> Model with forward_logits() and generate()."""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+
+from . import _C
+from .loading import load_checkpoint
+
+STRATEGIES = ("ar", "asd")
+
+# Defaults of the speculative options; README "Choosing the defaults" says how they were chosen.
+DEFAULTS = {
+    "threshold": 0.99,     # tau: attention sublayers with prefill similarity >= tau are dropped
+    "budget": 0.5,         # rho: at most this fraction of attention sublayers is dropped
+    "keep_first": 1,       # never drop the first k layers' attention
+    "max_draft": 12,       # K_max
+    "gamma": 0.6,          # initial draft-exit confidence threshold
+    "alpha": 0.9,          # acceptance target of the adaptive gamma rule
+}
+
+
+def build_info() -> dict:
+    """torch version, whether CUDA kernels were built, their archs, and libtorch's threading."""
+    info = dict(_C.build_info())
+    info["torch"] = torch.__version__
+    return info
+
+
+@dataclass
+class GenerateResult:
+    tokens: list[int]
+    stats: dict = field(default_factory=dict)
+    text: str | None = None
+
+
+def _as_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    return int(value)
+
+
+def _as_float(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    return float(value)
+
+
+def _resolve_device(device: Any) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device {device!r} is not a valid torch device: {e}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {dev.type!r}")
+    if dev.type == "cuda":
+        if not _C.build_info()["cuda"]:
+            raise ValueError("device='cuda' needs dotf built with CUDA kernels (this build is CPU-only; "
+                             "rebuild on a CUDA machine with DOTF_CUDA=ON)")
+        if not torch.cuda.is_available():
+            raise ValueError("device='cuda' requested but torch sees no CUDA device")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
+def _check_dtype(dtype: Any, device: torch.device) -> torch.dtype:
+    allowed = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype such as torch.float32, got {type(dtype).__name__}")
+    if dtype not in allowed:
+        raise ValueError(f"dtype {dtype} is not supported (float32, bfloat16, float16; float64 on CPU)")
+    if dtype == torch.float64 and device.type != "cpu":
+        raise ValueError("dtype torch.float64 is supported on CPU only")
+    return dtype
+
+
+class Model:
+    """A loaded causal LM. Thread-safe: every generate call owns its KV cache."""
+
+    def __init__(self, src: Any, dtype: torch.dtype = torch.float32, device: Any = "cpu",
+                 max_seq_len: int | None = None, linear_path: str = "aten"):
+        self.device = _resolve_device(device)
+        self.dtype = _check_dtype(dtype, self.device)
+        if max_seq_len is not None:
+            max_seq_len = _as_int(max_seq_len, "max_seq_len")
+            if max_seq_len < 1:
+                raise ValueError(f"max_seq_len must be >= 1, got {max_seq_len}")
+        ckpt = load_checkpoint(src, max_seq_len)
+        limit = ckpt.config.max_position_embeddings
+        if max_seq_len is not None and max_seq_len > limit:
+            raise ValueError(f"max_seq_len={max_seq_len} exceeds the model's max_position_embeddings={limit}")
+        self.config = ckpt.config
+        self.raw_config = ckpt.raw_config
+        self.source_dir = ckpt.source_dir
+        self.eos_token_ids = ckpt.eos_token_ids
+        self.vocab_size = ckpt.config.vocab_size
+        self.num_layers = ckpt.config.num_layers
+        self._impl = _C.Model(ckpt.config, ckpt.tensors, self.dtype, self.device, max_seq_len or limit, linear_path)
+        self.max_seq_len = self._impl.max_seq_len
+        self._tokenizer = None
+
+    # ---- inputs ------------------------------------------------------------------------------
+    def _input_ids(self, input_ids: Any) -> torch.Tensor:
+        if isinstance(input_ids, torch.Tensor):
+            if input_ids.dim() != 1:
+                raise ValueError(f"input_ids must be 1-D, got shape {tuple(input_ids.shape)}")
+            if input_ids.dtype.is_floating_point or input_ids.dtype in (torch.bool, torch.complex64, torch.complex128):
+                raise TypeError(f"input_ids must hold integers, got dtype {input_ids.dtype}")
+            ids = input_ids.to("cpu", torch.long).contiguous()
+        elif isinstance(input_ids, (list, tuple)):
+            for i, t in enumerate(input_ids):
+                if isinstance(t, bool) or not isinstance(t, numbers.Integral):
+                    raise TypeError(f"input_ids[{i}] must be an int, got {type(t).__name__}")
+            ids = torch.tensor([int(t) for t in input_ids], dtype=torch.long)
+        else:
+            raise TypeError(f"input_ids must be a list of ints or a 1-D integer tensor, got {type(input_ids).__name__}")
+        if ids.numel() == 0:
+            raise ValueError("input_ids must not be empty")
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= self.vocab_size:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"input_ids holds token id {bad}, outside the vocabulary [0, {self.vocab_size})")
+        return ids
+
+    def _eos(self, eos_token_id: Any) -> list[int]:
+        if eos_token_id is None:
+            return []
+        ids = list(eos_token_id) if isinstance(eos_token_id, (list, tuple, set)) else [eos_token_id]
+        out = [_as_int(i, "eos_token_id") for i in ids]
+        for i in out:
+            if not 0 <= i < self.vocab_size:
+                raise ValueError(f"eos_token_id {i} is outside the vocabulary [0, {self.vocab_size})")
+        return out
+
+    # ---- compute -----------------------------------------------------------------------------
+    def forward_logits(self, input_ids: Any) -> torch.Tensor:
+        """Full-model logits [T, vocab] for a prompt (a fresh cache; no state kept)."""
+        ids = self._input_ids(input_ids)
+        if ids.numel() > self.max_seq_len:
+            raise ValueError(f"input_ids has {ids.numel()} tokens, more than max_seq_len={self.max_seq_len}")
+        cache = self._impl.new_cache(ids.numel())
+        full = [True] * self.num_layers
+        logits, _, _ = self._impl.forward(ids, 0, cache, full, full, False, "all")
+        return logits
+
+    def new_cache(self, capacity: int):
+        """An empty KV cache for the low-level forward()/generate(cache=...)."""
+        return self._impl.new_cache(_as_int(capacity, "capacity"))
+
+    def forward(self, input_ids: Any, start: int, cache, attention: Sequence[bool] | None = None,
+                mlp: Sequence[bool] | None = None, similarity: bool = False, logits: str = "all"):
+        """Low level: run tokens at positions start.. over `cache` under a layer plan.
+
+        Returns (logits [T or 1, vocab], mean similarity [L, 2], last-position similarity [L, 2])."""
+        ids = self._input_ids(input_ids)
+        full = [True] * self.num_layers
+        return self._impl.forward(ids, _as_int(start, "start"), cache, list(attention or full), list(mlp or full),
+                                  bool(similarity), logits)
+
+    def generate(self, input_ids: Any, max_new_tokens: int = 64, strategy: str = "ar", eos_token_id: Any = None,
+                 threshold: float | None = None, max_draft: int | None = None, gamma: float | None = None,
+                 alpha: float | None = None, on_tokens: Callable[[list[int]], Any] | None = None,
+                 budget: float | None = None, keep_first: int | None = None, similarity: str = "mean",
+                 carry_gamma: bool = False, draft_attention: Sequence[bool] | None = None,
+                 draft_mlp: Sequence[bool] | None = None, cache=None) -> GenerateResult:
+        """Greedy generation. strategy="ar" is plain decoding; "asd" is adaptive self-speculative
+        decoding with a draft chosen on the fly. Both return exactly the full model's greedy tokens."""
+        ids = self._input_ids(input_ids)
+        max_new_tokens = _as_int(max_new_tokens, "max_new_tokens")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if not isinstance(strategy, str) or strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(map(repr, STRATEGIES))}, got {strategy!r}")
+        if ids.numel() + max_new_tokens > self.max_seq_len:
+            raise ValueError(f"prompt ({ids.numel()} tokens) + max_new_tokens ({max_new_tokens}) exceeds "
+                             f"max_seq_len={self.max_seq_len}")
+        if on_tokens is not None and not callable(on_tokens):
+            raise TypeError(f"on_tokens must be callable, got {type(on_tokens).__name__}")
+        if similarity not in ("mean", "last"):
+            raise ValueError(f"similarity must be 'mean' or 'last', got {similarity!r}")
+        opt = {k: DEFAULTS[k] if v is None else v for k, v in dict(
+            threshold=threshold, budget=budget, keep_first=keep_first, max_draft=max_draft, gamma=gamma,
+            alpha=alpha).items()}
+        tokens, stats = self._impl.generate(
+            ids, strategy, max_new_tokens, self._eos(eos_token_id), on_tokens,
+            _as_float(opt["threshold"], "threshold"), _as_float(opt["budget"], "budget"),
+            _as_int(opt["keep_first"], "keep_first"), similarity == "last", _as_int(opt["max_draft"], "max_draft"),
+            _as_float(opt["gamma"], "gamma"), _as_float(opt["alpha"], "alpha"), bool(carry_gamma),
+            None if draft_attention is None else [bool(b) for b in draft_attention],
+            None if draft_mlp is None else [bool(b) for b in draft_mlp], cache)
+        return GenerateResult(tokens=list(tokens), stats=dict(stats))
+
+    # ---- text helpers ------------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        """The checkpoint's tokenizer (needs `transformers`); None when the checkpoint has none."""
+        if self._tokenizer is None and self.source_dir is not None:
+            try:
+                from transformers import AutoTokenizer  # noqa: PLC0415
+            except ImportError:
+                return None
+            self._tokenizer = AutoTokenizer.from_pretrained(str(self.source_dir))
+        return self._tokenizer
+
+
+def load(src: Any, dtype: torch.dtype = torch.float32, device: Any = "cpu", max_seq_len: int | None = None,
+         linear_path: str = "aten") -> Model:
+    """Load a Hugging Face causal LM (directory, PreTrainedModel, or built-in name like "smollm2-135m")."""
+    return Model(src, dtype=dtype, device=device, max_seq_len=max_seq_len, linear_path=linear_path)
