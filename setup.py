@@ -51,6 +51,8 @@ class CMakeBuild(build_ext):
         subprocess.run(configure, cwd=build_dir, check=True)
         jobs = os.environ.get("DOTF_JOBS", str(os.cpu_count() or 2))
         subprocess.run(["cmake", "--build", ".", "-j", jobs], cwd=build_dir, check=True)
+        # Scripts (ctest, microbenchmarks) find the binaries of the latest build here.
+        (ROOT / "build" / "LAST").write_text(str(build_dir) + "\n")
 
 
 setup(

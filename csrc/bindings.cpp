@@ -49,6 +49,16 @@ py::dict stats_to_dict(const DecodeStats& s) {
   d["layer_similarity"] = s.attention_similarity;
   d["mlp_similarity"] = s.mlp_similarity;
   d["plan_note"] = s.plan_note;
+  py::dict drafted, accepted;
+  drafted["model"] = s.drafted_by_source[0];
+  drafted["lookup"] = s.drafted_by_source[1];
+  accepted["model"] = s.accepted_by_source[0];
+  accepted["lookup"] = s.accepted_by_source[1];
+  d["drafted_by_source"] = drafted;
+  d["accepted_by_source"] = accepted;
+  d["plain_steps"] = s.plain_steps;
+  d["fallback_switches"] = s.fallback_switches;
+  d["reselections"] = s.reselections;
   return d;
 }
 
@@ -63,6 +73,36 @@ LogitsFor logits_for(const std::string& which) {
 void check_python_signals() {
   py::gil_scoped_acquire gil;
   if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+}
+
+// Speculative options by name; an unknown name is a ValueError rather than silently ignored.
+GenerateRequest request_from_options(const py::dict& options) {
+  GenerateRequest r;
+  SpecOptions& s = r.spec;
+  for (auto item : options) {
+    const std::string key = py::cast<std::string>(item.first);
+    py::handle v = item.second;
+    if (key == "threshold") s.selection.threshold = py::cast<double>(v);
+    else if (key == "budget") s.selection.budget = py::cast<double>(v);
+    else if (key == "keep_first") s.selection.keep_first = py::cast<int64_t>(v);
+    else if (key == "similarity") {
+      const std::string agg = py::cast<std::string>(v);
+      DOTF_CHECK_ARG(agg == "mean" || agg == "last", "similarity must be 'mean' or 'last', got '", agg, "'");
+      s.use_last_position = agg == "last";
+    }
+    else if (key == "max_draft") s.max_draft = py::cast<int64_t>(v);
+    else if (key == "gamma") r.gamma = py::cast<double>(v);
+    else if (key == "alpha") r.alpha = py::cast<double>(v);
+    else if (key == "carry_gamma") r.carry_gamma = py::cast<bool>(v);
+    else if (key == "draft") r.draft = draft_weights_from_string(py::cast<std::string>(v));
+    else if (key == "lookup") s.lookup = py::cast<bool>(v);
+    else if (key == "lookup_max_ngram") s.lookup_options.max_ngram = py::cast<int64_t>(v);
+    else if (key == "lookup_min_ngram") s.lookup_options.min_ngram = py::cast<int64_t>(v);
+    else if (key == "break_even") s.break_even = py::cast<bool>(v);
+    else if (key == "reselect_every") s.reselect_every = py::cast<int64_t>(v);
+    else throw ValueError("unknown generate option '" + key + "'");
+  }
+  return r;
 }
 
 struct PyModel {
@@ -161,14 +201,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           },
           py::arg("tokens"), py::arg("start"), py::arg("cache"), py::arg("attention"), py::arg("mlp"),
           py::arg("similarity") = false, py::arg("logits") = "all")
+      .def_property_readonly("draft_bytes", [](const PyModel& p) { return p.engine->draft_bytes(); })
+      .def("release_draft", [](PyModel& p) { p.engine->release_draft(); })
       .def(
           "generate",
           [](PyModel& p, const at::Tensor& prompt, const std::string& strategy, int64_t max_new_tokens,
              std::vector<int64_t> eos, std::optional<std::function<void(const std::vector<int64_t>&)>> on_tokens,
-             double threshold, double budget, int64_t keep_first, bool use_last_position, int64_t max_draft,
-             double gamma, double alpha, bool carry_gamma, std::optional<std::vector<bool>> plan_attention,
+             const py::dict& options, std::optional<std::vector<bool>> plan_attention,
              std::optional<std::vector<bool>> plan_mlp, KVCache* cache) {
-            GenerateRequest r;
+            GenerateRequest r = request_from_options(options);
             r.strategy = strategy_from_string(strategy);
             r.decode.max_new_tokens = max_new_tokens;
             r.decode.eos_token_ids = std::move(eos);
@@ -180,19 +221,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
               };
             }
             r.decode.check_interrupt = check_python_signals;
-            r.spec.selection = SelectionOptions{threshold, budget, keep_first};
-            r.spec.use_last_position = use_last_position;
-            r.spec.max_draft = max_draft;
             if (plan_attention || plan_mlp) {
-              const int64_t L = p.model->config().num_layers;
-              LayerPlan plan = LayerPlan::full(L);
+              LayerPlan plan = LayerPlan::full(p.model->config().num_layers);
               if (plan_attention) plan.attention = *plan_attention;
               if (plan_mlp) plan.mlp = *plan_mlp;
               r.spec.plan = plan;
             }
-            r.gamma = gamma;
-            r.alpha = alpha;
-            r.carry_gamma = carry_gamma;
             DecodeResult result;
             {
               py::gil_scoped_release release;
@@ -202,10 +236,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           },
           py::arg("prompt"), py::arg("strategy") = "ar", py::arg("max_new_tokens") = 64,
           py::arg("eos_token_ids") = std::vector<int64_t>{}, py::arg("on_tokens") = py::none(),
-          py::arg("threshold") = 0.99, py::arg("budget") = 0.5, py::arg("keep_first") = 1,
-          py::arg("use_last_position") = false, py::arg("max_draft") = 12, py::arg("gamma") = 0.6,
-          py::arg("alpha") = 0.9, py::arg("carry_gamma") = false, py::arg("plan_attention") = py::none(),
-          py::arg("plan_mlp") = py::none(), py::arg("cache") = nullptr);
+          py::arg("options") = py::dict(), py::arg("plan_attention") = py::none(), py::arg("plan_mlp") = py::none(),
+          py::arg("cache") = nullptr);
 
   m.def(
       "select_draft_plan",

@@ -2,7 +2,23 @@
 
 #include "common/check.h"
 
+#include <ATen/Context.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/stack.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/linear.h>
+#include <ATen/ops/quantize_per_channel.h>
+#include <ATen/ops/zeros.h>
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <string_view>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 namespace dotf {
 
@@ -11,6 +27,7 @@ std::string to_string(LinearPath path) {
     case LinearPath::Aten: return "aten";
     case LinearPath::OneDnnPacked: return "onednn";
     case LinearPath::Int8Dynamic: return "int8";
+    case LinearPath::Avx2Packed: return "avx2";
   }
   return "?";
 }
@@ -19,27 +36,401 @@ LinearPath linear_path_from_string(const std::string& name) {
   if (name == "aten") return LinearPath::Aten;
   if (name == "onednn") return LinearPath::OneDnnPacked;
   if (name == "int8") return LinearPath::Int8Dynamic;
-  throw ValueError("linear path must be one of 'aten', 'onednn', 'int8', got '" + name + "'");
+  if (name == "avx2") return LinearPath::Avx2Packed;
+  throw ValueError("linear path must be one of 'aten', 'onednn', 'int8', 'avx2', got '" + name + "'");
 }
 
+// MEASUREMENTS (bench/results/linear_paths.md, written by bench/linear_paths.py from dotf_bench):
+// filled in below by default_linear_path's comment.
+LinearPath default_linear_path(at::ScalarType dtype, at::Device device) {
+  if (!device.is_cpu()) return LinearPath::Aten;
+  if (dtype == at::kFloat || dtype == at::kBFloat16) return LinearPath::OneDnnPacked;
+  return LinearPath::Aten;
+}
+
+namespace {
+
+// ---- the torch ops we call, found once through the dispatcher ----
+
+// mkldnn::_reorder_linear_weight(Tensor self, int? batch_size=None) -> Tensor
+at::Tensor onednn_reorder(const at::Tensor& w, std::optional<int64_t> batch_size) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("mkldnn::_reorder_linear_weight", "")
+                             .typed<at::Tensor(const at::Tensor&, std::optional<int64_t>)>();
+  return op.call(w, batch_size);
+}
+
+// mkldnn::_linear_pointwise(Tensor X, Tensor W, Tensor? B, str attr, Scalar?[] scalars, str? algorithm)
+at::Tensor onednn_linear(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& b) {
+  using Sig = at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&, std::string_view,
+                         c10::List<std::optional<at::Scalar>>, std::optional<std::string_view>);
+  static const auto op =
+      c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_linear_pointwise", "").typed<Sig>();
+  return op.call(x, w, b, "none", c10::List<std::optional<at::Scalar>>(), std::nullopt);
+}
+
+// Whether this CPU's oneDNN has a bf16 inner product (it needs avx512bw/vl/dq or avx_ne_convert; the
+// reorder refuses otherwise). Probed once on a tiny weight.
+bool onednn_has_bf16() {
+  static const bool ok = [] {
+    try {
+      onednn_reorder(at::zeros({16, 16}, at::TensorOptions().dtype(at::kBFloat16)), 1);
+      return true;
+    } catch (const c10::Error&) {
+      return false;
+    }
+  }();
+  return ok;
+}
+
+c10::OperatorHandle op_handle(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "");
+}
+
+// quantized::linear_prepack(Tensor W, Tensor? B=None) -> LinearPackedParamsBase
+c10::IValue int8_prepack(const at::Tensor& qweight, const std::optional<at::Tensor>& bias) {
+  static const c10::OperatorHandle op = op_handle("quantized::linear_prepack");
+  torch::jit::Stack stack{qweight, bias ? c10::IValue(*bias) : c10::IValue()};
+  op.callBoxed(&stack);
+  return std::move(stack.at(0));
+}
+
+// FBGEMM's AVX2 kernels sum pairs of u8*s8 products in saturating int16 (vpmaddubsw): with 8-bit
+// activations (0..255) and weights reaching +-127 a pair can reach 64770 and clip. reduce_range
+// quantizes activations to 7 bits (0..127) so a pair stays within 32258 < 32767; it is what
+// torch.ao.nn.quantized.dynamic.Linear passes for FBGEMM. See tests/cpp/test_linear.cpp
+// (Int8Saturation) for what happens without it.
+constexpr bool kInt8ReduceRange = true;
+
+// quantized::linear_dynamic(Tensor X, LinearPackedParamsBase W_prepack, bool reduce_range=False) -> Tensor
+at::Tensor int8_linear(const at::Tensor& x, const c10::IValue& params) {
+  static const c10::OperatorHandle op = op_handle("quantized::linear_dynamic");
+  torch::jit::Stack stack{x, params, kInt8ReduceRange};
+  op.callBoxed(&stack);
+  return stack.at(0).toTensor();
+}
+
+// quantized::linear_unpack(LinearPackedParamsBase W_prepack) -> (Tensor W_origin, Tensor? B_origin)
+at::Tensor int8_unpack_weight(const c10::IValue& params) {
+  static const c10::OperatorHandle op = op_handle("quantized::linear_unpack");
+  torch::jit::Stack stack{params};
+  op.callBoxed(&stack);
+  return stack.at(0).toTensor();
+}
+
+// Sets the quantized engine for the lifetime of the guard (prepack picks FBGEMM's packed layout from
+// the engine at prepack time; the call itself dispatches on the packed object), then restores it.
+class QEngineGuard {
+ public:
+  explicit QEngineGuard(at::QEngine e) : saved_(at::globalContext().qEngine()) {
+    if (saved_ != e) at::globalContext().setQEngine(e);
+  }
+  ~QEngineGuard() {
+    if (at::globalContext().qEngine() != saved_) at::globalContext().setQEngine(saved_);
+  }
+  QEngineGuard(const QEngineGuard&) = delete;
+  QEngineGuard& operator=(const QEngineGuard&) = delete;
+
+ private:
+  at::QEngine saved_;
+};
+
+// torch 2.13 warns (once, from Quantizer.cpp) that quantized tensor creation functions are deprecated
+// (pytorch/pytorch#184982). The FBGEMM int8 ops we use still need a qint8 weight to prepack; a user
+// loading a model cannot act on that warning, so it is swallowed while we build the weight.
+// If a torch release removes these ops, the int8 path fails at construction with torch's error.
+class SilenceWarnings : public c10::WarningHandler {
+ public:
+  void process(const c10::Warning&) override {}
+};
+
+bool has_fbgemm() {
+  for (at::QEngine e : at::globalContext().supportedQEngines()) {
+    if (e == at::QEngine::FBGEMM) return true;
+  }
+  return false;
+}
+
+
+// ---- Avx2Packed: a hand-written small-M kernel (x86-64 AVX2 + FMA) ----
+//
+// y[M, N] = x[M, K] W[N, K]^T + b for M <= kAvx2MaxM. The weight is packed once into panels of 16
+// output columns, [ceil(N/16)][K][16] (zero-padded), so one panel is one sequential stream and each
+// k step reads one 64-byte line (fp32) or half a line (bf16, widened to fp32 in registers). The
+// micro-kernel keeps a 6 x 16 tile of y in 12 ymm registers: per k it loads the panel's 16 weights
+// once and does 2 FMAs per row of x (a broadcast x[m][k]); the weights are read from DRAM once per
+// call and reused from L1 across the ceil(M/6) row blocks of a 256-deep k chunk. Rows <= 3 use two
+// accumulator sets (k unrolled by 2) so FMA latency does not cap the M = 1 streaming rate.
+// Accumulation is fp32 in k order per 256-deep chunk; bias is the tile's initial value.
+constexpr int64_t kPanel = 16;   // output columns per panel
+constexpr int64_t kChunkK = 256; // k depth per pass: a 16 KB fp32 panel chunk stays in L1 across row blocks
+constexpr int64_t kRowBlock = 6; // rows of x per micro-kernel call
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define DOTF_HAVE_AVX2_KERNEL 1
+#define DOTF_AVX2 __attribute__((target("avx2,fma")))
+
+DOTF_AVX2 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+DOTF_AVX2 inline __m256 load8(const uint16_t* p) {  // 8 bf16 -> 8 fp32 (bf16 is fp32's top half)
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+}
+
+// c[MB][16] (row stride ldc) += x[MB][kc] (row stride ldx) * p[kc][16].
+template <typename WT, int MB>
+DOTF_AVX2 inline void avx2_micro(const WT* __restrict p, int64_t kc, const float* __restrict x, int64_t ldx,
+                                 float* __restrict c, int64_t ldc) {
+  constexpr bool kTwoSets = MB <= 3;
+  // Named registers, not arrays: GCC spills arrays of __m256 to the stack on every iteration.
+  __m256 a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51;
+  __m256 b00, b01, b10, b11, b20, b21;
+  (void)b00, (void)b01, (void)b10, (void)b11, (void)b20, (void)b21;
+#define DOTF_LOADC(i)                                                 \
+  if constexpr (MB > i) {                                             \
+    a##i##0 = _mm256_loadu_ps(c + i * ldc);                           \
+    a##i##1 = _mm256_loadu_ps(c + i * ldc + 8);                       \
+  }
+#define DOTF_ZEROB(i)                                                 \
+  if constexpr (kTwoSets && MB > i) {                                 \
+    b##i##0 = _mm256_setzero_ps();                                    \
+    b##i##1 = _mm256_setzero_ps();                                    \
+  }
+#define DOTF_FMA(acc, i, kk)                                          \
+  if constexpr (MB > i) {                                             \
+    const __m256 xv = _mm256_broadcast_ss(x + i * ldx + (kk));        \
+    acc##i##0 = _mm256_fmadd_ps(xv, w0, acc##i##0);                   \
+    acc##i##1 = _mm256_fmadd_ps(xv, w1, acc##i##1);                   \
+  }
+#define DOTF_MERGE(i)                                                 \
+  if constexpr (kTwoSets && MB > i) {                                 \
+    a##i##0 = _mm256_add_ps(a##i##0, b##i##0);                        \
+    a##i##1 = _mm256_add_ps(a##i##1, b##i##1);                        \
+  }
+#define DOTF_STOREC(i)                                                \
+  if constexpr (MB > i) {                                             \
+    _mm256_storeu_ps(c + i * ldc, a##i##0);                           \
+    _mm256_storeu_ps(c + i * ldc + 8, a##i##1);                       \
+  }
+  DOTF_LOADC(0) DOTF_LOADC(1) DOTF_LOADC(2) DOTF_LOADC(3) DOTF_LOADC(4) DOTF_LOADC(5)
+  DOTF_ZEROB(0) DOTF_ZEROB(1) DOTF_ZEROB(2)
+  int64_t k = 0;
+  if constexpr (kTwoSets) {
+    for (; k + 2 <= kc; k += 2) {
+      {
+        const __m256 w0 = load8(p + k * 16), w1 = load8(p + k * 16 + 8);
+        DOTF_FMA(a, 0, k) DOTF_FMA(a, 1, k) DOTF_FMA(a, 2, k)
+      }
+      {
+        const __m256 w0 = load8(p + k * 16 + 16), w1 = load8(p + k * 16 + 24);
+        DOTF_FMA(b, 0, k + 1) DOTF_FMA(b, 1, k + 1) DOTF_FMA(b, 2, k + 1)
+      }
+    }
+  }
+  for (; k < kc; ++k) {
+    const __m256 w0 = load8(p + k * 16), w1 = load8(p + k * 16 + 8);
+    DOTF_FMA(a, 0, k) DOTF_FMA(a, 1, k) DOTF_FMA(a, 2, k) DOTF_FMA(a, 3, k) DOTF_FMA(a, 4, k) DOTF_FMA(a, 5, k)
+  }
+  DOTF_MERGE(0) DOTF_MERGE(1) DOTF_MERGE(2)
+  DOTF_STOREC(0) DOTF_STOREC(1) DOTF_STOREC(2) DOTF_STOREC(3) DOTF_STOREC(4) DOTF_STOREC(5)
+#undef DOTF_LOADC
+#undef DOTF_ZEROB
+#undef DOTF_FMA
+#undef DOTF_MERGE
+#undef DOTF_STOREC
+}
+
+template <typename WT>
+DOTF_AVX2 void avx2_micro_rows(int64_t mb, const WT* p, int64_t kc, const float* x, int64_t ldx, float* c, int64_t ldc) {
+  switch (mb) {
+    case 6: return avx2_micro<WT, 6>(p, kc, x, ldx, c, ldc);
+    case 5: return avx2_micro<WT, 5>(p, kc, x, ldx, c, ldc);
+    case 4: return avx2_micro<WT, 4>(p, kc, x, ldx, c, ldc);
+    case 3: return avx2_micro<WT, 3>(p, kc, x, ldx, c, ldc);
+    case 2: return avx2_micro<WT, 2>(p, kc, x, ldx, c, ldc);
+    default: return avx2_micro<WT, 1>(p, kc, x, ldx, c, ldc);
+  }
+}
+
+// Panels [p_begin, p_end) of y = x packed^T + bias. x: [M, K] fp32 contiguous; y: [M, N] fp32.
+template <typename WT>
+DOTF_AVX2 void avx2_linear_panels(const float* x, int64_t M, int64_t K, const WT* packed, int64_t N,
+                                  const float* bias, float* y, int64_t p_begin, int64_t p_end) {
+  alignas(32) float tail[kAvx2MaxM * kPanel];
+  for (int64_t pi = p_begin; pi < p_end; ++pi) {
+    const int64_t n0 = pi * kPanel, cols = std::min(kPanel, N - n0);
+    const bool full = cols == kPanel;
+    float* c = full ? y + n0 : tail;
+    const int64_t ldc = full ? N : kPanel;
+    for (int64_t m = 0; m < M; ++m) {
+      for (int64_t j = 0; j < kPanel; ++j) c[m * ldc + j] = (bias && j < cols) ? bias[n0 + j] : 0.0f;
+    }
+    const WT* panel = packed + pi * K * kPanel;
+    for (int64_t k0 = 0; k0 < K; k0 += kChunkK) {
+      const int64_t kc = std::min(kChunkK, K - k0);
+      for (int64_t m0 = 0; m0 < M; m0 += kRowBlock) {
+        avx2_micro_rows<WT>(std::min(kRowBlock, M - m0), panel + k0 * kPanel, kc, x + m0 * K + k0, K, c + m0 * ldc, ldc);
+      }
+    }
+    if (!full) {
+      for (int64_t m = 0; m < M; ++m) std::memcpy(y + m * N + n0, tail + m * kPanel, cols * sizeof(float));
+    }
+  }
+}
+#endif  // x86-64
+
+// [N, K] -> [ceil(N/16), K, 16], zero-padded, same dtype.
+at::Tensor avx2_pack(const at::Tensor& w) {
+  const int64_t N = w.size(0), K = w.size(1), P = (N + kPanel - 1) / kPanel;
+  at::Tensor padded = w;
+  if (P * kPanel != N) {
+    padded = at::zeros({P * kPanel, K}, w.options());
+    padded.narrow(0, 0, N).copy_(w);
+  }
+  // [P, 16, K] -> [P, K, 16]
+  return padded.view({P, kPanel, K}).transpose(1, 2).contiguous();
+}
+
+at::Tensor avx2_linear(const at::Tensor& x, const at::Tensor& packed, const std::optional<at::Tensor>& bias, int64_t N) {
+#ifdef DOTF_HAVE_AVX2_KERNEL
+  const at::Tensor xf = x.to(at::kFloat).contiguous();
+  const int64_t M = xf.size(0), K = xf.size(1), P = packed.size(0);
+  at::Tensor y = at::empty({M, N}, xf.options());
+  const float* xp = xf.data_ptr<float>();
+  const float* bp = bias ? bias->data_ptr<float>() : nullptr;
+  float* yp = y.data_ptr<float>();
+  // Enough weight per task that thread start-up is paid back (>= 64 K weights).
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / (K * kPanel));
+  if (packed.scalar_type() == at::kFloat) {
+    const float* wp = packed.data_ptr<float>();
+    at::parallel_for(0, P, grain, [&](int64_t b, int64_t e) { avx2_linear_panels<float>(xp, M, K, wp, N, bp, yp, b, e); });
+  } else {
+    const auto* wp = reinterpret_cast<const uint16_t*>(packed.data_ptr<at::BFloat16>());
+    at::parallel_for(0, P, grain, [&](int64_t b, int64_t e) { avx2_linear_panels<uint16_t>(xp, M, K, wp, N, bp, yp, b, e); });
+  }
+  return y;
+#else
+  DOTF_CHECK(false, "linear path 'avx2' is not built for this architecture");
+  return {};
+#endif
+}
+
+}  // namespace
+
+bool cpu_has_avx2_fma() {
+#ifdef DOTF_HAVE_AVX2_KERNEL
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+namespace {
+}  // namespace
+
 Linear::Linear(at::Tensor weight, std::optional<at::Tensor> bias, LinearPath path)
-    : weight_(std::move(weight)), bias_(std::move(bias)), path_(path) {
+    : Linear(std::move(weight), std::move(bias), path, kOneDnnBatchHint) {}
+
+Linear::Linear(at::Tensor weight, std::optional<at::Tensor> bias, LinearPath path,
+               std::optional<int64_t> onednn_batch_hint)
+    : weight_(std::move(weight)), bias_(std::move(bias)), path_(path), onednn_batch_hint_(onednn_batch_hint) {
   DOTF_CHECK_DIM(weight_, 2, "linear weight");
   if (bias_) {
     DOTF_CHECK_DIM(*bias_, 1, "linear bias");
     DOTF_CHECK_SIZE(*bias_, 0, weight_.size(0), "linear bias");
   }
-  DOTF_CHECK_ARG(path_ == LinearPath::Aten, "linear path '", to_string(path_), "' is not built yet");
+  if (path_ == LinearPath::Aten) return;
+
+  // Packed paths. The original weight_ (and bias_) stay referenced although these paths never read
+  // them: the model keeps the original weights for the full (verifying) model and derives other
+  // paths from them with with_path, e.g. an int8 draft; so the packed data is one extra copy
+  // (extra_bytes), never a replacement, and at most one packed copy is held per Linear.
+  DOTF_CHECK_ARG(weight_.device().is_cpu(), "linear path '", to_string(path_), "' runs on CPU only, got a weight on ",
+                 weight_.device(), "; use linear_path='aten' on ", weight_.device().type());
+  DOTF_CHECK_ARG(!bias_ || bias_->device() == weight_.device(), "linear bias must be on ", weight_.device(), ", got ",
+                 bias_->device());
+  const at::Tensor w = weight_.contiguous();
+
+  if (path_ == LinearPath::Avx2Packed) {
+    const at::ScalarType dt = w.scalar_type();
+    DOTF_CHECK_TYPE(dt == at::kFloat || dt == at::kBFloat16, "linear path 'avx2' needs a float32 or bfloat16 weight, got ",
+                    dt, "; use linear_path='aten'");
+    DOTF_CHECK_ARG(cpu_has_avx2_fma(), "linear path 'avx2' needs an x86-64 CPU with AVX2 and FMA; this one lacks them");
+    packed_ = avx2_pack(w);
+    packed_bytes_ = packed_.nbytes();
+    if (bias_) packed_bias_ = bias_->to(at::kFloat).contiguous();
+    return;
+  }
+
+  if (path_ == LinearPath::OneDnnPacked) {
+    const at::ScalarType dt = w.scalar_type();
+    DOTF_CHECK_TYPE(dt == at::kFloat || dt == at::kBFloat16,
+                    "linear path 'onednn' needs a float32 or bfloat16 weight, got ", dt,
+                    "; use linear_path='aten'");
+    packed_as_fp32_ = dt == at::kBFloat16 && !onednn_has_bf16();
+    const at::ScalarType pdt = packed_as_fp32_ ? at::kFloat : dt;
+    packed_ = onednn_reorder(w.to(pdt), onednn_batch_hint_);
+    packed_bytes_ = packed_.numel() * static_cast<int64_t>(c10::elementSize(pdt));
+    if (bias_) packed_bias_ = bias_->to(pdt).contiguous();
+    return;
+  }
+
+  // Int8Dynamic: symmetric per-output-channel int8 weights (scale = max|w_row| / 127, zero point 0).
+  DOTF_CHECK(has_fbgemm(), "linear path 'int8' needs torch's FBGEMM quantized engine, which this torch lacks");
+  SilenceWarnings silence;
+  c10::WarningUtils::WarningHandlerGuard silence_guard(&silence);
+  const at::Tensor wf = w.to(at::kFloat);
+  const at::Tensor scales =
+      std::get<0>(wf.abs().max(1)).div(127.0).clamp_min(std::numeric_limits<float>::epsilon()).to(at::kDouble);
+  const at::Tensor zero_points = at::zeros({wf.size(0)}, at::TensorOptions().dtype(at::kLong));
+  const at::Tensor qweight = at::quantize_per_channel(wf, scales, zero_points, 0, at::kQInt8);
+  std::optional<at::Tensor> bias_f;
+  if (bias_) bias_f = bias_->to(at::kFloat).contiguous();
+  {
+    QEngineGuard engine(at::QEngine::FBGEMM);
+    packed_params_ = int8_prepack(qweight, bias_f);
+  }
+  // FBGEMM holds the int8 weight (packed), and per output channel a float scale, an int32 zero point
+  // and an int32 column offset (+ the fp32 bias, which the original bias already accounts for).
+  packed_bytes_ = wf.numel() + wf.size(0) * (4 + 4 + 4);
 }
 
 at::Tensor Linear::operator()(const at::Tensor& x) const {
-  return at::linear(x, weight_, bias_);
+  switch (path_) {
+    case LinearPath::Aten:
+      return at::linear(x, weight_, bias_);
+    case LinearPath::OneDnnPacked: {
+      DOTF_CHECK_ARG(x.device().is_cpu(), "linear input must be on cpu for path 'onednn', got ", x.device());
+      DOTF_CHECK_TYPE(x.scalar_type() == weight_.scalar_type(), "linear input must have dtype ", weight_.scalar_type(),
+                      ", got ", x.scalar_type());
+      if (packed_as_fp32_) return onednn_linear(x.to(at::kFloat).contiguous(), packed_, packed_bias_).to(x.scalar_type());
+      return onednn_linear(x.contiguous(), packed_, packed_bias_);
+    }
+    case LinearPath::Avx2Packed: {
+      DOTF_CHECK_ARG(x.device().is_cpu(), "linear input must be on cpu for path 'avx2', got ", x.device());
+      DOTF_CHECK_TYPE(x.scalar_type() == weight_.scalar_type(), "linear input must have dtype ", weight_.scalar_type(),
+                      ", got ", x.scalar_type());
+      // Prefill-sized batches are compute bound: MKL's blocked GEMM on the original weight wins there.
+      if (x.dim() != 2 || x.size(0) > kAvx2MaxM) return at::linear(x, weight_, bias_);
+      DOTF_CHECK_SIZE(x, 1, weight_.size(1), "linear input");
+      at::Tensor y = avx2_linear(x, packed_, packed_bias_, weight_.size(0));
+      return x.scalar_type() == at::kFloat ? y : y.to(x.scalar_type());
+    }
+    case LinearPath::Int8Dynamic: {
+      DOTF_CHECK_ARG(x.device().is_cpu(), "linear input must be on cpu for path 'int8', got ", x.device());
+      DOTF_CHECK_TYPE(at::isFloatingType(x.scalar_type()), "linear input must be floating point, got ", x.scalar_type());
+      if (x.scalar_type() == at::kFloat) return int8_linear(x.contiguous(), packed_params_);
+      return int8_linear(x.to(at::kFloat).contiguous(), packed_params_).to(x.scalar_type());
+    }
+  }
+  DOTF_CHECK(false, "unknown linear path");
+  return {};
 }
 
-int64_t Linear::extra_bytes() const {
-  int64_t bytes = 0;
-  if (packed_.defined()) bytes += packed_.nbytes();
-  return bytes;
+int64_t Linear::extra_bytes() const { return packed_bytes_; }
+
+at::Tensor Linear::effective_weight() const {
+  if (path_ == LinearPath::Int8Dynamic) return int8_unpack_weight(packed_params_).dequantize();
+  return weight_;
 }
 
 }  // namespace dotf

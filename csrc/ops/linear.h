@@ -14,16 +14,38 @@ enum class LinearPath {
   Aten,         // at::linear: cuBLAS on CUDA, MKL/oneDNN default on CPU; always available
   OneDnnPacked, // CPU: oneDNN weight prepacked for small M (fp32, bf16)
   Int8Dynamic,  // CPU: FBGEMM int8 weight-only per output channel, activations quantized per call
+  Avx2Packed,   // CPU (x86 AVX2+FMA): hand-written small-M kernel over a panel-packed copy (fp32,
+                // bf16); at::linear for M > kAvx2MaxM. Written because the library paths fall short
+                // for small M on AVX2-only CPUs (numbers in linear.cpp).
 };
 
 std::string to_string(LinearPath path);
 LinearPath linear_path_from_string(const std::string& name);
 
+// The path that measured fastest for small M (1..16) for weights of this dtype on this device; the
+// measurements behind it are in linear.cpp. Never returns Int8Dynamic (it changes the numbers: it is
+// a draft path, chosen explicitly).
+LinearPath default_linear_path(at::ScalarType dtype, at::Device device);
+
+// Whether this CPU can run LinearPath::Avx2Packed (x86-64 with AVX2 and FMA).
+bool cpu_has_avx2_fma();
+
+// Avx2Packed runs its own kernel for M <= kAvx2MaxM rows and at::linear (MKL) beyond (prefill).
+inline constexpr int64_t kAvx2MaxM = 32;
+
+// The batch-size hint given to oneDNN when it prepacks a weight (mkldnn::_reorder_linear_weight).
+// Chosen by measurement (see linear.cpp); exposed so benchmarks can sweep it.
+inline constexpr int64_t kOneDnnBatchHint = 8;
+
 class Linear {
  public:
   Linear() = default;
   // weight: [out, in]; bias: [out] or none. The weight is kept (no copy on the Aten path).
+  // Packed paths need a CPU weight (ValueError otherwise); OneDnnPacked and Avx2Packed need fp32 or
+  // bf16 (TypeError); Avx2Packed needs an AVX2+FMA CPU (ValueError).
   Linear(at::Tensor weight, std::optional<at::Tensor> bias, LinearPath path = LinearPath::Aten);
+  // Same, with an explicit oneDNN batch-size hint (benchmarks; nullopt lets oneDNN pick).
+  Linear(at::Tensor weight, std::optional<at::Tensor> bias, LinearPath path, std::optional<int64_t> onednn_batch_hint);
 
   // x: [M, in] -> [M, out], in x's dtype.
   at::Tensor operator()(const at::Tensor& x) const;
@@ -36,14 +58,27 @@ class Linear {
   // Bytes held beyond the original weight and bias (a prepacked or quantized copy).
   int64_t extra_bytes() const;
   // The same weights laid out for another path (used to derive a quantized draft).
-  Linear with_path(LinearPath path) const { return Linear(weight_, bias_, path); }
+  Linear with_path(LinearPath path) const { return Linear(weight_, bias_, path, onednn_batch_hint_); }
+
+  // The weight this path actually multiplies by, as a dense float tensor of weight()'s shape: the
+  // dequantized int8 weight on Int8Dynamic (unpacked from FBGEMM, so tests see exactly what runs),
+  // weight() otherwise. Allocates on Int8Dynamic; meant for tests and diagnostics.
+  at::Tensor effective_weight() const;
+  // True when a bf16 weight was prepacked as an fp32 copy because this CPU's oneDNN has no bf16
+  // inner product (needs avx512bw/vl/dq or avx_ne_convert); the copy then takes twice the bytes.
+  bool packed_as_fp32() const { return packed_as_fp32_; }
 
  private:
   at::Tensor weight_;
   std::optional<at::Tensor> bias_;
   LinearPath path_ = LinearPath::Aten;
-  at::Tensor packed_;        // OneDnnPacked: the reordered weight
+  std::optional<int64_t> onednn_batch_hint_ = kOneDnnBatchHint;
+  at::Tensor packed_;         // OneDnnPacked: the reordered weight (an opaque oneDNN tensor);
+                              // Avx2Packed: [ceil(out/16), in, 16] panels, zero-padded
+  std::optional<at::Tensor> packed_bias_;  // OneDnnPacked: bias in the packed weight's dtype
+  bool packed_as_fp32_ = false;
   c10::IValue packed_params_; // Int8Dynamic: FBGEMM's packed params object
+  int64_t packed_bytes_ = 0;  // bytes of packed_ / packed_params_ (opaque to nbytes())
 };
 
 }  // namespace dotf

@@ -5,6 +5,7 @@
 
 #include <ATen/ops/cat.h>
 #include <ATen/ops/tensor.h>
+#include <ATen/TensorOperators.h>
 
 #include <algorithm>
 #include <chrono>
@@ -103,6 +104,9 @@ void validate(const SpecOptions& o, const AdaptiveGamma& g, int64_t num_layers) 
   DOTF_CHECK_ARG(g.gamma > 0.0 && g.gamma < 1.0, "gamma must be in (0, 1), got ", g.gamma);
   DOTF_CHECK_ARG(g.alpha > 0.0 && g.alpha <= 1.0, "alpha must be in (0, 1], got ", g.alpha);
   if (o.plan) o.plan->validate(num_layers);
+  DOTF_CHECK_ARG(o.reselect_every >= 0, "reselect_every must be >= 0, got ", o.reselect_every);
+  DOTF_CHECK_ARG(o.lookup_options.min_ngram >= 1 && o.lookup_options.max_ngram >= o.lookup_options.min_ngram,
+                 "lookup n-gram sizes must satisfy 1 <= min_ngram <= max_ngram");
 }
 
 DecodeResult decode_ar(const Transformer& model, const at::Tensor& prompt, KVCache& cache,
@@ -129,8 +133,221 @@ DecodeResult decode_ar(const Transformer& model, const at::Tensor& prompt, KVCac
   return result;
 }
 
-DecodeResult decode_asd(const Transformer& model, const at::Tensor& prompt, KVCache& cache,
-                        const DecodeOptions& options, const SpecOptions& spec, AdaptiveGamma& gamma) {
+namespace {
+
+enum Source { kModel = 0, kLookup = 1 };
+
+// Per-call state of the speculative loop, so that each step reads as what it does.
+class SpeculativeLoop {
+ public:
+  SpeculativeLoop(const Transformer& model, const at::Tensor& prompt, KVCache& cache, const DecodeOptions& options,
+                  const SpecOptions& spec, AdaptiveGamma& gamma, DecodeResult& result)
+      : model_(model), cache_(cache), options_(options), spec_(spec), gamma_(gamma), result_(result),
+        st_(result.stats), emitter_(options, result), full_(LayerPlan::full(model.config().num_layers)) {
+    at::Tensor p = prompt.contiguous();
+    history_.assign(p.data_ptr<int64_t>(), p.data_ptr<int64_t>() + p.numel());
+  }
+
+  void run(const at::Tensor& prompt) {
+    const auto t0 = Clock::now();
+    ForwardOutput out;
+    std::vector<int64_t> next = prefill(model_, prompt, cache_, true, out);
+    st_.prefill_seconds = seconds_since(t0);
+    choose_plan(out);
+    if (spec_.break_even) break_even_.start();
+    bool finished = emit(next);
+    while (!finished) {
+      emitter_.check_interrupt();
+      finished = step(next);
+    }
+    st_.fallback_switches = break_even_.switches();
+  }
+
+ private:
+  void choose_plan(const ForwardOutput& prefill_out) {
+    const auto t = Clock::now();
+    const at::Tensor& similarity = spec_.use_last_position ? prefill_out.last_similarity : prefill_out.similarity;
+    st_.attention_similarity = column(similarity, 0);
+    st_.mlp_similarity = column(similarity, 1);
+    set_plan(spec_.plan ? *spec_.plan : select_draft_plan(st_.attention_similarity, spec_.selection));
+    st_.selection_seconds = seconds_since(t);
+  }
+
+  void set_plan(const LayerPlan& plan) {
+    plan_ = plan;
+    st_.skipped_attention = plan.skipped_attention();
+    st_.skipped_mlp = plan.skipped_mlp();
+    // The model's own weights under a plan that skips nothing cost a full step per draft token: no win.
+    model_draft_ = spec_.draft_weights != nullptr || !plan.is_full();
+    st_.plan_note = model_draft_ ? "" : "no sublayer selected for skipping: the model does not draft";
+  }
+
+  // One speculative round (or a plain step); returns true when generation is finished.
+  bool step(std::vector<int64_t>& next) {
+    const auto t_round = Clock::now();
+    const int64_t n = cache_.length();  // position of next[0], the last emitted token
+    const bool speculate = (model_draft_ || spec_.lookup) && (!spec_.break_even || break_even_.speculate());
+    const int64_t max_k = speculate ? std::min(spec_.max_draft, emitter_.remaining() - 1) : 0;
+
+    std::vector<int64_t> drafts;
+    std::vector<Source> sources;
+    if (max_k > 0 && spec_.lookup) {
+      drafts = ngram_lookup(history_, max_k, spec_.lookup_options);
+      sources.assign(drafts.size(), kLookup);
+    }
+    if (max_k > 0 && model_draft_) draft_with_model(next[0], n, max_k, drafts, sources);
+
+    // Verify [last, d1..dk] at n..n+k with the full model; it rewrites every layer's KV there.
+    const auto t_verify = Clock::now();
+    std::vector<int64_t> input{next[0]};
+    input.insert(input.end(), drafts.begin(), drafts.end());
+    const bool measure = spec_.reselect_every > 0 && !drafts.empty();
+    ForwardOutput v = model_.forward(token_tensor(input), n, cache_, full_, ForwardOptions{LogitsFor::All, measure});
+    const std::vector<int64_t> target = greedy_ids(v.logits);
+    const int64_t k = static_cast<int64_t>(drafts.size());
+    int64_t accepted = 0;
+    while (accepted < k && drafts[accepted] == target[accepted]) ++accepted;
+    cache_.truncate(n + accepted + 1);  // keep [last, d1..d_accepted]; the bonus token is not cached yet
+    st_.verify_seconds += seconds_since(t_verify);
+
+    std::vector<int64_t> chunk(drafts.begin(), drafts.begin() + accepted);
+    chunk.push_back(target[accepted]);
+    const size_t before = result_.tokens.size();
+    const bool finished = emit(chunk);
+    const auto emitted = static_cast<int64_t>(result_.tokens.size() - before);
+    next = {target[accepted]};
+
+    const double seconds = seconds_since(t_round);
+    if (k == 0) {
+      st_.plain_steps += 1;
+      if (spec_.break_even) break_even_.record_plain(emitted, seconds);
+      return finished;
+    }
+    record_round(drafts, sources, accepted, emitted);
+    if (spec_.break_even) break_even_.record_speculative(emitted, seconds);
+    if (measure) maybe_reselect(v.similarity, k + 1);
+    return finished;
+  }
+
+  // Draft with the draft model (its weights, the plan) until its top-1 probability drops below gamma,
+  // max_k, or EOS. Lookup drafts, when present, are first checked by the draft model in one pass over
+  // [last, l1..lm]: they are kept while the draft model agrees, and the draft model's own token
+  // replaces the first one it disagrees with. Wrong lookups thus cost one cheap draft pass instead of
+  // a wasted verify, while right ones come for the price of one draft step.
+  void draft_with_model(int64_t last, int64_t n, int64_t max_k, std::vector<int64_t>& drafts,
+                        std::vector<Source>& sources) {
+    const auto t = Clock::now();
+    std::vector<int64_t> feed{last};
+    feed.insert(feed.end(), drafts.begin(), drafts.end());
+    const int64_t looked_up = static_cast<int64_t>(drafts.size());
+    int64_t pos = n;
+    // The first pass always runs: it checks the lookup drafts even when they already fill max_k.
+    for (bool first_pass = true; first_pass || static_cast<int64_t>(drafts.size()) < max_k; first_pass = false) {
+      const LogitsFor rows = feed.size() > 1 ? LogitsFor::All : LogitsFor::Last;
+      ForwardOutput d = model_.forward(token_tensor(feed), pos, cache_, plan_, ForwardOptions{rows, false},
+                                       spec_.draft_weights);
+      auto [ids_t, probs_t] = argmax_top1(d.logits, /*with_prob=*/true);
+      const std::vector<int64_t> ids = to_host(ids_t);
+      at::Tensor probs = probs_t.to(at::kCPU);
+      // Row i predicts the token after feed[i]; rows before the last check the lookup drafts.
+      int64_t row = 0;
+      if (feed.size() > 1) {
+        const int64_t first = static_cast<int64_t>(drafts.size()) - looked_up;  // == 0: feed = [last] + lookups
+        while (row < looked_up && ids[row] == drafts[first + row]) ++row;
+        if (row < looked_up) {  // disagreement: drop the rest of the lookup drafts
+          drafts.resize(first + row);
+          sources.resize(first + row);
+        }
+      }
+      pos += row + 1;
+      const int64_t token = ids[row];
+      if (token < 0) break;  // a non-finite draft proposes nothing; the verify pass reports real trouble
+      drafts.push_back(token);
+      sources.push_back(kModel);
+      if (probs[row].item<float>() < gamma_.gamma || is_eos(token)) break;
+      feed = {token};
+    }
+    if (static_cast<int64_t>(drafts.size()) > max_k) {  // the agreement pass can add one past max_k
+      drafts.resize(max_k);
+      sources.resize(max_k);
+    }
+    st_.draft_seconds += seconds_since(t);
+  }
+
+  void record_round(const std::vector<int64_t>& drafts, const std::vector<Source>& sources, int64_t accepted,
+                    int64_t emitted) {
+    const int64_t k = static_cast<int64_t>(drafts.size());
+    st_.rounds += 1;
+    st_.drafted += k;
+    st_.accepted += accepted;
+    st_.round_tokens += emitted;
+    int64_t model_drafted = 0, model_accepted = 0;
+    for (int64_t i = 0; i < k; ++i) {
+      st_.drafted_at[i] += 1;
+      st_.drafted_by_source[sources[i]] += 1;
+      model_drafted += sources[i] == kModel;
+      if (i < accepted) {
+        st_.accepted_at[i] += 1;
+        st_.accepted_by_source[sources[i]] += 1;
+        model_accepted += sources[i] == kModel;
+      }
+    }
+    // gamma governs the model draft only; lookup-only rounds carry no evidence about it.
+    gamma_.update(model_accepted, model_drafted, k == spec_.max_draft);
+  }
+
+  // Online re-selection: the verify pass measured similarities over its k+1 positions (fused, no
+  // extra pass); average them on the device and re-select every reselect_every rounds.
+  void maybe_reselect(const at::Tensor& similarity, int64_t positions) {
+    at::Tensor weighted = similarity * static_cast<double>(positions);
+    recent_sum_ = recent_sum_.defined() ? recent_sum_ + weighted : weighted;
+    recent_positions_ += positions;
+    if (++rounds_since_select_ < spec_.reselect_every) return;
+    const std::vector<double> s = column(recent_sum_ / static_cast<double>(recent_positions_), 0);
+    recent_sum_ = at::Tensor();
+    recent_positions_ = 0;
+    rounds_since_select_ = 0;
+    LayerPlan plan = select_draft_plan(s, spec_.selection);
+    if (plan.attention != plan_.attention) {
+      set_plan(plan);
+      st_.reselections += 1;
+    }
+  }
+
+  bool emit(const std::vector<int64_t>& chunk) {
+    const size_t before = result_.tokens.size();
+    const bool finished = emitter_.emit(chunk);
+    history_.insert(history_.end(), result_.tokens.begin() + before, result_.tokens.end());
+    return finished;
+  }
+
+  bool is_eos(int64_t token) const {
+    return std::find(options_.eos_token_ids.begin(), options_.eos_token_ids.end(), token) !=
+           options_.eos_token_ids.end();
+  }
+
+  const Transformer& model_;
+  KVCache& cache_;
+  const DecodeOptions& options_;
+  const SpecOptions& spec_;
+  AdaptiveGamma& gamma_;
+  DecodeResult& result_;
+  DecodeStats& st_;
+  Emitter emitter_;
+  const LayerPlan full_;
+  LayerPlan plan_;
+  bool model_draft_ = false;
+  std::vector<int64_t> history_;  // prompt + emitted tokens, for n-gram lookup
+  BreakEven break_even_{spec_.break_even_options};
+  at::Tensor recent_sum_;         // [L, 2] similarity summed over recent verify positions
+  int64_t recent_positions_ = 0;
+  int64_t rounds_since_select_ = 0;
+};
+
+}  // namespace
+
+DecodeResult decode_speculative(const Transformer& model, const at::Tensor& prompt, KVCache& cache,
+                                const DecodeOptions& options, const SpecOptions& spec, AdaptiveGamma& gamma) {
   const int64_t L = model.config().num_layers;
   validate(options, model.config().vocab_size);
   validate(spec, gamma, L);
@@ -138,81 +355,13 @@ DecodeResult decode_asd(const Transformer& model, const at::Tensor& prompt, KVCa
   const auto t0 = Clock::now();
   DecodeResult result;
   DecodeStats& st = result.stats;
-  st.strategy = "asd";
+  st.strategy = "speculative";
   st.prompt_tokens = prompt.size(0);
   st.drafted_at.assign(spec.max_draft, 0);
   st.accepted_at.assign(spec.max_draft, 0);
   st.initial_gamma = gamma.gamma;
   gamma.m = 0.0;  // Draft & Verify restarts the acceptance average each call; gamma itself may carry over
-  Emitter emitter(options, result);
-  const LayerPlan full = LayerPlan::full(L);
-
-  ForwardOutput out;
-  std::vector<int64_t> next = prefill(model, prompt, cache, true, out);
-  st.prefill_seconds = seconds_since(t0);
-
-  const auto t_select = Clock::now();
-  const at::Tensor& similarity = spec.use_last_position ? out.last_similarity : out.similarity;
-  st.attention_similarity = column(similarity, 0);
-  st.mlp_similarity = column(similarity, 1);
-  const LayerPlan plan = spec.plan ? *spec.plan : select_draft_plan(st.attention_similarity, spec.selection);
-  st.skipped_attention = plan.skipped_attention();
-  st.skipped_mlp = plan.skipped_mlp();
-  st.selection_seconds = seconds_since(t_select);
-  // A draft that skips nothing costs a full step per token and cannot win: decode plainly.
-  const bool speculate = !plan.is_full();
-  if (!speculate) st.plan_note = "no sublayer selected for skipping; decoded without drafting";
-
-  bool finished = emitter.emit(next);
-  while (!finished) {
-    emitter.check_interrupt();
-    const int64_t n = cache.length();  // position of next[0], the last emitted token
-    const int64_t max_k = speculate ? std::min(spec.max_draft, emitter.remaining() - 1) : 0;
-
-    // Draft: one token at a time under the draft plan until confidence drops below gamma.
-    const auto t_draft = Clock::now();
-    std::vector<int64_t> drafts;
-    int64_t token = next[0];
-    while (static_cast<int64_t>(drafts.size()) < max_k) {
-      const int64_t i = static_cast<int64_t>(drafts.size());
-      ForwardOutput d = model.forward(token_tensor({token}), n + i, cache, plan, ForwardOptions{LogitsFor::Last, false});
-      auto [ids, probs] = argmax_top1(d.logits, /*with_prob=*/true);
-      token = ids.item<int64_t>();
-      if (token < 0) break;  // a non-finite draft proposes nothing; the verify pass reports real trouble
-      drafts.push_back(token);
-      if (probs.item<float>() < gamma.gamma) break;
-      if (std::find(options.eos_token_ids.begin(), options.eos_token_ids.end(), token) != options.eos_token_ids.end())
-        break;
-    }
-    st.draft_seconds += seconds_since(t_draft);
-
-    // Verify [last, d1..dk] at positions n..n+k with the full model; it rewrites every layer's KV there.
-    const auto t_verify = Clock::now();
-    std::vector<int64_t> input{next[0]};
-    input.insert(input.end(), drafts.begin(), drafts.end());
-    ForwardOutput v = model.forward(token_tensor(input), n, cache, full, ForwardOptions{LogitsFor::All, false});
-    const std::vector<int64_t> target = greedy_ids(v.logits);
-    const int64_t k = static_cast<int64_t>(drafts.size());
-    int64_t accepted = 0;
-    while (accepted < k && drafts[accepted] == target[accepted]) ++accepted;
-    cache.truncate(n + accepted + 1);  // keep [last, d1..d_accepted]; the bonus token is not cached yet
-    st.verify_seconds += seconds_since(t_verify);
-
-    if (k > 0) {
-      st.rounds += 1;
-      st.drafted += k;
-      st.accepted += accepted;
-      for (int64_t i = 0; i < k; ++i) st.drafted_at[i] += 1;
-      for (int64_t i = 0; i < accepted; ++i) st.accepted_at[i] += 1;
-      gamma.update(accepted, k, k == spec.max_draft);
-    }
-    std::vector<int64_t> chunk(drafts.begin(), drafts.begin() + accepted);
-    chunk.push_back(target[accepted]);
-    const size_t before = result.tokens.size();
-    finished = emitter.emit(chunk);
-    if (k > 0) st.round_tokens += static_cast<int64_t>(result.tokens.size() - before);
-    next = {target[accepted]};
-  }
+  SpeculativeLoop(model, prompt, cache, options, spec, gamma, result).run(prompt);
   st.final_gamma = gamma.gamma;
   st.new_tokens = static_cast<int64_t>(result.tokens.size());
   st.seconds = seconds_since(t0);

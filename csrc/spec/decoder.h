@@ -7,6 +7,8 @@
 #include "cache/kv_cache.h"
 #include "model/transformer.h"
 #include "spec/adaptive_gamma.h"
+#include "spec/break_even.h"
+#include "spec/ngram_lookup.h"
 #include "spec/selection.h"
 #include "spec/stats.h"
 
@@ -30,6 +32,14 @@ struct SpecOptions {
   bool use_last_position = false;   // aggregate similarity at the last prompt position instead of the mean
   int64_t max_draft = 12;           // K_max
   std::optional<LayerPlan> plan;    // a fixed draft plan (skips selection), for experiments and tests
+
+  // Beyond the paper (all off for strategy "asd"):
+  const ModelWeights* draft_weights = nullptr;  // e.g. an int8 copy; nullptr drafts with the model's own
+  bool lookup = false;              // n-gram lookup drafts from prompt + output, before the model draft
+  NgramLookupOptions lookup_options;
+  bool break_even = false;          // decode plainly while speculation is slower than plain steps
+  BreakEven::Options break_even_options;
+  int64_t reselect_every = 0;       // re-select the plan from verify-pass similarities every N rounds (0: never)
 };
 
 struct DecodeResult {
@@ -43,8 +53,9 @@ void validate(const SpecOptions& options, const AdaptiveGamma& gamma, int64_t nu
 
 // prompt: [P] int64. The cache must be empty-able and hold P + max_new_tokens (+ max_draft for asd).
 DecodeResult decode_ar(const Transformer& model, const at::Tensor& prompt, KVCache& cache, const DecodeOptions& options);
-// `gamma` is read and updated in place so that callers can carry it across calls.
-DecodeResult decode_asd(const Transformer& model, const at::Tensor& prompt, KVCache& cache,
-                        const DecodeOptions& options, const SpecOptions& spec, AdaptiveGamma& gamma);
+// The speculative loop; SpecOptions{} with a selection is the paper's ASD. `gamma` is read and
+// updated in place so that callers can carry it across calls.
+DecodeResult decode_speculative(const Transformer& model, const at::Tensor& prompt, KVCache& cache,
+                                const DecodeOptions& options, const SpecOptions& spec, AdaptiveGamma& gamma);
 
 }  // namespace dotf

@@ -7,11 +7,41 @@ namespace dotf {
 Strategy strategy_from_string(const std::string& name) {
   if (name == "ar") return Strategy::AR;
   if (name == "asd") return Strategy::ASD;
-  throw ValueError("strategy must be one of 'ar', 'asd', got '" + name + "'");
+  if (name == "dotf") return Strategy::DOTF;
+  throw ValueError("strategy must be one of 'ar', 'asd', 'dotf', got '" + name + "'");
+}
+
+DraftWeights draft_weights_from_string(const std::string& name) {
+  if (name == "same") return DraftWeights::Same;
+  if (name == "int8") return DraftWeights::Int8;
+  throw ValueError("draft must be 'same' or 'int8', got '" + name + "'");
 }
 
 int64_t Engine::cache_rows(int64_t prompt_tokens, const GenerateRequest& request) {
   return prompt_tokens + request.decode.max_new_tokens;
+}
+
+std::shared_ptr<const ModelWeights> Engine::draft_weights(DraftWeights kind) {
+  if (kind == DraftWeights::Same) return nullptr;
+  DOTF_CHECK_ARG(model_->device().is_cpu(), "draft='int8' is available on CPU only (FBGEMM); use draft='same' on ",
+                 model_->device());
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!int8_draft_) int8_draft_ = std::make_shared<ModelWeights>(model_->weights().with_linear_path(LinearPath::Int8Dynamic));
+  return int8_draft_;
+}
+
+int64_t Engine::draft_bytes() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!int8_draft_) return 0;
+  int64_t bytes = 0;
+  for (const auto& l : int8_draft_->layers)
+    for (const Linear* lin : {&l.qkv, &l.o, &l.gate_up, &l.down}) bytes += lin->extra_bytes();
+  return bytes + int8_draft_->lm_head.extra_bytes();
+}
+
+void Engine::release_draft() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  int8_draft_.reset();  // calls in flight keep their own reference alive
 }
 
 DecodeResult Engine::generate(const at::Tensor& prompt, const GenerateRequest& request, KVCache* cache) {
@@ -28,13 +58,18 @@ DecodeResult Engine::generate(const at::Tensor& prompt, const GenerateRequest& r
   }
   if (request.strategy == Strategy::AR) return decode_ar(m, prompt, *cache, request.decode);
 
+  SpecOptions spec = request.spec;
+  // Held for the whole call: release_draft() from another thread cannot pull it away.
+  const std::shared_ptr<const ModelWeights> draft = draft_weights(request.draft);
+  spec.draft_weights = draft.get();
   AdaptiveGamma gamma{request.gamma, request.alpha, 0.0};
   if (request.carry_gamma) {
-    std::lock_guard<std::mutex> lock(gamma_mutex_);
+    std::lock_guard<std::mutex> lock(mutex_);
     if (carried_gamma_ > 0) gamma.gamma = carried_gamma_;
   }
-  DecodeResult result = decode_asd(m, prompt, *cache, request.decode, request.spec, gamma);
-  std::lock_guard<std::mutex> lock(gamma_mutex_);
+  DecodeResult result = decode_speculative(m, prompt, *cache, request.decode, spec, gamma);
+  result.stats.strategy = request.strategy == Strategy::ASD ? "asd" : "dotf";
+  std::lock_guard<std::mutex> lock(mutex_);
   carried_gamma_ = gamma.gamma;
   return result;
 }

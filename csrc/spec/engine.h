@@ -1,6 +1,7 @@
 #pragma once
-// One loaded model and what persists between generate calls (the carried-over gamma). Each call
-// gets its own KV cache sized to the request, so concurrent calls on one Engine never share state.
+// One loaded model and what persists between generate calls: the carried-over gamma and the draft
+// weights derived from the model (built on first use). Each call gets its own KV cache sized to the
+// request, so concurrent calls on one Engine never share mutable state.
 #include "model/transformer.h"
 #include "spec/decoder.h"
 
@@ -10,13 +11,19 @@
 
 namespace dotf {
 
-enum class Strategy { AR, ASD };
-Strategy strategy_from_string(const std::string& name);  // "ar" | "asd"; ValueError otherwise
+// "ar": plain greedy. "asd": the paper (cosine-similarity draft, adaptive exit). "dotf": ours, on
+// top of asd: a quantized self-draft, n-gram lookup drafts, break-even fallback (see README).
+enum class Strategy { AR, ASD, DOTF };
+Strategy strategy_from_string(const std::string& name);  // ValueError for unknown names
+
+enum class DraftWeights { Same, Int8 };
+DraftWeights draft_weights_from_string(const std::string& name);  // "same" | "int8"
 
 struct GenerateRequest {
   Strategy strategy = Strategy::AR;
   DecodeOptions decode;
-  SpecOptions spec;
+  SpecOptions spec;           // draft_weights is filled in by the Engine from `draft`
+  DraftWeights draft = DraftWeights::Same;
   double gamma = 0.6;
   double alpha = 0.9;
   bool carry_gamma = false;  // start from (and update) the gamma the previous call ended with
@@ -29,13 +36,21 @@ class Engine {
   const Transformer& model() const { return *model_; }
   // Runs a request; with `cache` given, decodes into it (tests inspect it afterwards).
   DecodeResult generate(const at::Tensor& prompt, const GenerateRequest& request, KVCache* cache = nullptr);
-  // Cache rows a request needs: prompt + new tokens (verify never writes past that, see decode_asd).
+  // Cache rows a request needs: prompt + new tokens (verify never writes past that, see decoder.cpp).
   static int64_t cache_rows(int64_t prompt_tokens, const GenerateRequest& request);
 
+  // Bytes held by derived draft weights (0 until a request needed them), and a way to free them.
+  int64_t draft_bytes() const;
+  void release_draft();
+
  private:
+  // The derived draft weights (built on first use); nullptr for the model's own.
+  std::shared_ptr<const ModelWeights> draft_weights(DraftWeights kind);
+
   std::shared_ptr<const Transformer> model_;
-  std::mutex gamma_mutex_;
+  mutable std::mutex mutex_;
   double carried_gamma_ = -1;  // < 0: nothing carried yet
+  std::shared_ptr<const ModelWeights> int8_draft_;
 };
 
 }  // namespace dotf

@@ -21,6 +21,12 @@ struct DecodeStats {
   std::vector<int64_t> drafted_at;       // [max_draft]: rounds that drafted a token at position i
   std::vector<int64_t> accepted_at;      // [max_draft]: rounds that accepted the draft at position i
   double initial_gamma = 0, final_gamma = 0;
+  // Where drafts came from: index 0 the draft model, 1 n-gram lookup.
+  int64_t drafted_by_source[2] = {0, 0};
+  int64_t accepted_by_source[2] = {0, 0};
+  int64_t plain_steps = 0;               // steps decoded without drafting (fallback, end of output)
+  int64_t fallback_switches = 0;         // times the break-even rule switched to plain steps
+  int64_t reselections = 0;              // times online re-selection changed the plan
 
   std::vector<int64_t> skipped_attention, skipped_mlp;      // the draft plan
   std::vector<double> attention_similarity, mlp_similarity;  // per layer, from the prefill

@@ -10,17 +10,33 @@ import torch
 from . import _C
 from .loading import load_checkpoint
 
-STRATEGIES = ("ar", "asd")
+STRATEGIES = ("ar", "asd", "dotf")
 
-# Defaults of the speculative options; README "Choosing the defaults" says how they were chosen.
-DEFAULTS = {
+# Defaults of the speculative options per strategy; README "Choosing the defaults" says how they
+# were chosen. "asd" is the paper's method; "dotf" adds what pays on the models users run.
+_ASD_DEFAULTS = {
     "threshold": 0.99,     # tau: attention sublayers with prefill similarity >= tau are dropped
     "budget": 0.5,         # rho: at most this fraction of attention sublayers is dropped
     "keep_first": 1,       # never drop the first k layers' attention
+    "similarity": "mean",  # aggregate the prefill similarity over positions ("mean") or take the last
     "max_draft": 12,       # K_max
     "gamma": 0.6,          # initial draft-exit confidence threshold
     "alpha": 0.9,          # acceptance target of the adaptive gamma rule
+    "carry_gamma": False,  # start from the gamma the previous call ended with
+    "draft": "same",       # draft weights: the model's own ("same") or an int8 copy ("int8", CPU)
+    "lookup": False,       # n-gram lookup drafts from prompt + output
+    "lookup_max_ngram": 3,
+    "lookup_min_ngram": 2,
+    "break_even": False,   # decode plainly while speculation is slower than plain steps
+    "reselect_every": 0,   # re-select the plan from verify-pass similarities every N rounds
 }
+DEFAULTS = {
+    "asd": _ASD_DEFAULTS,
+    "dotf": {**_ASD_DEFAULTS, "draft": "int8", "threshold": 1.0, "lookup": True, "break_even": True},
+}
+_FLOAT_OPTIONS = {"threshold", "budget", "gamma", "alpha"}
+_INT_OPTIONS = {"keep_first", "max_draft", "lookup_max_ngram", "lookup_min_ngram", "reselect_every"}
+_BOOL_OPTIONS = {"carry_gamma", "lookup", "break_even"}
 
 
 def build_info() -> dict:
@@ -164,11 +180,17 @@ class Model:
     def generate(self, input_ids: Any, max_new_tokens: int = 64, strategy: str = "ar", eos_token_id: Any = None,
                  threshold: float | None = None, max_draft: int | None = None, gamma: float | None = None,
                  alpha: float | None = None, on_tokens: Callable[[list[int]], Any] | None = None,
-                 budget: float | None = None, keep_first: int | None = None, similarity: str = "mean",
-                 carry_gamma: bool = False, draft_attention: Sequence[bool] | None = None,
-                 draft_mlp: Sequence[bool] | None = None, cache=None) -> GenerateResult:
-        """Greedy generation. strategy="ar" is plain decoding; "asd" is adaptive self-speculative
-        decoding with a draft chosen on the fly. Both return exactly the full model's greedy tokens."""
+                 draft_attention: Sequence[bool] | None = None, draft_mlp: Sequence[bool] | None = None,
+                 cache=None, **more_options: Any) -> GenerateResult:
+        """Greedy generation; every strategy returns exactly the full model's greedy tokens.
+
+        strategy: "ar" (plain), "asd" (the paper: draft = this model minus the attention sublayers whose
+        prefill cosine similarity is >= threshold, adaptive draft exit), "dotf" (asd plus an int8 self-draft,
+        n-gram lookup drafts and a break-even fallback). Options not given take DEFAULTS[strategy];
+        more_options: budget, keep_first, similarity ("mean"|"last"), carry_gamma, draft ("same"|"int8"),
+        lookup, lookup_max_ngram, lookup_min_ngram, break_even, reselect_every.
+        draft_attention / draft_mlp: a fixed draft layer plan (one bool per layer) instead of selection.
+        on_tokens(list[int]) receives each accepted chunk as it is produced."""
         ids = self._input_ids(input_ids)
         max_new_tokens = _as_int(max_new_tokens, "max_new_tokens")
         if max_new_tokens < 1:
@@ -180,19 +202,46 @@ class Model:
                              f"max_seq_len={self.max_seq_len}")
         if on_tokens is not None and not callable(on_tokens):
             raise TypeError(f"on_tokens must be callable, got {type(on_tokens).__name__}")
-        if similarity not in ("mean", "last"):
-            raise ValueError(f"similarity must be 'mean' or 'last', got {similarity!r}")
-        opt = {k: DEFAULTS[k] if v is None else v for k, v in dict(
-            threshold=threshold, budget=budget, keep_first=keep_first, max_draft=max_draft, gamma=gamma,
-            alpha=alpha).items()}
-        tokens, stats = self._impl.generate(
-            ids, strategy, max_new_tokens, self._eos(eos_token_id), on_tokens,
-            _as_float(opt["threshold"], "threshold"), _as_float(opt["budget"], "budget"),
-            _as_int(opt["keep_first"], "keep_first"), similarity == "last", _as_int(opt["max_draft"], "max_draft"),
-            _as_float(opt["gamma"], "gamma"), _as_float(opt["alpha"], "alpha"), bool(carry_gamma),
-            None if draft_attention is None else [bool(b) for b in draft_attention],
-            None if draft_mlp is None else [bool(b) for b in draft_mlp], cache)
+        given = dict(threshold=threshold, max_draft=max_draft, gamma=gamma, alpha=alpha, **more_options)
+        options = self._options(strategy, {k: v for k, v in given.items() if v is not None})
+        plans = [None if p is None else self._plan(p, name)
+                 for p, name in ((draft_attention, "draft_attention"), (draft_mlp, "draft_mlp"))]
+        tokens, stats = self._impl.generate(ids, strategy, max_new_tokens, self._eos(eos_token_id), on_tokens,
+                                            options, plans[0], plans[1], cache)
         return GenerateResult(tokens=list(tokens), stats=dict(stats))
+
+    @staticmethod
+    def _options(strategy: str, given: dict) -> dict:
+        if strategy == "ar":
+            return {}
+        defaults = DEFAULTS[strategy]
+        unknown = sorted(set(given) - set(defaults))
+        if unknown:
+            raise TypeError(f"generate() got unknown option(s) {', '.join(unknown)}; known: {', '.join(defaults)}")
+        options = {**defaults, **given}
+        for k in _FLOAT_OPTIONS:
+            options[k] = _as_float(options[k], k)
+        for k in _INT_OPTIONS:
+            options[k] = _as_int(options[k], k)
+        for k in _BOOL_OPTIONS:
+            if not isinstance(options[k], bool):
+                raise TypeError(f"{k} must be a bool, got {type(options[k]).__name__}")
+        return options
+
+    def _plan(self, plan: Sequence[bool], name: str) -> list[bool]:
+        plan = [bool(b) for b in plan]
+        if len(plan) != self.num_layers:
+            raise ValueError(f"{name} must have one entry per layer ({self.num_layers}), got {len(plan)}")
+        return plan
+
+    @property
+    def draft_bytes(self) -> int:
+        """Memory held by derived draft weights (the int8 copy), 0 until a call needed them."""
+        return self._impl.draft_bytes
+
+    def release_draft(self) -> None:
+        """Free derived draft weights; the next call that needs them rebuilds them."""
+        self._impl.release_draft()
 
     # ---- text helpers ------------------------------------------------------------------------
     @property

@@ -1,0 +1,175 @@
+"""End-to-end decode benchmark: transformers baselines vs dotf strategies on real models and prompts.
+
+    python bench/decode.py --model smollm2-135m --tasks summarize,code,chat --out bench/results/smollm2
+
+Methods run interleaved per prompt (A B C ... then again), in one process, at a fixed thread count
+(1 by default: on these 2-core VMs 2-thread timings vary up to 7x). Every method's tokens are
+compared with transformers' greedy output. Writes results.json (every raw figure), table.md and
+speedup.png into --out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import TASKS, decode_bytes_per_token, machine, matvec_bandwidth_gbs, task_prompts  # noqa: E402
+
+import dotf  # noqa: E402
+
+HF_METHODS = {
+    "hf_greedy": {},
+    "hf_prompt_lookup": {"prompt_lookup_num_tokens": 10},
+    "hf_early_exit": {"assistant_early_exit": 4},
+}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--tasks", default="summarize,code,chat")
+    p.add_argument("--prompts", type=int, default=3, help="prompts per task")
+    p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--methods", default="hf_greedy,hf_prompt_lookup,hf_early_exit,ar,asd")
+    p.add_argument("--repeats", type=int, default=1, help="interleaved repetitions per prompt")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--asd", default="{}", help="JSON of extra generate() options for dotf's speculative methods")
+    p.add_argument("--linear-path", default="aten")
+    p.add_argument("--out", default=None)
+    return p.parse_args(argv)
+
+
+class Runner:
+    def __init__(self, args):
+        from transformers import AutoModelForCausalLM
+        self.dtype = getattr(torch, args.dtype)
+        self.model = dotf.load(args.model, dtype=self.dtype, linear_path=args.linear_path)
+        self.tokenizer = self.model.tokenizer
+        self.hf = AutoModelForCausalLM.from_pretrained(str(self.model.source_dir), dtype=self.dtype).eval()
+        self.hf.generation_config.eos_token_id = None  # fixed-length runs: every method emits new_tokens
+        self.hf.generation_config.pad_token_id = self.model.eos_token_ids[0] if self.model.eos_token_ids else 0
+        self.new_tokens = args.new_tokens
+        self.asd_options = json.loads(args.asd)
+
+    def run(self, method: str, ids: list[int]) -> dict:
+        t0 = time.perf_counter()
+        if method in HF_METHODS:
+            with torch.no_grad():
+                out = self.hf.generate(torch.tensor([ids]), max_new_tokens=self.new_tokens, do_sample=False,
+                                       **HF_METHODS[method])
+            tokens, stats = out[0, len(ids):].tolist(), {}
+        else:
+            res = self.model.generate(ids, max_new_tokens=self.new_tokens, strategy=method,
+                                      **(self.asd_options if method != "ar" else {}))
+            tokens, stats = res.tokens, res.stats
+        seconds = time.perf_counter() - t0
+        return {"tokens": tokens, "seconds": seconds, "tokens_per_second": len(tokens) / seconds, "stats": stats}
+
+
+def summarize(records: list[dict], methods: list[str]) -> dict:
+    """Per (task, method): median tok/s, speedups, acceptance, exactness."""
+    table = {}
+    for task in sorted({r["task"] for r in records}):
+        rows = [r for r in records if r["task"] == task]
+        med = {m: statistics.median(r["tokens_per_second"] for r in rows if r["method"] == m) for m in methods}
+        for m in methods:
+            mine = [r for r in rows if r["method"] == m]
+            stats = [r["stats"] for r in mine if r["stats"].get("drafted")]
+            drafted = sum(s["drafted"] for s in stats)
+            entry = {
+                "tokens_per_second": med[m],
+                "speedup_vs_dotf_ar": med[m] / med["ar"] if "ar" in med else None,
+                "speedup_vs_hf_greedy": med[m] / med["hf_greedy"] if "hf_greedy" in med else None,
+                "exact": all(r["exact"] for r in mine),
+            }
+            if stats:
+                entry["acceptance_rate"] = sum(s["accepted"] for s in stats) / drafted if drafted else 0.0
+                entry["mean_accepted_length"] = statistics.mean(s["mean_accepted_length"] for s in stats)
+                entry["attention_skipped_pct"] = 100 * statistics.mean(
+                    len(s["skipped_attention_layers"]) / len(s["layer_similarity"]) for s in stats)
+            table[f"{task}/{m}"] = entry
+    return table
+
+
+def markdown(table: dict, meta: dict) -> str:
+    lines = [f"model {meta['model']}, {meta['dtype']}, {meta['new_tokens']} new tokens, "
+             f"{meta['machine']['threads']} thread(s), {meta['machine']['cpu']}; roofline "
+             f"{meta['roofline_tokens_per_second']:.1f} tok/s ({meta['matvec_gbs']:.1f} GB/s matvec)", "",
+             "| task | method | tok/s | vs dotf AR | vs HF greedy | acceptance | mean accepted len | % attn skipped "
+             "| exact |", "|---|---|---|---|---|---|---|---|---|"]
+    fmt = lambda v, f="{:.2f}": "–" if v is None else f.format(v)  # noqa: E731
+    for key, e in table.items():
+        task, method = key.split("/")
+        lines.append(f"| {task} | {method} | {e['tokens_per_second']:.1f} | {fmt(e['speedup_vs_dotf_ar'])}x | "
+                     f"{fmt(e['speedup_vs_hf_greedy'])}x | {fmt(e.get('acceptance_rate'))} | "
+                     f"{fmt(e.get('mean_accepted_length'))} | {fmt(e.get('attention_skipped_pct'), '{:.0f}')} | "
+                     f"{'yes' if e['exact'] else 'NO'} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: dict, path: Path) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    tasks = sorted({k.split("/")[0] for k in table})
+    methods = list(dict.fromkeys(k.split("/")[1] for k in table))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / len(methods)
+    for i, m in enumerate(methods):
+        vals = [table[f"{t}/{m}"]["speedup_vs_dotf_ar"] or 0 for t in tasks]
+        ax.bar([j + i * width for j in range(len(tasks))], vals, width, label=m)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(tasks))], tasks)
+    ax.set_ylabel("speedup vs dotf AR (tok/s ratio)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    methods = args.methods.split(",")
+    runner = Runner(args)
+    bandwidth = matvec_bandwidth_gbs(runner.dtype)
+    bytes_per_token = decode_bytes_per_token(runner.model, 400)
+    records = []
+    for task in args.tasks.split(","):
+        for pid, ids in task_prompts(runner.tokenizer, task, args.prompts):
+            runner.run("ar", ids[:8])  # warm-up
+            for rep in range(args.repeats):
+                results = {m: runner.run(m, ids) for m in methods}
+                ref = results.get("hf_greedy", results.get("ar"))["tokens"]
+                for m, r in results.items():
+                    r.update(task=task, prompt=pid, prompt_tokens=len(ids), method=m, repeat=rep,
+                             exact=r["tokens"] == ref)
+                    records.append(r)
+                    print(f"{task:9s} {pid:18s} {m:16s} {r['tokens_per_second']:6.1f} tok/s exact={r['exact']}",
+                          flush=True)
+    meta = {"model": args.model, "dtype": args.dtype, "new_tokens": args.new_tokens, "machine": machine(),
+            "methods": methods, "asd_options": runner.asd_options, "linear_path": args.linear_path,
+            "matvec_gbs": bandwidth, "decode_bytes_per_token": bytes_per_token,
+            "roofline_tokens_per_second": bandwidth * 1e9 / bytes_per_token}
+    table = summarize(records, methods)
+    md = markdown(table, meta)
+    print(md)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps({"meta": meta, "summary": table, "records": records}, indent=1))
+        (out / "table.md").write_text(md)
+        plot(table, out / "speedup.png")
+
+
+if __name__ == "__main__":
+    main()

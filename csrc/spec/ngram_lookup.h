@@ -1,0 +1,19 @@
+#pragma once
+// Prompt-lookup drafting (Saxena 2023; transformers' prompt_lookup_num_tokens): when the text being
+// generated repeats an n-gram seen earlier in the prompt or output (summaries quote, code edits copy),
+// propose the tokens that followed its most recent earlier occurrence. Costs no model forward.
+#include <cstdint>
+#include <vector>
+
+namespace dotf {
+
+struct NgramLookupOptions {
+  int64_t max_ngram = 3;  // try the longest suffix first
+  int64_t min_ngram = 2;  // shorter matches are too often coincidences to pay for their verify rows
+};
+
+// history: prompt + emitted tokens. Returns up to max_tokens continuation tokens (maybe none).
+std::vector<int64_t> ngram_lookup(const std::vector<int64_t>& history, int64_t max_tokens,
+                                  const NgramLookupOptions& options);
+
+}  // namespace dotf

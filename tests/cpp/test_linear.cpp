@@ -1,0 +1,310 @@
+// Every linear path against a float64 reference computed with at::linear on the same weights (for
+// int8: the dequantized weights FBGEMM actually holds), over shapes, batch sizes M, bias on/off and
+// 1 or 2 threads. Error metric: max |y - ref| / max |ref| over the output.
+#include "common/check.h"
+#include "ops/linear.h"
+
+#include <ATen/Context.h>
+#include <ATen/Parallel.h>
+#include <ATen/TensorOperators.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/stack.h>
+#include <ATen/ops/allclose.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/equal.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/linear.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/quantize_per_channel.h>
+#include <ATen/ops/randn.h>
+#include <ATen/ops/zeros.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace dotf {
+namespace {
+
+struct Shape {
+  int64_t out, in;
+};
+
+// SmolLM2-135M-like shapes (576 hidden, 1536 MLP), an odd one, and a slice of the vocab projection.
+const std::vector<Shape> kShapes = {{576, 576}, {1536, 576}, {576, 1536}, {37, 19}, {4096, 576}};
+const std::vector<int64_t> kMs = {1, 2, 6, 13, 16, 64};
+
+// Bounds, each with its reason (measured worst cases are in the comments):
+// fp32: fp32 accumulation over K <= 1536 terms against exact double; measured <= 6e-7.
+constexpr double kTolFp32 = 1e-5;
+// bf16: the output is rounded to bf16 (relative step 2^-8 = 3.9e-3 of the element); the reference
+// uses the same bf16-rounded inputs and weights. Measured <= 4e-3.
+constexpr double kTolBf16 = 2e-2;
+// int8 vs the dequantized weights: only the per-tensor activation quantization is left (7-bit with
+// reduce_range: step = range(x) / 127). Each x element errs by a uniform +-step/2, so an output errs
+// with std step/sqrt(12) * ||w_row||, while the output itself has std ~ ||w_row|| * std(x). For randn x
+// (range ~ 8.6 std at these sizes) that is ~2% of the output std, and the max error lands near 2% of
+// the max output: measured up to 2.5e-2 over the sweep. 4e-2 leaves room for the tails; the error
+// model itself is checked tightly in Int8ErrorIsActivationRoundingOnly.
+constexpr double kTolInt8 = 4e-2;
+
+struct ThreadGuard {
+  int saved = at::get_num_threads();
+  explicit ThreadGuard(int n) { at::set_num_threads(n); }
+  ~ThreadGuard() { at::set_num_threads(saved); }
+};
+
+double rel_err(const at::Tensor& y, const at::Tensor& ref) {
+  const double denom = ref.abs().max().item<double>();
+  return (y.to(at::kDouble) - ref).abs().max().item<double>() / (denom > 0 ? denom : 1.0);
+}
+
+at::Tensor randn(std::vector<int64_t> shape, at::ScalarType dt, double scale = 1.0) {
+  return (at::randn(shape, at::TensorOptions().dtype(at::kFloat)) * scale).to(dt);
+}
+
+// One full sweep of a path and dtype over shapes x M x bias x threads; returns the worst error.
+double sweep(LinearPath path, at::ScalarType dt, double tol, const std::vector<Shape>& shapes = kShapes,
+             const std::vector<int64_t>& ms = kMs) {
+  double worst = 0;
+  for (const Shape& s : shapes) {
+    for (bool with_bias : {false, true}) {
+      at::manual_seed(s.out * 31 + s.in + with_bias);
+      const at::Tensor w = randn({s.out, s.in}, dt, 0.05);
+      std::optional<at::Tensor> b;
+      if (with_bias) b = randn({s.out}, dt, 0.5);
+      const Linear lin(w, b, path);
+      EXPECT_EQ(lin.path(), path);
+      const at::Tensor w_ref = lin.effective_weight().to(at::kDouble);
+      const std::optional<at::Tensor> b_ref = b ? std::optional<at::Tensor>(b->to(at::kDouble)) : std::nullopt;
+      for (int threads : {1, 2}) {
+        ThreadGuard tg(threads);
+        for (int64_t m : ms) {
+          SCOPED_TRACE(to_string(path) + " " + std::string(c10::toString(dt)) + " " + std::to_string(s.out) + "x" +
+                       std::to_string(s.in) + " M=" + std::to_string(m) + (with_bias ? " bias" : "") + " threads=" +
+                       std::to_string(threads));
+          const at::Tensor x = randn({m, s.in}, dt);
+          const at::Tensor y = lin(x);
+          EXPECT_EQ(y.scalar_type(), dt);
+          if (y.sizes() != c10::IntArrayRef{m, s.out}) {
+            ADD_FAILURE() << "output shape " << y.sizes();
+            continue;
+          }
+          const at::Tensor ref = at::linear(x.to(at::kDouble), w_ref, b_ref);
+          const double e = rel_err(y, ref);
+          EXPECT_LE(e, tol);
+          worst = std::max(worst, e);
+        }
+      }
+    }
+  }
+  return worst;
+}
+
+TEST(Linear, AtenFp32MatchesFloat64) { EXPECT_LE(sweep(LinearPath::Aten, at::kFloat, kTolFp32), kTolFp32); }
+
+TEST(Linear, OneDnnFp32MatchesFloat64) {
+  const double worst = sweep(LinearPath::OneDnnPacked, at::kFloat, kTolFp32);
+  RecordProperty("worst_rel_err", std::to_string(worst));
+}
+
+TEST(Linear, OneDnnBf16MatchesFloat64) {
+  const double worst = sweep(LinearPath::OneDnnPacked, at::kBFloat16, kTolBf16);
+  RecordProperty("worst_rel_err", std::to_string(worst));
+}
+
+TEST(Linear, AtenBf16MatchesFloat64) { sweep(LinearPath::Aten, at::kBFloat16, kTolBf16); }
+
+TEST(Linear, Int8Fp32MatchesDequantizedFloat64) {
+  const double worst = sweep(LinearPath::Int8Dynamic, at::kFloat, kTolInt8);
+  RecordProperty("worst_rel_err", std::to_string(worst));
+  // The bound is not vacuous: the error is real (activations are quantized), just bounded.
+  EXPECT_GT(worst, 1e-4);
+}
+
+TEST(Linear, Int8Bf16InputMatchesDequantizedFloat64) {
+  // bf16 in, bf16 out; computed in fp32 inside. The bf16 rounding of the output adds 2^-9.
+  sweep(LinearPath::Int8Dynamic, at::kBFloat16, kTolInt8 + 4e-3, {{576, 576}, {37, 19}}, {1, 6, 16});
+}
+
+TEST(Linear, LargeVocabShapeAllPaths) {
+  // SmolLM2's lm_head shape, few M (the reference in double is the slow part).
+  ThreadGuard tg(2);
+  at::manual_seed(7);
+  const at::Tensor w = randn({49152, 576}, at::kFloat, 0.05);
+  for (LinearPath p : {LinearPath::Aten, LinearPath::OneDnnPacked, LinearPath::Int8Dynamic}) {
+    const Linear lin(w, std::nullopt, p);
+    const at::Tensor w_ref = lin.effective_weight().to(at::kDouble);
+    for (int64_t m : {1, 6}) {
+      SCOPED_TRACE(to_string(p) + " M=" + std::to_string(m));
+      const at::Tensor x = randn({m, 576}, at::kFloat);
+      const double tol = p == LinearPath::Int8Dynamic ? kTolInt8 : kTolFp32;
+      EXPECT_LE(rel_err(lin(x), at::linear(x.to(at::kDouble), w_ref)), tol);
+    }
+  }
+}
+
+TEST(Linear, Int8ErrorIsActivationRoundingOnly) {
+  // Against the dequantized weights, the int8 path's error should be exactly the activation rounding
+  // noise: per output, std = step/sqrt(12) * ||w_row||_2 with step = range(x, including 0) / 127.
+  // A wrong scale, 8-bit activations (4x less noise power), saturation or a dropped bias would move
+  // the normalized mean square away from 1 or produce a > 6 sigma outlier.
+  ThreadGuard tg(1);
+  for (Shape s : {Shape{1536, 576}, Shape{576, 1536}}) {
+    at::manual_seed(11);
+    const at::Tensor w = randn({s.out, s.in}, at::kFloat, 0.05);
+    const at::Tensor b = randn({s.out}, at::kFloat, 0.5);
+    const Linear lin(w, b, LinearPath::Int8Dynamic);
+    const at::Tensor wq = lin.effective_weight().to(at::kDouble);
+    const at::Tensor x = randn({16, s.in}, at::kFloat);
+    const double step = (std::max(x.max().item<double>(), 0.0) - std::min(x.min().item<double>(), 0.0)) / 127.0;
+    const at::Tensor sigma = wq.pow(2).sum(1).sqrt() * (step / std::sqrt(12.0));  // [out]
+    const at::Tensor z = (lin(x).to(at::kDouble) - at::linear(x.to(at::kDouble), wq, b.to(at::kDouble))) / sigma;
+    const double ms = z.pow(2).mean().item<double>();
+    const double zmax = z.abs().max().item<double>();
+    EXPECT_GT(ms, 0.8) << s.out << "x" << s.in;
+    EXPECT_LT(ms, 1.2) << s.out << "x" << s.in;
+    EXPECT_LT(zmax, 6.0) << s.out << "x" << s.in;
+    std::cout << "[ info ] int8 " << s.out << "x" << s.in << ": normalized mean square " << ms << ", max |z| " << zmax
+              << "\n";
+  }
+}
+
+TEST(Linear, Int8QuantizationIsSymmetricPerOutputChannel) {
+  // Rows of very different magnitude: per-channel scales keep each row's relative error small,
+  // and each row's largest weight is represented exactly (scale = max|w_row| / 127).
+  at::manual_seed(3);
+  at::Tensor w = randn({8, 64}, at::kFloat);
+  w = w * at::arange(1, 9, at::kFloat).pow(4).unsqueeze(1);  // row scales 1 .. 4096
+  const Linear lin(w, std::nullopt, LinearPath::Int8Dynamic);
+  const at::Tensor wq = lin.effective_weight();
+  const at::Tensor row_max = std::get<0>(w.abs().max(1));
+  const at::Tensor err = (wq - w).abs();
+  // |w - q(w)| <= scale / 2 per row.
+  EXPECT_TRUE((std::get<0>(err.max(1)) <= row_max / 127.0 * 0.5001).all().item<bool>());
+  EXPECT_TRUE(at::allclose(std::get<0>(wq.abs().max(1)), row_max, 1e-6, 0));
+}
+
+TEST(Linear, Int8WithoutReduceRangeSaturatesOnAvx2) {
+  // Why Int8Dynamic passes reduce_range=true: all weights at +127 and all activations at the top of
+  // an 8-bit range overflow FBGEMM's int16 pair sums (vpmaddubsw) on CPUs without AVX512-VNNI.
+  // With reduce_range the same product is exact up to quantization.
+  const int64_t k = 256;
+  const at::Tensor w = at::ones({16, k});
+  at::Tensor x = at::full({1, k}, 1.0f);
+  x[0][0].fill_(0.0);  // a range [0, 1]: every other activation quantizes to the top code
+  const Linear lin(w, std::nullopt, LinearPath::Int8Dynamic);
+  const double ref = k - 1;
+  EXPECT_NEAR(lin(x)[0][0].item<double>(), ref, ref * 1e-2);
+
+  // The same packed weights called with reduce_range=false, straight through the dispatcher.
+  const auto op = c10::Dispatcher::singleton().findSchemaOrThrow("quantized::linear_dynamic", "");
+  const auto prepack = c10::Dispatcher::singleton().findSchemaOrThrow("quantized::linear_prepack", "");
+  const at::Tensor qw = at::quantize_per_channel(w, at::full({16}, 1.0 / 127, at::kDouble),
+                                                 at::zeros({16}, at::kLong), 0, at::kQInt8);
+  torch::jit::Stack st{qw, c10::IValue()};
+  prepack.callBoxed(&st);
+  const c10::IValue packed = st.at(0);
+  torch::jit::Stack call{x, packed, false};
+  op.callBoxed(&call);
+  const double no_reduce = call.at(0).toTensor()[0][0].item<double>();
+  // Documents the hazard; on AVX512-VNNI CPUs FBGEMM uses vpdpbusd and does not saturate.
+  RecordProperty("no_reduce_range_result", std::to_string(no_reduce));
+  std::cout << "[ info ] int8 reduce_range=false on an all-max product: " << no_reduce << " (exact " << ref << ")\n";
+}
+
+TEST(Linear, NonContiguousInput) {
+  at::manual_seed(5);
+  const at::Tensor w = randn({96, 64}, at::kFloat, 0.1);
+  const at::Tensor xt = randn({64, 6}, at::kFloat).t();  // [6, 64], not contiguous
+  ASSERT_FALSE(xt.is_contiguous());
+  const at::Tensor ref = at::linear(xt.to(at::kDouble), w.to(at::kDouble));
+  for (LinearPath p : {LinearPath::Aten, LinearPath::OneDnnPacked}) {
+    EXPECT_LE(rel_err(Linear(w, std::nullopt, p)(xt), ref), kTolFp32) << to_string(p);
+  }
+  const Linear q(w, std::nullopt, LinearPath::Int8Dynamic);
+  EXPECT_LE(rel_err(q(xt), at::linear(xt.to(at::kDouble), q.effective_weight().to(at::kDouble))), kTolInt8);
+}
+
+TEST(Linear, ExtraBytesCountThePackedCopy) {
+  const int64_t n = 96, k = 64;
+  const at::Tensor w = randn({n, k}, at::kFloat);
+  EXPECT_EQ(Linear(w, std::nullopt, LinearPath::Aten).extra_bytes(), 0);
+  EXPECT_EQ(Linear(w, std::nullopt, LinearPath::OneDnnPacked).extra_bytes(), n * k * 4);
+  const Linear b16(w.to(at::kBFloat16), std::nullopt, LinearPath::OneDnnPacked);
+  EXPECT_EQ(b16.extra_bytes(), n * k * (b16.packed_as_fp32() ? 4 : 2));
+  // int8 weight + per channel: float scale, int32 zero point, int32 column offset.
+  EXPECT_EQ(Linear(w, std::nullopt, LinearPath::Int8Dynamic).extra_bytes(), n * k + n * 12);
+}
+
+TEST(Linear, WithPathSharesTheOriginalWeight) {
+  const at::Tensor w = randn({32, 16}, at::kFloat);
+  const at::Tensor b = randn({32}, at::kFloat);
+  const Linear full(w, b, LinearPath::OneDnnPacked);
+  const Linear draft = full.with_path(LinearPath::Int8Dynamic);
+  EXPECT_EQ(draft.path(), LinearPath::Int8Dynamic);
+  EXPECT_EQ(draft.weight().data_ptr(), w.data_ptr());
+  ASSERT_TRUE(draft.bias().has_value());
+  EXPECT_EQ(draft.bias()->data_ptr(), b.data_ptr());
+  const Linear back = draft.with_path(LinearPath::Aten);
+  EXPECT_EQ(back.extra_bytes(), 0);
+  EXPECT_TRUE(at::equal(back(w), at::linear(w, w, b)));
+}
+
+TEST(Linear, PackedPathsRefuseNonCpuWeights) {
+  // A meta tensor stands in for a CUDA weight on a CPU-only build (same check: device must be CPU).
+  const at::Tensor w = at::empty({8, 8}, at::TensorOptions().device(at::kMeta));
+  for (LinearPath p : {LinearPath::OneDnnPacked, LinearPath::Int8Dynamic}) {
+    try {
+      Linear(w, std::nullopt, p);
+      ADD_FAILURE() << "no error for " << to_string(p);
+    } catch (const ValueError& e) {
+      EXPECT_NE(std::string(e.what()).find("CPU only"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_NO_THROW(Linear(w, std::nullopt, LinearPath::Aten));
+}
+
+TEST(Linear, OneDnnRefusesHalfAndDouble) {
+  for (at::ScalarType dt : {at::kHalf, at::kDouble}) {
+    EXPECT_THROW(Linear(randn({8, 8}, dt), std::nullopt, LinearPath::OneDnnPacked), TypeError) << dt;
+  }
+}
+
+TEST(Linear, OneDnnRefusesInputOfAnotherDtype) {
+  const Linear lin(randn({8, 8}, at::kFloat), std::nullopt, LinearPath::OneDnnPacked);
+  EXPECT_THROW(lin(randn({2, 8}, at::kBFloat16)), TypeError);
+}
+
+TEST(Linear, BadShapesAreRefused) {
+  EXPECT_THROW(Linear(randn({8}, at::kFloat), std::nullopt, LinearPath::OneDnnPacked), TypeError);
+  EXPECT_THROW(Linear(randn({8, 4}, at::kFloat), randn({7}, at::kFloat), LinearPath::Int8Dynamic), ValueError);
+}
+
+TEST(Linear, PathNamesRoundTrip) {
+  for (LinearPath p : {LinearPath::Aten, LinearPath::OneDnnPacked, LinearPath::Int8Dynamic}) {
+    EXPECT_EQ(linear_path_from_string(to_string(p)), p);
+  }
+  EXPECT_THROW(linear_path_from_string("mkl"), ValueError);
+}
+
+TEST(Linear, DefaultPathPerDtypeAndDevice) {
+  EXPECT_EQ(default_linear_path(at::kHalf, at::kCPU), LinearPath::Aten);
+  EXPECT_EQ(default_linear_path(at::kDouble, at::kCPU), LinearPath::Aten);
+  EXPECT_EQ(default_linear_path(at::kFloat, at::Device(at::kCUDA, 0)), LinearPath::Aten);
+  EXPECT_EQ(default_linear_path(at::kBFloat16, at::Device(at::kCUDA, 0)), LinearPath::Aten);
+  EXPECT_NE(default_linear_path(at::kFloat, at::kCPU), LinearPath::Int8Dynamic);
+  EXPECT_NE(default_linear_path(at::kBFloat16, at::kCPU), LinearPath::Int8Dynamic);
+  // Whatever it picks must construct for that dtype on CPU.
+  for (at::ScalarType dt : {at::kFloat, at::kBFloat16, at::kHalf, at::kDouble}) {
+    EXPECT_NO_THROW(Linear(randn({8, 8}, dt), std::nullopt, default_linear_path(dt, at::kCPU))) << dt;
+  }
+}
+
+}  // namespace
+}  // namespace dotf

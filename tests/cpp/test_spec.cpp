@@ -1,0 +1,56 @@
+// Draft selection rules, the adaptive gamma rule, and ASD == AR on a tiny model.
+#include "spec/adaptive_gamma.h"
+#include "spec/decoder.h"
+#include "spec/selection.h"
+#include "tiny_model.h"
+
+#include <ATen/ops/arange.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+using namespace dotf;
+
+TEST(Selection, ThresholdKeepFirstBudget) {
+  const std::vector<double> s{0.999, 0.5, 0.99, 0.995, 0.97, 0.999, 0.992, 0.98};
+  EXPECT_EQ(select_draft_plan(s, {0.99, 1.0, 1}).skipped_attention(), (std::vector<int64_t>{2, 3, 5, 6}));
+  EXPECT_EQ(select_draft_plan(s, {0.99, 1.0, 0}).skipped_attention(), (std::vector<int64_t>{0, 2, 3, 5, 6}));
+  EXPECT_EQ(select_draft_plan(s, {0.99, 0.25, 1}).skipped_attention(), (std::vector<int64_t>{3, 5}));
+  EXPECT_TRUE(select_draft_plan(s, {0.99, 0.0, 1}).is_full());
+  EXPECT_TRUE(select_draft_plan({NAN, NAN}, {-1.0, 1.0, 0}).is_full());
+  EXPECT_TRUE(select_draft_plan(s, {0.99, 1.0, 1}).skipped_mlp().empty());
+}
+
+TEST(AdaptiveGamma, FollowsDraftAndVerifyRule) {
+  AdaptiveGamma g{0.6, 0.9, 0.0};
+  g.update(1, 4, false);  // m = 0.125 < alpha: proposal 0.61
+  EXPECT_NEAR(g.gamma, 0.601, 1e-12);
+  EXPECT_NEAR(g.m, 0.125, 1e-12);
+  g.m = 0.95;
+  const double before = g.gamma;
+  g.update(12, 12, true);  // m >= alpha at max length: hold
+  EXPECT_NEAR(g.gamma, before, 1e-12);
+  g.update(6, 6, false);  // m >= alpha, short round: proposal gamma - 0.01
+  EXPECT_NEAR(g.gamma, before - 0.001, 1e-12);
+  const AdaptiveGamma copy = g;
+  g.update(0, 0, false);  // no drafts, no evidence
+  EXPECT_EQ(g.gamma, copy.gamma);
+  EXPECT_EQ(g.m, copy.m);
+}
+
+TEST(Decoder, SpeculativeEqualsPlainGreedy) {
+  auto model = fixtures::tiny_model();
+  at::Tensor prompt = at::arange(10, 30, at::TensorOptions().dtype(at::kLong));
+  DecodeOptions opts;
+  opts.max_new_tokens = 40;
+  KVCache c1 = model->new_cache(60), c2 = model->new_cache(60);
+  DecodeResult ar = decode_ar(*model, prompt, c1, opts);
+  SpecOptions spec;
+  spec.selection = {0.0, 1.0, 1};
+  AdaptiveGamma gamma;
+  DecodeResult asd = decode_speculative(*model, prompt, c2, opts, spec, gamma);
+  EXPECT_EQ(asd.tokens, ar.tokens);
+  EXPECT_EQ(static_cast<int64_t>(asd.tokens.size()), 40);
+  EXPECT_GT(asd.stats.drafted, 0);
+  EXPECT_LE(asd.stats.accepted, asd.stats.drafted);
+}
