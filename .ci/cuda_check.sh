@@ -4,13 +4,13 @@
 # Fails on any configure or compile error. Nothing is run on a device.
 #   DOTF_CUDA_VENV   venv to (create and) use            default /tmp/dotf-cuda-venv
 #   DOTF_CUDA_BUILD  build directory                      default build/cuda-check
-#   DOTF_JOBS        parallel compile jobs                default 2
+#   DOTF_JOBS        parallel compile jobs                default: nproc
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${DOTF_CUDA_VENV:-/tmp/dotf-cuda-venv}"
 BUILD="${DOTF_CUDA_BUILD:-$ROOT/build/cuda-check}"
-JOBS="${DOTF_JOBS:-2}"
+JOBS="${DOTF_JOBS:-$(nproc)}"
 T0=$(date +%s)
 
 if [[ -z "${CUDA_HOME:-}" && -d /usr/local/cuda-13.0 ]]; then export CUDA_HOME=/usr/local/cuda-13.0; fi

@@ -41,7 +41,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--asd", default="{}", help="JSON of extra generate() options for dotf's speculative methods")
-    p.add_argument("--linear-path", default="aten")
+    p.add_argument("--linear-path", default="auto")
     p.add_argument("--out", default=None)
     return p.parse_args(argv)
 

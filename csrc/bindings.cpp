@@ -1,6 +1,7 @@
 // The only pybind11 file: exposes the C++ core as dotf._C. Python (python/dotf/) stays thin.
 #include "common/check.h"
 #include "model/transformer.h"
+#include "ops/accept.h"
 #include "ops/attention.h"
 #include "ops/rmsnorm.h"
 #include "ops/rope.h"
@@ -111,7 +112,10 @@ struct PyModel {
 
   PyModel(const ModelConfig& config, const TensorMap& tensors, at::ScalarType dtype, at::Device device,
           int64_t max_seq_len, const std::string& linear_path) {
-    ModelWeights w = build_weights(config, tensors, dtype, device, linear_path_from_string(linear_path));
+    // "auto": the path measured fastest for small-M products with these weights (ops/linear.cpp).
+    const LinearPath path =
+        linear_path == "auto" ? default_linear_path(dtype, device) : linear_path_from_string(linear_path);
+    ModelWeights w = build_weights(config, tensors, dtype, device, path);
     model = std::make_shared<Transformer>(config, std::move(w), max_seq_len);
     engine = std::make_shared<Engine>(model);
   }
@@ -182,25 +186,28 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   py::class_<PyModel>(m, "Model")
       .def(py::init<const ModelConfig&, const TensorMap&, at::ScalarType, at::Device, int64_t, const std::string&>(),
            py::arg("config"), py::arg("tensors"), py::arg("dtype"), py::arg("device"), py::arg("max_seq_len"),
-           py::arg("linear_path") = "aten")
+           py::arg("linear_path") = "auto")
       .def_property_readonly("max_seq_len", [](const PyModel& p) { return p.model->max_seq_len(); })
       .def_property_readonly("weight_bytes", [](const PyModel& p) { return p.model->weights().nbytes(); })
+      .def_property_readonly("linear_path", [](const PyModel& p) { return to_string(p.model->weights().lm_head.path()); })
       .def("new_cache", [](const PyModel& p, int64_t capacity) { return p.model->new_cache(capacity); },
            py::arg("capacity"))
       .def(
           "forward",
-          [](const PyModel& p, const at::Tensor& tokens, int64_t start, KVCache& cache, std::vector<bool> attention,
-             std::vector<bool> mlp, bool similarity, const std::string& logits) {
+          [](PyModel& p, const at::Tensor& tokens, int64_t start, KVCache& cache, std::vector<bool> attention,
+             std::vector<bool> mlp, bool similarity, const std::string& logits, const std::string& weights) {
+            const auto draft = p.engine->draft_weights(draft_weights_from_string(weights));
             ForwardOutput out;
             {
               py::gil_scoped_release release;
               out = p.model->forward(tokens, start, cache, LayerPlan{std::move(attention), std::move(mlp)},
-                                     ForwardOptions{logits_for(logits), similarity});
+                                     ForwardOptions{logits_for(logits), similarity}, draft.get());
             }
             return py::make_tuple(out.logits, out.similarity, out.last_similarity);
           },
           py::arg("tokens"), py::arg("start"), py::arg("cache"), py::arg("attention"), py::arg("mlp"),
-          py::arg("similarity") = false, py::arg("logits") = "all")
+          py::arg("similarity") = false, py::arg("logits") = "all", py::arg("weights") = "same",
+          "weights: 'same' (the model's) or 'int8' (the derived draft copy)")
       .def_property_readonly("draft_bytes", [](const PyModel& p) { return p.engine->draft_bytes(); })
       .def("release_draft", [](PyModel& p) { p.engine->release_draft(); })
       .def(
@@ -278,6 +285,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     return q;
   });
   ops.def("attention_with_cache", &attention_with_cache);
+  ops.def("greedy_accept", &greedy_accept, py::arg("drafts"), py::arg("target"));
   ops.def("attention_with_cache_cpu", &attention_with_cache_cpu);
   ops.def("argmax_top1", [](const at::Tensor& logits, bool with_prob) {
     auto [ids, probs] = argmax_top1(logits, with_prob);

@@ -2,8 +2,9 @@
 //
 //   linear/<path>/<shape>/M:<m>          every path x shape x M in {1,2,4,6,9,13,16}
 //   hint/onednn_fp32_h<hint>/<shape>/M:<m>  oneDNN prepack batch-size hints (h0 = no hint)
+//   cross/<path>/<shape>/M:<m>           aten vs avx2 for M in {16..kAvx2MaxM} (where avx2 hands over)
 //
-// Paths: aten_fp32, onednn_fp32, aten_bf16, onednn_bf16, int8 (fp32 in/out). Weights are rotated
+// Paths: aten_fp32, onednn_fp32, aten_bf16, onednn_bf16, int8 (fp32 in/out), avx2_fp32, avx2_bf16. Weights are rotated
 // among enough copies that together they exceed the 32 MB L3 several times over, as in a real decode
 // step where the whole model streams through the cache; so every call reads its weight from DRAM.
 // bench/linear_paths.py runs this and writes bench/results/linear_paths.md.
@@ -58,37 +59,54 @@ const std::vector<PathSpec> kPaths = {
     {"aten_bf16", LinearPath::Aten, at::kBFloat16},
     {"onednn_bf16", LinearPath::OneDnnPacked, at::kBFloat16},
     {"int8", LinearPath::Int8Dynamic, at::kFloat},
+    {"avx2_fp32", LinearPath::Avx2Packed, at::kFloat},
+    {"avx2_bf16", LinearPath::Avx2Packed, at::kBFloat16},
 };
 const std::vector<int64_t> kHints = {0, 1, 2, 4, 6, 8, 16};  // 0: no hint (oneDNN's default)
 const std::vector<const char*> kHintShapes = {"big_4096x8192", "smol_gateup_576x3072", "smol_o_576x576",
                                               "qwen_down_4864x896"};
 
-// The weight copies of the last (shape, path, hint) benchmarked: consecutive benchmarks differ only
-// in M, so they share one set; a new key frees the old set first.
+// Weight copies per (shape, path, hint), kept while memory allows: bench/linear_paths.py runs one
+// shape per process with --benchmark_enable_random_interleaving, so every path of a shape is resident
+// and the repetitions of all paths interleave in time (a shared machine's noise then hits all paths
+// alike). Past the budget the oldest set is freed.
 struct Copies {
-  std::string key;
   std::vector<Linear> lins;
   int64_t weight_bytes = 0;  // bytes one call reads (the packed copy for packed paths)
+  int64_t held_bytes = 0;    // bytes the set holds (originals + packed copies)
 };
+constexpr int64_t kCacheBudget = int64_t(6) << 30;
+
 Copies& copies_for(const Shape& s, const PathSpec& p, std::optional<int64_t> hint) {
-  static Copies c;
+  static std::vector<std::pair<std::string, std::unique_ptr<Copies>>> cache;
   const std::string key = std::string(s.name) + "/" + p.name + "/" + (hint ? std::to_string(*hint) : "d");
-  if (c.key == key) return c;
-  c.lins.clear();
-  c.key = key;
+  for (auto& [k, c] : cache) {
+    if (k == key) return *c;
+  }
+  auto make = [&](const at::Tensor& w, const at::Tensor& b) {
+    return hint ? Linear(w, b, p.path, *hint == 0 ? std::nullopt : hint) : Linear(w, b, p.path);
+  };
   at::manual_seed(0);
   const at::Tensor w0 = (at::randn({s.out, s.in}) * 0.05).to(p.dtype);
   const at::Tensor b = at::randn({s.out}).to(p.dtype);
-  const Linear probe = hint ? Linear(w0, b, p.path, *hint == 0 ? std::nullopt : hint) : Linear(w0, b, p.path);
-  c.weight_bytes = probe.extra_bytes() > 0 ? probe.extra_bytes() : w0.nbytes();
+  auto c = std::make_unique<Copies>();
+  c->lins.push_back(make(w0, b));
+  c->weight_bytes = c->lins[0].extra_bytes() > 0 ? c->lins[0].extra_bytes() : w0.nbytes();
+  const int64_t per_copy = w0.nbytes() + c->lins[0].extra_bytes();
   const int64_t min_total = int64_t(96) << 20;  // 3x L3
-  int64_t n = c.weight_bytes > (int64_t(256) << 20) ? 1 : std::max<int64_t>(2, (min_total + c.weight_bytes - 1) / c.weight_bytes);
-  c.lins.push_back(probe);
-  for (int64_t i = 1; i < n; ++i) {
-    const at::Tensor w = (at::randn({s.out, s.in}) * 0.05).to(p.dtype);
-    c.lins.push_back(hint ? Linear(w, b, p.path, *hint == 0 ? std::nullopt : hint) : Linear(w, b, p.path));
+  const int64_t n = c->weight_bytes > (int64_t(256) << 20)
+                        ? 1
+                        : std::max<int64_t>(2, (min_total + c->weight_bytes - 1) / c->weight_bytes);
+  for (int64_t i = 1; i < n; ++i) c->lins.push_back(make((at::randn({s.out, s.in}) * 0.05).to(p.dtype), b));
+  c->held_bytes = n * per_copy;
+  int64_t total = c->held_bytes;
+  for (auto& e : cache) total += e.second->held_bytes;
+  while (!cache.empty() && total > kCacheBudget) {
+    total -= cache.front().second->held_bytes;
+    cache.erase(cache.begin());
   }
-  return c;
+  cache.emplace_back(key, std::move(c));
+  return *cache.back().second;
 }
 
 void run(benchmark::State& state, const Shape& s, const PathSpec& p, int64_t m, std::optional<int64_t> hint) {
@@ -128,6 +146,21 @@ const bool registered = [] {
         const std::string name =
             "hint/onednn_fp32_h" + std::to_string(h) + "/" + s.name + "/M:" + std::to_string(m);
         benchmark::RegisterBenchmark(name.c_str(), [&s, h, m](benchmark::State& st) { run(st, s, fp32, m, h); })
+            ->Unit(benchmark::kMicrosecond)
+            ->UseRealTime();
+      }
+    }
+  }
+  // Where Avx2Packed should hand over to at::linear: run the avx2 kernel past its cutoff by calling
+  // it with M <= kAvx2MaxM only (the cutoff itself is what this measures).
+  for (const PathSpec& p : kPaths) {
+    const std::string pn = p.name;
+    if (pn != "aten_fp32" && pn != "avx2_fp32" && pn != "aten_bf16" && pn != "avx2_bf16") continue;
+    for (const Shape& s : kShapes) {
+      if (std::string(s.name) != "big_4096x8192" && std::string(s.name) != "smol_gateup_576x3072") continue;
+      for (int64_t m : {16, 24, 32}) {
+        const std::string name = "cross/" + pn + "/" + s.name + "/M:" + std::to_string(m);
+        benchmark::RegisterBenchmark(name.c_str(), [&s, &p, m](benchmark::State& st) { run(st, s, p, m, std::nullopt); })
             ->Unit(benchmark::kMicrosecond)
             ->UseRealTime();
       }

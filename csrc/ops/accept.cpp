@@ -9,10 +9,10 @@ namespace dotf {
 void greedy_accept_cpu(const int64_t* drafts, const int64_t* target, int64_t k, int64_t* out) {
   int64_t accepted = 0;
   while (accepted < k && drafts[accepted] == target[accepted]) ++accepted;
-  bool finite = true;
-  for (int64_t i = 0; i <= k; ++i) finite &= target[i] >= 0;
+  // Only rows up to the acceptance point are used: a non-finite row past it (e.g. after a rejected
+  // draft token whose embedding is NaN) must not fail a call that plain decoding completes.
   out[0] = accepted;
-  out[1] = finite ? target[accepted] : -1;
+  out[1] = target[accepted];  // -1 when that row was non-finite
 }
 
 at::Tensor greedy_accept(const at::Tensor& drafts_in, const at::Tensor& target_in) {

@@ -22,12 +22,10 @@ __global__ void greedy_accept_kernel(const int64_t* __restrict__ drafts, const i
       break;
     }
   }
-  bool negative = false;
-  for (int64_t i = lane; i <= k; i += kWarpSize) negative |= target[i] < 0;
-  negative = __any_sync(kFullMask, negative);
+  // Only target[accepted] is used (-1 when non-finite): rows past the acceptance point never matter.
   if (lane == 0) {
     out[0] = accepted;
-    out[1] = negative ? -1 : target[accepted];
+    out[1] = target[accepted];
   }
 }
 

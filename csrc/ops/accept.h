@@ -12,8 +12,9 @@ namespace dotf {
 //         (argmax_top1 of the verify logits; -1 marks a non-finite row)
 // returns: [2] int64 on the inputs' device: (accepted, bonus) where accepted is the length of the
 // longest prefix with drafts[i] == target[i], and bonus = target[accepted], the full model's token
-// after the accepted prefix. bonus is -1 when any target id is negative: a non-finite verify row is
-// an error for the caller to report (as the host-side loop does), never a token.
+// after the accepted prefix. bonus is -1 when that row was non-finite: an error for the caller to
+// report, never a token. Non-finite rows past the acceptance point are ignored, as plain decoding
+// never computes them (a rejected draft token may be one the model cannot process).
 at::Tensor greedy_accept(const at::Tensor& drafts, const at::Tensor& target);
 
 // Raw-pointer CPU implementation, also the reference for the CUDA kernel. out: [2].

@@ -154,105 +154,108 @@ bool has_fbgemm() {
 
 // ---- Avx2Packed: a hand-written small-M kernel (x86-64 AVX2 + FMA) ----
 //
-// y[M, N] = x[M, K] W[N, K]^T + b for M <= kAvx2MaxM. The weight is packed once into panels of 16
-// output columns, [ceil(N/16)][K][16] (zero-padded), so one panel is one sequential stream and each
-// k step reads one 64-byte line (fp32) or half a line (bf16, widened to fp32 in registers). The
-// micro-kernel keeps a 6 x 16 tile of y in 12 ymm registers: per k it loads the panel's 16 weights
-// once and does 2 FMAs per row of x (a broadcast x[m][k]); the weights are read from DRAM once per
-// call and reused from L1 across the ceil(M/6) row blocks of a 256-deep k chunk. Rows <= 3 use two
-// accumulator sets (k unrolled by 2) so FMA latency does not cap the M = 1 streaming rate.
-// Accumulation is fp32 in k order per 256-deep chunk; bias is the tile's initial value.
-constexpr int64_t kPanel = 16;   // output columns per panel
-constexpr int64_t kChunkK = 256; // k depth per pass: a 16 KB fp32 panel chunk stays in L1 across row blocks
-constexpr int64_t kRowBlock = 6; // rows of x per micro-kernel call
+// y[M, N] = x[M, K] W[N, K]^T + b for M <= kAvx2MaxM, fp32 accumulation.
+//
+// Layout. The weight is packed once into panels of 16 output columns, [ceil(N/16)][Kp][16] with K
+// zero-padded to Kp (a multiple of 4): one k step of a panel is one 64-byte line (fp32) or half of
+// one (bf16, widened to fp32 in registers: bf16 is fp32's top half).
+//
+// Four streams. One core streams DRAM at ~10 GB/s from a single sequential stream but ~22 GB/s from
+// four (measured here, AVX2 EPYC: the hardware prefetcher runs ahead per stream; software prefetch on
+// one stream did not help). So each panel is read as four K segments [s*Kp/4, (s+1)*Kp/4) advanced in
+// lockstep, which is what brings M = 1 to MKL's sgemv speed. x is repacked per call into the same four
+// segments, k-major ([4][Kp/4][M], the segments padded apart so they do not alias in L1), so the
+// broadcasts of a k step for all rows share a line.
+//
+// Micro-kernel: a 6 x 16 tile of y in 12 ymm registers; per k step, 2 weight loads and 2 FMAs per
+// row of x (a broadcast). Weights come from DRAM once per call: for M > 6 the row blocks reuse each
+// 64-step chunk (16 KB fp32) from L1. Rows <= 3 use a second accumulator set so that FMA latency does
+// not cap the M = 1 streaming rate. Bias is the tile's initial value.
+constexpr int64_t kPanel = 16;    // output columns per panel
+constexpr int64_t kSegments = 4;  // concurrent DRAM streams per panel
+constexpr int64_t kChunk = 64;    // k steps per segment per pass: a 16 KB fp32 chunk stays in L1 across row blocks
+constexpr int64_t kRowBlock = 6;  // rows of x per micro-kernel call
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define DOTF_HAVE_AVX2_KERNEL 1
 #define DOTF_AVX2 __attribute__((target("avx2,fma")))
 
 DOTF_AVX2 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-DOTF_AVX2 inline __m256 load8(const uint16_t* p) {  // 8 bf16 -> 8 fp32 (bf16 is fp32's top half)
+DOTF_AVX2 inline __m256 load8(const uint16_t* p) {  // 8 bf16 -> 8 fp32
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
 }
 
-// c[MB][16] (row stride ldc) += x[MB][kc] (row stride ldx) * p[kc][16].
+// c[MB][16] (row stride ldc) += sum over the 4 segments s and k < kc of
+//   x[s * xseg + k * ldx + i] * p[(s * q + k) * 16 + j].
 template <typename WT, int MB>
-DOTF_AVX2 inline void avx2_micro(const WT* __restrict p, int64_t kc, const float* __restrict x, int64_t ldx,
-                                 float* __restrict c, int64_t ldc) {
+DOTF_AVX2 inline void avx2_micro(const WT* __restrict p, int64_t q, int64_t kc, const float* __restrict x, int64_t ldx,
+                                 int64_t xseg, float* __restrict c, int64_t ldc) {
   constexpr bool kTwoSets = MB <= 3;
-  // Named registers, not arrays: GCC spills arrays of __m256 to the stack on every iteration.
+  // Named registers, not arrays: GCC keeps arrays of __m256 in registers but also stores them to the
+  // stack on every iteration.
   __m256 a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51;
-  __m256 b00, b01, b10, b11, b20, b21;
-  (void)b00, (void)b01, (void)b10, (void)b11, (void)b20, (void)b21;
-#define DOTF_LOADC(i)                                                 \
-  if constexpr (MB > i) {                                             \
-    a##i##0 = _mm256_loadu_ps(c + i * ldc);                           \
-    a##i##1 = _mm256_loadu_ps(c + i * ldc + 8);                       \
+  __m256 b00, b01, b10, b11, b20, b21, b30, b31, b40, b41, b50, b51;
+  (void)b30, (void)b31, (void)b40, (void)b41, (void)b50, (void)b51;
+#define DOTF_LOADC(i)                                                            \
+  if constexpr (MB > i) {                                                        \
+    a##i##0 = _mm256_loadu_ps(c + i * ldc);                                      \
+    a##i##1 = _mm256_loadu_ps(c + i * ldc + 8);                                  \
+    if constexpr (kTwoSets) b##i##0 = b##i##1 = _mm256_setzero_ps();             \
   }
-#define DOTF_ZEROB(i)                                                 \
-  if constexpr (kTwoSets && MB > i) {                                 \
-    b##i##0 = _mm256_setzero_ps();                                    \
-    b##i##1 = _mm256_setzero_ps();                                    \
+#define DOTF_FMA(acc, i)                                                         \
+  if constexpr (MB > i) {                                                        \
+    const __m256 xv = _mm256_broadcast_ss(xk + i);                               \
+    acc##i##0 = _mm256_fmadd_ps(xv, w0, acc##i##0);                              \
+    acc##i##1 = _mm256_fmadd_ps(xv, w1, acc##i##1);                              \
   }
-#define DOTF_FMA(acc, i, kk)                                          \
-  if constexpr (MB > i) {                                             \
-    const __m256 xv = _mm256_broadcast_ss(x + i * ldx + (kk));        \
-    acc##i##0 = _mm256_fmadd_ps(xv, w0, acc##i##0);                   \
-    acc##i##1 = _mm256_fmadd_ps(xv, w1, acc##i##1);                   \
+#define DOTF_STEP(acc, s)                                                        \
+  {                                                                              \
+    const WT* ws = p + ((s) * q + k) * kPanel;                                   \
+    const float* xk = x + (s) * xseg + k * ldx;                                  \
+    const __m256 w0 = load8(ws), w1 = load8(ws + 8);                             \
+    DOTF_FMA(acc, 0) DOTF_FMA(acc, 1) DOTF_FMA(acc, 2) DOTF_FMA(acc, 3) DOTF_FMA(acc, 4) DOTF_FMA(acc, 5) \
   }
-#define DOTF_MERGE(i)                                                 \
-  if constexpr (kTwoSets && MB > i) {                                 \
-    a##i##0 = _mm256_add_ps(a##i##0, b##i##0);                        \
-    a##i##1 = _mm256_add_ps(a##i##1, b##i##1);                        \
-  }
-#define DOTF_STOREC(i)                                                \
-  if constexpr (MB > i) {                                             \
-    _mm256_storeu_ps(c + i * ldc, a##i##0);                           \
-    _mm256_storeu_ps(c + i * ldc + 8, a##i##1);                       \
+#define DOTF_STOREC(i)                                                           \
+  if constexpr (MB > i) {                                                        \
+    if constexpr (kTwoSets) {                                                    \
+      a##i##0 = _mm256_add_ps(a##i##0, b##i##0);                                 \
+      a##i##1 = _mm256_add_ps(a##i##1, b##i##1);                                 \
+    }                                                                            \
+    _mm256_storeu_ps(c + i * ldc, a##i##0);                                      \
+    _mm256_storeu_ps(c + i * ldc + 8, a##i##1);                                  \
   }
   DOTF_LOADC(0) DOTF_LOADC(1) DOTF_LOADC(2) DOTF_LOADC(3) DOTF_LOADC(4) DOTF_LOADC(5)
-  DOTF_ZEROB(0) DOTF_ZEROB(1) DOTF_ZEROB(2)
-  int64_t k = 0;
-  if constexpr (kTwoSets) {
-    for (; k + 2 <= kc; k += 2) {
-      {
-        const __m256 w0 = load8(p + k * 16), w1 = load8(p + k * 16 + 8);
-        DOTF_FMA(a, 0, k) DOTF_FMA(a, 1, k) DOTF_FMA(a, 2, k)
-      }
-      {
-        const __m256 w0 = load8(p + k * 16 + 16), w1 = load8(p + k * 16 + 24);
-        DOTF_FMA(b, 0, k + 1) DOTF_FMA(b, 1, k + 1) DOTF_FMA(b, 2, k + 1)
-      }
+  for (int64_t k = 0; k < kc; ++k) {
+    if constexpr (kTwoSets) {
+      DOTF_STEP(a, 0) DOTF_STEP(b, 1) DOTF_STEP(a, 2) DOTF_STEP(b, 3)
+    } else {
+      DOTF_STEP(a, 0) DOTF_STEP(a, 1) DOTF_STEP(a, 2) DOTF_STEP(a, 3)
     }
   }
-  for (; k < kc; ++k) {
-    const __m256 w0 = load8(p + k * 16), w1 = load8(p + k * 16 + 8);
-    DOTF_FMA(a, 0, k) DOTF_FMA(a, 1, k) DOTF_FMA(a, 2, k) DOTF_FMA(a, 3, k) DOTF_FMA(a, 4, k) DOTF_FMA(a, 5, k)
-  }
-  DOTF_MERGE(0) DOTF_MERGE(1) DOTF_MERGE(2)
   DOTF_STOREC(0) DOTF_STOREC(1) DOTF_STOREC(2) DOTF_STOREC(3) DOTF_STOREC(4) DOTF_STOREC(5)
 #undef DOTF_LOADC
-#undef DOTF_ZEROB
 #undef DOTF_FMA
-#undef DOTF_MERGE
+#undef DOTF_STEP
 #undef DOTF_STOREC
 }
 
 template <typename WT>
-DOTF_AVX2 void avx2_micro_rows(int64_t mb, const WT* p, int64_t kc, const float* x, int64_t ldx, float* c, int64_t ldc) {
+DOTF_AVX2 void avx2_micro_rows(int64_t mb, const WT* p, int64_t q, int64_t kc, const float* x, int64_t ldx, int64_t xseg,
+                               float* c, int64_t ldc) {
   switch (mb) {
-    case 6: return avx2_micro<WT, 6>(p, kc, x, ldx, c, ldc);
-    case 5: return avx2_micro<WT, 5>(p, kc, x, ldx, c, ldc);
-    case 4: return avx2_micro<WT, 4>(p, kc, x, ldx, c, ldc);
-    case 3: return avx2_micro<WT, 3>(p, kc, x, ldx, c, ldc);
-    case 2: return avx2_micro<WT, 2>(p, kc, x, ldx, c, ldc);
-    default: return avx2_micro<WT, 1>(p, kc, x, ldx, c, ldc);
+    case 6: return avx2_micro<WT, 6>(p, q, kc, x, ldx, xseg, c, ldc);
+    case 5: return avx2_micro<WT, 5>(p, q, kc, x, ldx, xseg, c, ldc);
+    case 4: return avx2_micro<WT, 4>(p, q, kc, x, ldx, xseg, c, ldc);
+    case 3: return avx2_micro<WT, 3>(p, q, kc, x, ldx, xseg, c, ldc);
+    case 2: return avx2_micro<WT, 2>(p, q, kc, x, ldx, xseg, c, ldc);
+    default: return avx2_micro<WT, 1>(p, q, kc, x, ldx, xseg, c, ldc);
   }
 }
 
-// Panels [p_begin, p_end) of y = x packed^T + bias. x: [M, K] fp32 contiguous; y: [M, N] fp32.
+// Panels [p_begin, p_end) of y = x W^T + bias. xs: x repacked as [4][q][M] with segment stride xseg;
+// packed: [P][4 q][16]; y: [M, N] fp32.
 template <typename WT>
-DOTF_AVX2 void avx2_linear_panels(const float* x, int64_t M, int64_t K, const WT* packed, int64_t N,
+DOTF_AVX2 void avx2_linear_panels(const float* xs, int64_t M, int64_t q, int64_t xseg, const WT* packed, int64_t N,
                                   const float* bias, float* y, int64_t p_begin, int64_t p_end) {
   alignas(32) float tail[kAvx2MaxM * kPanel];
   for (int64_t pi = p_begin; pi < p_end; ++pi) {
@@ -263,11 +266,12 @@ DOTF_AVX2 void avx2_linear_panels(const float* x, int64_t M, int64_t K, const WT
     for (int64_t m = 0; m < M; ++m) {
       for (int64_t j = 0; j < kPanel; ++j) c[m * ldc + j] = (bias && j < cols) ? bias[n0 + j] : 0.0f;
     }
-    const WT* panel = packed + pi * K * kPanel;
-    for (int64_t k0 = 0; k0 < K; k0 += kChunkK) {
-      const int64_t kc = std::min(kChunkK, K - k0);
+    const WT* panel = packed + pi * kSegments * q * kPanel;
+    for (int64_t k0 = 0; k0 < q; k0 += kChunk) {
+      const int64_t kc = std::min(kChunk, q - k0);
       for (int64_t m0 = 0; m0 < M; m0 += kRowBlock) {
-        avx2_micro_rows<WT>(std::min(kRowBlock, M - m0), panel + k0 * kPanel, kc, x + m0 * K + k0, K, c + m0 * ldc, ldc);
+        avx2_micro_rows<WT>(std::min(kRowBlock, M - m0), panel + k0 * kPanel, q, kc, xs + k0 * M + m0, M, xseg,
+                            c + m0 * ldc, ldc);
       }
     }
     if (!full) {
@@ -277,34 +281,54 @@ DOTF_AVX2 void avx2_linear_panels(const float* x, int64_t M, int64_t K, const WT
 }
 #endif  // x86-64
 
-// [N, K] -> [ceil(N/16), K, 16], zero-padded, same dtype.
+// [N, K] -> [ceil(N/16), Kp, 16] with Kp = K rounded up to a multiple of 4, zero-padded, same dtype.
 at::Tensor avx2_pack(const at::Tensor& w) {
   const int64_t N = w.size(0), K = w.size(1), P = (N + kPanel - 1) / kPanel;
+  const int64_t Kp = (K + kSegments - 1) / kSegments * kSegments;
   at::Tensor padded = w;
-  if (P * kPanel != N) {
-    padded = at::zeros({P * kPanel, K}, w.options());
-    padded.narrow(0, 0, N).copy_(w);
+  if (P * kPanel != N || Kp != K) {
+    padded = at::zeros({P * kPanel, Kp}, w.options());
+    padded.narrow(0, 0, N).narrow(1, 0, K).copy_(w);
   }
-  // [P, 16, K] -> [P, K, 16]
-  return padded.view({P, kPanel, K}).transpose(1, 2).contiguous();
+  // [P, 16, Kp] -> [P, Kp, 16]
+  return padded.view({P, kPanel, Kp}).transpose(1, 2).contiguous();
 }
 
 at::Tensor avx2_linear(const at::Tensor& x, const at::Tensor& packed, const std::optional<at::Tensor>& bias, int64_t N) {
 #ifdef DOTF_HAVE_AVX2_KERNEL
-  const at::Tensor xf = x.to(at::kFloat).contiguous();
-  const int64_t M = xf.size(0), K = xf.size(1), P = packed.size(0);
-  at::Tensor y = at::empty({M, N}, xf.options());
-  const float* xp = xf.data_ptr<float>();
+  const at::Tensor xf = x.to(at::kFloat).contiguous();  // no copy for a contiguous fp32 x
+  const int64_t M = xf.size(0), K = xf.size(1), P = packed.size(0), Kp = packed.size(1), q = Kp / kSegments;
+  // x -> [4][q][M], k-major, zero past K. The segments sit 16 floats further apart than their size so
+  // that power-of-two sizes do not map all four onto the same L1 sets.
+  const int64_t xseg = q * M + 16;
+  at::Tensor xs = at::empty({kSegments * xseg}, xf.options());
+  {
+    const float* src = xf.data_ptr<float>();
+    float* dst = xs.data_ptr<float>();
+    for (int64_t s = 0; s < kSegments; ++s) {
+      for (int64_t k = 0; k < q; ++k) {
+        const int64_t kk = s * q + k;
+        float* d = dst + s * xseg + k * M;
+        if (kk < K) {
+          for (int64_t m = 0; m < M; ++m) d[m] = src[m * K + kk];
+        } else {
+          for (int64_t m = 0; m < M; ++m) d[m] = 0.0f;
+        }
+      }
+    }
+  }
+  const float* xp = xs.data_ptr<float>();
   const float* bp = bias ? bias->data_ptr<float>() : nullptr;
+  at::Tensor y = at::empty({M, N}, xf.options());
   float* yp = y.data_ptr<float>();
   // Enough weight per task that thread start-up is paid back (>= 64 K weights).
-  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / (K * kPanel));
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / (Kp * kPanel));
   if (packed.scalar_type() == at::kFloat) {
     const float* wp = packed.data_ptr<float>();
-    at::parallel_for(0, P, grain, [&](int64_t b, int64_t e) { avx2_linear_panels<float>(xp, M, K, wp, N, bp, yp, b, e); });
+    at::parallel_for(0, P, grain, [&](int64_t b, int64_t e) { avx2_linear_panels<float>(xp, M, q, xseg, wp, N, bp, yp, b, e); });
   } else {
     const auto* wp = reinterpret_cast<const uint16_t*>(packed.data_ptr<at::BFloat16>());
-    at::parallel_for(0, P, grain, [&](int64_t b, int64_t e) { avx2_linear_panels<uint16_t>(xp, M, K, wp, N, bp, yp, b, e); });
+    at::parallel_for(0, P, grain, [&](int64_t b, int64_t e) { avx2_linear_panels<uint16_t>(xp, M, q, xseg, wp, N, bp, yp, b, e); });
   }
   return y;
 #else

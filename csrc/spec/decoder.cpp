@@ -1,6 +1,7 @@
 #include "spec/decoder.h"
 
 #include "common/check.h"
+#include "ops/accept.h"
 #include "ops/sampling.h"
 
 #include <ATen/ops/cat.h>
@@ -202,20 +203,24 @@ class SpeculativeLoop {
     std::vector<int64_t> input{next[0]};
     input.insert(input.end(), drafts.begin(), drafts.end());
     const bool measure = spec_.reselect_every > 0 && !drafts.empty();
-    ForwardOutput v = model_.forward(token_tensor(input), n, cache_, full_, ForwardOptions{LogitsFor::All, measure});
-    const std::vector<int64_t> target = greedy_ids(v.logits);
+    const at::Tensor input_ids = token_tensor(input).to(model_.device());
+    ForwardOutput v = model_.forward(input_ids, n, cache_, full_, ForwardOptions{LogitsFor::All, measure});
     const int64_t k = static_cast<int64_t>(drafts.size());
-    int64_t accepted = 0;
-    while (accepted < k && drafts[accepted] == target[accepted]) ++accepted;
+    // Accept on the device: one host read of (accepted, bonus) per round.
+    const at::Tensor target = argmax_top1(v.logits, /*with_prob=*/false).first;
+    const std::vector<int64_t> verdict = to_host(greedy_accept(input_ids.narrow(0, 1, k), target));
+    const int64_t accepted = verdict[0], bonus = verdict[1];
+    DOTF_CHECK(bonus >= 0, "the model produced non-finite logits (NaN or inf) while verifying; the weights or "
+               "the dtype cannot represent this computation");
     cache_.truncate(n + accepted + 1);  // keep [last, d1..d_accepted]; the bonus token is not cached yet
     st_.verify_seconds += seconds_since(t_verify);
 
     std::vector<int64_t> chunk(drafts.begin(), drafts.begin() + accepted);
-    chunk.push_back(target[accepted]);
+    chunk.push_back(bonus);
     const size_t before = result_.tokens.size();
     const bool finished = emit(chunk);
     const auto emitted = static_cast<int64_t>(result_.tokens.size() - before);
-    next = {target[accepted]};
+    next = {bonus};
 
     const double seconds = seconds_since(t_round);
     if (k == 0) {

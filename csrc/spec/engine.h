@@ -42,11 +42,10 @@ class Engine {
   // Bytes held by derived draft weights (0 until a request needed them), and a way to free them.
   int64_t draft_bytes() const;
   void release_draft();
-
- private:
   // The derived draft weights (built on first use); nullptr for the model's own.
   std::shared_ptr<const ModelWeights> draft_weights(DraftWeights kind);
 
+ private:
   std::shared_ptr<const Transformer> model_;
   mutable std::mutex mutex_;
   double carried_gamma_ = -1;  // < 0: nothing carried yet

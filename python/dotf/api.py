@@ -98,7 +98,7 @@ class Model:
     """A loaded causal LM. Thread-safe: every generate call owns its KV cache."""
 
     def __init__(self, src: Any, dtype: torch.dtype = torch.float32, device: Any = "cpu",
-                 max_seq_len: int | None = None, linear_path: str = "aten"):
+                 max_seq_len: int | None = None, linear_path: str = "auto"):
         self.device = _resolve_device(device)
         self.dtype = _check_dtype(dtype, self.device)
         if max_seq_len is not None:
@@ -168,14 +168,18 @@ class Model:
         return self._impl.new_cache(_as_int(capacity, "capacity"))
 
     def forward(self, input_ids: Any, start: int, cache, attention: Sequence[bool] | None = None,
-                mlp: Sequence[bool] | None = None, similarity: bool = False, logits: str = "all"):
-        """Low level: run tokens at positions start.. over `cache` under a layer plan.
+                mlp: Sequence[bool] | None = None, similarity: bool = False, logits: str = "all",
+                weights: str = "same"):
+        """Low level: run tokens at positions start.. over `cache` under a layer plan, with the model's
+        weights ("same") or its derived int8 draft copy ("int8").
 
         Returns (logits [T or 1, vocab], mean similarity [L, 2], last-position similarity [L, 2])."""
         ids = self._input_ids(input_ids)
         full = [True] * self.num_layers
-        return self._impl.forward(ids, _as_int(start, "start"), cache, list(attention or full), list(mlp or full),
-                                  bool(similarity), logits)
+        attention = full if attention is None else self._plan(attention, "attention")
+        mlp = full if mlp is None else self._plan(mlp, "mlp")
+        return self._impl.forward(ids, _as_int(start, "start"), cache, attention, mlp, bool(similarity), logits,
+                                  weights)
 
     def generate(self, input_ids: Any, max_new_tokens: int = 64, strategy: str = "ar", eos_token_id: Any = None,
                  threshold: float | None = None, max_draft: int | None = None, gamma: float | None = None,
@@ -257,6 +261,6 @@ class Model:
 
 
 def load(src: Any, dtype: torch.dtype = torch.float32, device: Any = "cpu", max_seq_len: int | None = None,
-         linear_path: str = "aten") -> Model:
+         linear_path: str = "auto") -> Model:
     """Load a Hugging Face causal LM (directory, PreTrainedModel, or built-in name like "smollm2-135m")."""
     return Model(src, dtype=dtype, device=device, max_seq_len=max_seq_len, linear_path=linear_path)

@@ -42,11 +42,31 @@ def _field(cfg: dict, name: str, where: str, default: Any = None, required: bool
     return default
 
 
+def _int(value: Any, name: str, where: str) -> int:
+    """An integral config value (JSON 64 or 64.0), or a ValueError naming the field."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise ValueError(f"{where}: {name} must be an integer, got {value!r}")
+    return int(value)
+
+
+def _float(value: Any, name: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{where}: {name} must be a number, got {value!r}")
+    return float(value)
+
+
+def _int_field(cfg: dict, name: str, where: str) -> int:
+    return _int(_field(cfg, name, where), name, where)
+
+
 def _rope_settings(cfg: dict, where: str) -> tuple[float, dict | None]:
     """rope_theta and the scaling dict, from transformers 4.x (rope_theta/rope_scaling) or 5.x (rope_parameters)."""
     params = cfg.get("rope_parameters") or {}
-    theta = params.get("rope_theta", cfg.get("rope_theta", 10000.0))
     scaling = cfg.get("rope_scaling") or None
+    for name, value in (("rope_parameters", params), ("rope_scaling", scaling)):
+        if value is not None and not isinstance(value, dict):
+            raise ValueError(f"{where}: {name} must be a JSON object, got {value!r}")
+    theta = _float(params.get("rope_theta", cfg.get("rope_theta", 10000.0)), "rope_theta", where)
     if params and params.get("rope_type", "default") != "default":
         scaling = params
     if scaling is not None:
@@ -69,42 +89,48 @@ def parse_config(cfg: dict, max_seq_len: int | None, where: str = "config.json")
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ValueError(f"{where}: model_type '{model_type}' is not supported "
                          f"(supported: {', '.join(sorted(SUPPORTED_MODEL_TYPES))})")
-    for arch in cfg.get("architectures") or []:
+    archs = cfg.get("architectures") or []
+    for arch in [archs] if isinstance(archs, str) else archs:
         if arch not in SUPPORTED_ARCHITECTURES:
             raise ValueError(f"{where}: architecture '{arch}' is not supported "
                              f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)})")
     act = cfg.get("hidden_act", "silu")
     if act != "silu":
         raise ValueError(f"{where}: hidden_act '{act}' is not supported (only silu)")
+    quant = cfg.get("quantization_config")
+    if quant:
+        method = quant.get("quant_method", "?") if isinstance(quant, dict) else quant
+        raise ValueError(f"{where}: quantization_config ({method}) is not supported: dotf needs a checkpoint "
+                         f"with floating-point weights")
 
     c = _C.ModelConfig()
     c.model_type = model_type
-    c.vocab_size = int(_field(cfg, "vocab_size", where))
-    c.hidden_size = int(_field(cfg, "hidden_size", where))
-    c.intermediate_size = int(_field(cfg, "intermediate_size", where))
-    c.num_layers = int(_field(cfg, "num_hidden_layers", where))
-    c.num_heads = int(_field(cfg, "num_attention_heads", where))
-    c.num_kv_heads = int(cfg.get("num_key_value_heads") or c.num_heads)
-    c.head_dim = int(cfg.get("head_dim") or c.hidden_size // max(c.num_heads, 1))
-    c.max_position_embeddings = int(_field(cfg, "max_position_embeddings", where))
-    c.rms_norm_eps = float(cfg.get("rms_norm_eps", 1e-6))
+    c.vocab_size = _int_field(cfg, "vocab_size", where)
+    c.hidden_size = _int_field(cfg, "hidden_size", where)
+    c.intermediate_size = _int_field(cfg, "intermediate_size", where)
+    c.num_layers = _int_field(cfg, "num_hidden_layers", where)
+    c.num_heads = _int_field(cfg, "num_attention_heads", where)
+    c.num_kv_heads = _int(cfg.get("num_key_value_heads") or c.num_heads, "num_key_value_heads", where)
+    c.head_dim = _int(cfg.get("head_dim") or c.hidden_size // max(c.num_heads, 1), "head_dim", where)
+    c.max_position_embeddings = _int_field(cfg, "max_position_embeddings", where)
+    c.rms_norm_eps = _float(cfg.get("rms_norm_eps", 1e-6), "rms_norm_eps", where)
     c.tie_word_embeddings = bool(cfg.get("tie_word_embeddings", False))
     theta, scaling = _rope_settings(cfg, where)
     c.rope_theta = theta
     if scaling is not None:
         rs = _C.RopeScaling()
         rs.type = "llama3"
-        rs.factor = float(_field(scaling, "factor", f"{where} rope_scaling"))
-        rs.low_freq_factor = float(_field(scaling, "low_freq_factor", f"{where} rope_scaling"))
-        rs.high_freq_factor = float(_field(scaling, "high_freq_factor", f"{where} rope_scaling"))
-        rs.original_max_position_embeddings = int(
-            _field(scaling, "original_max_position_embeddings", f"{where} rope_scaling"))
+        w = f"{where} rope_scaling"
+        rs.factor = _float(_field(scaling, "factor", w), "factor", w)
+        rs.low_freq_factor = _float(_field(scaling, "low_freq_factor", w), "low_freq_factor", w)
+        rs.high_freq_factor = _float(_field(scaling, "high_freq_factor", w), "high_freq_factor", w)
+        rs.original_max_position_embeddings = _int_field(scaling, "original_max_position_embeddings", w)
         c.rope_scaling = rs
 
     window = cfg.get("sliding_window")
     window_on = window is not None and (model_type == "mistral" or cfg.get("use_sliding_window", False))
     limit = max_seq_len or c.max_position_embeddings
-    if window_on and limit > int(window):
+    if window_on and limit > _int(window, "sliding_window", where):
         raise ValueError(f"{where}: sliding_window={window} would matter at max_seq_len={limit}; dotf has no "
                          f"sliding-window attention: pass max_seq_len <= {window}")
     try:
@@ -158,6 +184,8 @@ def read_safetensors(files: list[Path]) -> dict[str, torch.Tensor]:
             with safe_open(str(f), framework="pt", device="cpu") as handle:
                 for name in handle.keys():
                     tensors[name] = handle.get_tensor(name)
+        except OSError:  # permissions, I/O errors: keep their type; they name the file
+            raise
         except Exception as e:  # safetensors raises its own error types for corrupt/truncated files
             raise ValueError(f"{f}: cannot read safetensors file ({type(e).__name__}: {e})") from None
         if bar is not None:
@@ -174,7 +202,7 @@ def _eos_ids(raw: dict, directory: Path | None) -> list[int]:
         ids = gen.get("eos_token_id", ids)
     if ids is None:
         return []
-    return [int(i) for i in (ids if isinstance(ids, list) else [ids])]
+    return [_int(i, "eos_token_id", "config") for i in (ids if isinstance(ids, list) else [ids])]
 
 
 def _check_bias_fields(raw: dict, tensors: dict, where: str) -> None:
@@ -211,6 +239,12 @@ def from_pretrained_model(model: Any, max_seq_len: int | None) -> LoadedCheckpoi
     raw = model.config.to_dict()
     config = parse_config(raw, max_seq_len, where=f"{name}.config")
     tensors = dict(model.state_dict())
+    for key, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}.state_dict()['{key}'] is a {type(t).__name__}, not a tensor")
+        if t.is_meta:
+            raise ValueError(f"{name}: tensor '{key}' is on the meta device (no data): load the model's weights "
+                             f"first, e.g. from_pretrained(...) without device_map='meta'/init_empty_weights")
     _check_bias_fields(raw, tensors, name)
     eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     raw = {**raw, "eos_token_id": eos if eos is not None else raw.get("eos_token_id")}

@@ -118,6 +118,51 @@ TEST(Linear, OneDnnBf16MatchesFloat64) {
   RecordProperty("worst_rel_err", std::to_string(worst));
 }
 
+#define SKIP_WITHOUT_AVX2() \
+  if (!cpu_has_avx2_fma()) GTEST_SKIP() << "this CPU lacks AVX2/FMA"
+
+TEST(Linear, Avx2Fp32MatchesFloat64) {
+  SKIP_WITHOUT_AVX2();
+  const double worst = sweep(LinearPath::Avx2Packed, at::kFloat, kTolFp32);
+  RecordProperty("worst_rel_err", std::to_string(worst));
+}
+
+TEST(Linear, Avx2Bf16MatchesFloat64) {
+  SKIP_WITHOUT_AVX2();
+  const double worst = sweep(LinearPath::Avx2Packed, at::kBFloat16, kTolBf16);
+  RecordProperty("worst_rel_err", std::to_string(worst));
+}
+
+TEST(Linear, Avx2EveryRowCountAndTailPanel) {
+  // Every M from 1 to past kAvx2MaxM (each micro-kernel row count 1..6, several row blocks, then the
+  // at::linear fallback), out sizes that leave a partial last panel, K not a multiple of the 256 chunk.
+  SKIP_WITHOUT_AVX2();
+  for (Shape s : {Shape{37, 19}, Shape{100, 300}, Shape{16, 520}, Shape{1, 8}}) {
+    at::manual_seed(s.out + s.in);
+    for (at::ScalarType dt : {at::kFloat, at::kBFloat16}) {
+      const at::Tensor w = randn({s.out, s.in}, dt, 0.1);
+      const at::Tensor b = randn({s.out}, dt);
+      const Linear lin(w, b, LinearPath::Avx2Packed);
+      for (int64_t m = 1; m <= kAvx2MaxM + 2; ++m) {
+        SCOPED_TRACE(std::to_string(s.out) + "x" + std::to_string(s.in) + " " + c10::toString(dt) + " M=" +
+                     std::to_string(m));
+        const at::Tensor x = randn({m, s.in}, dt);
+        const at::Tensor ref = at::linear(x.to(at::kDouble), w.to(at::kDouble), b.to(at::kDouble));
+        EXPECT_LE(rel_err(lin(x), ref), dt == at::kFloat ? kTolFp32 : kTolBf16);
+      }
+    }
+  }
+}
+
+TEST(Linear, Avx2HigherRankInputFallsBackToAten) {
+  SKIP_WITHOUT_AVX2();
+  const at::Tensor w = randn({24, 40}, at::kFloat, 0.1);
+  const Linear lin(w, std::nullopt, LinearPath::Avx2Packed);
+  const at::Tensor x = randn({2, 3, 40}, at::kFloat);
+  EXPECT_LE(rel_err(lin(x), at::linear(x.to(at::kDouble), w.to(at::kDouble))), kTolFp32);
+  EXPECT_THROW(lin(randn({2, 41}, at::kFloat)), ValueError);
+}
+
 TEST(Linear, AtenBf16MatchesFloat64) { sweep(LinearPath::Aten, at::kBFloat16, kTolBf16); }
 
 TEST(Linear, Int8Fp32MatchesDequantizedFloat64) {
@@ -137,7 +182,8 @@ TEST(Linear, LargeVocabShapeAllPaths) {
   ThreadGuard tg(2);
   at::manual_seed(7);
   const at::Tensor w = randn({49152, 576}, at::kFloat, 0.05);
-  for (LinearPath p : {LinearPath::Aten, LinearPath::OneDnnPacked, LinearPath::Int8Dynamic}) {
+  for (LinearPath p : {LinearPath::Aten, LinearPath::OneDnnPacked, LinearPath::Int8Dynamic, LinearPath::Avx2Packed}) {
+    if (p == LinearPath::Avx2Packed && !cpu_has_avx2_fma()) continue;
     const Linear lin(w, std::nullopt, p);
     const at::Tensor w_ref = lin.effective_weight().to(at::kDouble);
     for (int64_t m : {1, 6}) {
@@ -224,7 +270,8 @@ TEST(Linear, NonContiguousInput) {
   const at::Tensor xt = randn({64, 6}, at::kFloat).t();  // [6, 64], not contiguous
   ASSERT_FALSE(xt.is_contiguous());
   const at::Tensor ref = at::linear(xt.to(at::kDouble), w.to(at::kDouble));
-  for (LinearPath p : {LinearPath::Aten, LinearPath::OneDnnPacked}) {
+  for (LinearPath p : {LinearPath::Aten, LinearPath::OneDnnPacked, LinearPath::Avx2Packed}) {
+    if (p == LinearPath::Avx2Packed && !cpu_has_avx2_fma()) continue;
     EXPECT_LE(rel_err(Linear(w, std::nullopt, p)(xt), ref), kTolFp32) << to_string(p);
   }
   const Linear q(w, std::nullopt, LinearPath::Int8Dynamic);
@@ -236,6 +283,12 @@ TEST(Linear, ExtraBytesCountThePackedCopy) {
   const at::Tensor w = randn({n, k}, at::kFloat);
   EXPECT_EQ(Linear(w, std::nullopt, LinearPath::Aten).extra_bytes(), 0);
   EXPECT_EQ(Linear(w, std::nullopt, LinearPath::OneDnnPacked).extra_bytes(), n * k * 4);
+  if (cpu_has_avx2_fma()) {
+    // Padded to whole 16-column panels: 96 is already a multiple; 100 is padded to 112.
+    EXPECT_EQ(Linear(w, std::nullopt, LinearPath::Avx2Packed).extra_bytes(), n * k * 4);
+    EXPECT_EQ(Linear(w.to(at::kBFloat16), std::nullopt, LinearPath::Avx2Packed).extra_bytes(), n * k * 2);
+    EXPECT_EQ(Linear(randn({100, k}, at::kFloat), std::nullopt, LinearPath::Avx2Packed).extra_bytes(), 112 * k * 4);
+  }
   const Linear b16(w.to(at::kBFloat16), std::nullopt, LinearPath::OneDnnPacked);
   EXPECT_EQ(b16.extra_bytes(), n * k * (b16.packed_as_fp32() ? 4 : 2));
   // int8 weight + per channel: float scale, int32 zero point, int32 column offset.
@@ -259,7 +312,7 @@ TEST(Linear, WithPathSharesTheOriginalWeight) {
 TEST(Linear, PackedPathsRefuseNonCpuWeights) {
   // A meta tensor stands in for a CUDA weight on a CPU-only build (same check: device must be CPU).
   const at::Tensor w = at::empty({8, 8}, at::TensorOptions().device(at::kMeta));
-  for (LinearPath p : {LinearPath::OneDnnPacked, LinearPath::Int8Dynamic}) {
+  for (LinearPath p : {LinearPath::OneDnnPacked, LinearPath::Int8Dynamic, LinearPath::Avx2Packed}) {
     try {
       Linear(w, std::nullopt, p);
       ADD_FAILURE() << "no error for " << to_string(p);
@@ -270,15 +323,20 @@ TEST(Linear, PackedPathsRefuseNonCpuWeights) {
   EXPECT_NO_THROW(Linear(w, std::nullopt, LinearPath::Aten));
 }
 
-TEST(Linear, OneDnnRefusesHalfAndDouble) {
+TEST(Linear, PackedFloatPathsRefuseHalfAndDouble) {
   for (at::ScalarType dt : {at::kHalf, at::kDouble}) {
     EXPECT_THROW(Linear(randn({8, 8}, dt), std::nullopt, LinearPath::OneDnnPacked), TypeError) << dt;
+    EXPECT_THROW(Linear(randn({8, 8}, dt), std::nullopt, LinearPath::Avx2Packed), TypeError) << dt;
   }
 }
 
 TEST(Linear, OneDnnRefusesInputOfAnotherDtype) {
   const Linear lin(randn({8, 8}, at::kFloat), std::nullopt, LinearPath::OneDnnPacked);
   EXPECT_THROW(lin(randn({2, 8}, at::kBFloat16)), TypeError);
+  if (cpu_has_avx2_fma()) {
+    const Linear a(randn({8, 8}, at::kFloat), std::nullopt, LinearPath::Avx2Packed);
+    EXPECT_THROW(a(randn({2, 8}, at::kBFloat16)), TypeError);
+  }
 }
 
 TEST(Linear, BadShapesAreRefused) {
@@ -287,7 +345,7 @@ TEST(Linear, BadShapesAreRefused) {
 }
 
 TEST(Linear, PathNamesRoundTrip) {
-  for (LinearPath p : {LinearPath::Aten, LinearPath::OneDnnPacked, LinearPath::Int8Dynamic}) {
+  for (LinearPath p : {LinearPath::Aten, LinearPath::OneDnnPacked, LinearPath::Int8Dynamic, LinearPath::Avx2Packed}) {
     EXPECT_EQ(linear_path_from_string(to_string(p)), p);
   }
   EXPECT_THROW(linear_path_from_string("mkl"), ValueError);

@@ -1,0 +1,320 @@
+"""GPU step benchmark: full decode step, draft step and verify of k+1 tokens on random-weight models
+of realistic shapes, with tok/s and the fraction of the HBM roofline each step reaches.
+
+    python3 bench/gpu_step_bench.py --out results.json [--models llama2-7b,qwen2.5-1.5b]
+                                    [--contexts 512,2048] [--ks 4,8,12] [--iters 30]
+
+Models are built directly from random tensors generated on the GPU (no checkpoint, no host copy)
+with dotf._C.Model(config, tensors, dtype, device, max_seq_len); the KV cache is filled with random
+rows up to the context length instead of running a prefill. Steps are timed as the decoder runs
+them: forward + argmax_top1 + a host read of the token (one synchronisation per step); the
+"pipelined" figure launches steps back to back and synchronises once (launch overhead hidden
+behind the GPU where the host keeps ahead).
+
+Roofline: bytes a step must move (the weights of the sublayers it runs + the LM head, the KV rows
+its attention layers read and write; embedding rows and activations are negligible) divided by the
+step time, as a fraction of the measured device-to-device copy bandwidth (read + write bytes).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+
+import dotf
+from dotf import _C
+
+
+@dataclass(frozen=True)
+class Shape:
+    model_type: str
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    max_position_embeddings: int
+    rms_norm_eps: float
+    rope_theta: float
+    tie_word_embeddings: bool
+    qkv_bias: bool
+    dtype: torch.dtype
+
+
+SHAPES = {
+    # meta-llama/Llama-2-7b-hf config.json
+    "llama2-7b": Shape("llama", 32000, 4096, 11008, 32, 32, 32, 128, 4096, 1e-5, 10000.0, False, False,
+                       torch.float16),
+    # Qwen/Qwen2.5-1.5B config.json
+    "qwen2.5-1.5b": Shape("qwen2", 151936, 1536, 8960, 28, 12, 2, 128, 32768, 1e-6, 1000000.0, True, True,
+                          torch.bfloat16),
+}
+
+
+def model_config(s: Shape):
+    """A _C.ModelConfig filled as python/dotf/loading.py:parse_config fills it."""
+    c = _C.ModelConfig()
+    c.model_type = s.model_type
+    c.vocab_size = s.vocab_size
+    c.hidden_size = s.hidden_size
+    c.intermediate_size = s.intermediate_size
+    c.num_layers = s.num_layers
+    c.num_heads = s.num_heads
+    c.num_kv_heads = s.num_kv_heads
+    c.head_dim = s.head_dim
+    c.max_position_embeddings = s.max_position_embeddings
+    c.rms_norm_eps = s.rms_norm_eps
+    c.rope_theta = s.rope_theta
+    c.tie_word_embeddings = s.tie_word_embeddings
+    c.validate()
+    return c
+
+
+def random_tensors(s: Shape, device: torch.device, std: float = 0.02) -> dict[str, torch.Tensor]:
+    """Hugging Face state-dict names -> random tensors made on the device in the model dtype."""
+    def rnd(*shape):
+        return torch.empty(shape, device=device, dtype=s.dtype).normal_(0.0, std)
+
+    def ones(n):
+        return torch.ones(n, device=device, dtype=s.dtype)
+
+    C, I, V = s.hidden_size, s.intermediate_size, s.vocab_size
+    Q, KV = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
+    t = {"model.embed_tokens.weight": rnd(V, C), "model.norm.weight": ones(C)}
+    if not s.tie_word_embeddings:
+        t["lm_head.weight"] = rnd(V, C)
+    for i in range(s.num_layers):
+        p = f"model.layers.{i}."
+        t[p + "input_layernorm.weight"] = ones(C)
+        t[p + "post_attention_layernorm.weight"] = ones(C)
+        t[p + "self_attn.q_proj.weight"] = rnd(Q, C)
+        t[p + "self_attn.k_proj.weight"] = rnd(KV, C)
+        t[p + "self_attn.v_proj.weight"] = rnd(KV, C)
+        t[p + "self_attn.o_proj.weight"] = rnd(C, Q)
+        if s.qkv_bias:
+            t[p + "self_attn.q_proj.bias"] = rnd(Q)
+            t[p + "self_attn.k_proj.bias"] = rnd(KV)
+            t[p + "self_attn.v_proj.bias"] = rnd(KV)
+        t[p + "mlp.gate_proj.weight"] = rnd(I, C)
+        t[p + "mlp.up_proj.weight"] = rnd(I, C)
+        t[p + "mlp.down_proj.weight"] = rnd(C, I)
+    return t
+
+
+def build_model(s: Shape, device: torch.device, max_seq_len: int):
+    tensors = random_tensors(s, device)
+    model = _C.Model(model_config(s), tensors, s.dtype, device, max_seq_len)
+    # The fused QKV / gate_up copies now live in the model; drop the unfused originals.
+    del tensors
+    torch.cuda.empty_cache()
+    return model
+
+
+def fill_cache(model, s: Shape, capacity: int, context: int):
+    cache = model.new_cache(capacity)
+    cache.append(context)
+    for layer in range(s.num_layers):
+        cache.keys(layer)[:context].normal_()
+        cache.values(layer)[:context].normal_()
+    return cache
+
+
+# ---- bytes a step moves ------------------------------------------------------------------------
+def step_bytes(s: Shape, attention_layers: int, context: int, tokens: int) -> dict[str, int]:
+    e = torch.finfo(s.dtype).bits // 8
+    C, I, V = s.hidden_size, s.intermediate_size, s.vocab_size
+    Q, KV = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
+    attn = ((Q + 2 * KV) * C + Q * C + C + ((Q + 2 * KV) if s.qkv_bias else 0)) * e
+    mlp = (3 * I * C + C) * e
+    head = (V * C + C) * e
+    weights = attention_layers * attn + s.num_layers * mlp + head
+    kv = attention_layers * 2 * (context + tokens) * KV * e  # read rows [0, context + T), write T of them
+    return {"weights": weights, "kv": kv, "total": weights + kv}
+
+
+# ---- timing ------------------------------------------------------------------------------------
+def copy_bandwidth(device: torch.device, nbytes: int = 1 << 30, iters: int = 20) -> float:
+    """Device-to-device copy bandwidth in bytes/s, counting read + write."""
+    src = torch.empty(nbytes // 2, dtype=torch.float16, device=device).normal_()
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(iters):
+        dst.copy_(src)
+    end.record()
+    end.synchronize()
+    seconds = start.elapsed_time(end) / 1e3 / iters
+    del src, dst
+    torch.cuda.empty_cache()
+    return 2 * nbytes / seconds
+
+
+def time_step(fn, iters: int, warmup: int = 3) -> dict[str, float]:
+    """fn() runs one step and returns a device tensor; `synced` reads it to the host every step."""
+    for _ in range(warmup):
+        fn().cpu()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        fn().cpu()  # the decoder reads each step's token before the next step
+    synced = (time.perf_counter() - t0) / iters
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        out = fn()
+    torch.cuda.synchronize()
+    pipelined = (time.perf_counter() - t0) / iters
+    del out
+    return {"seconds": synced, "pipelined_seconds": pipelined}
+
+
+def bench_model(name: str, s: Shape, device: torch.device, contexts: list[int], ks: list[int], iters: int,
+                bandwidth: float) -> dict:
+    max_k = max(ks)
+    capacity = max(contexts) + max_k + 2
+    t0 = time.perf_counter()
+    model = build_model(s, device, capacity)
+    torch.cuda.synchronize()
+    build_seconds = time.perf_counter() - t0
+    L = s.num_layers
+    full = [True] * L
+    half = [i % 2 == 0 for i in range(L)]  # draft: skip every other attention sublayer (layer 0 kept)
+    skipped = L - sum(half)
+    g = torch.Generator().manual_seed(0)
+    result = {
+        "dtype": str(s.dtype).replace("torch.", ""), "shape": {k: v for k, v in s.__dict__.items() if k != "dtype"},
+        "weight_bytes": model.weight_bytes, "build_seconds": build_seconds, "draft_skipped_attention": skipped,
+        "contexts": {},
+    }
+    print(f"[{name}] built in {build_seconds:.1f} s, {model.weight_bytes / 2**30:.2f} GiB of weights; "
+          f"GPU memory {torch.cuda.memory_allocated() / 2**30:.1f} GiB", flush=True)
+
+    for ctx in contexts:
+        cache = fill_cache(model, s, capacity, ctx)
+        tok1 = torch.randint(0, s.vocab_size, (1,), generator=g)
+
+        def decode():
+            logits, _, _ = model.forward(tok1, ctx, cache, full, full, similarity=False, logits="last")
+            return _C.ops.argmax_top1(logits, False)[0]
+
+        def draft():
+            logits, _, _ = model.forward(tok1, ctx, cache, half, full, similarity=False, logits="last")
+            ids, probs = _C.ops.argmax_top1(logits, True)
+            return ids
+
+        entry = {}
+        for kind, fn, layers, tokens in (("decode", decode, L, 1), ("draft", draft, L - skipped, 1)):
+            t = time_step(fn, iters)
+            b = step_bytes(s, layers, ctx, tokens)
+            entry[kind] = {**t, "tokens_per_second": 1.0 / t["seconds"], "bytes": b,
+                           "roofline_fraction": b["total"] / t["seconds"] / bandwidth,
+                           "pipelined_roofline_fraction": b["total"] / t["pipelined_seconds"] / bandwidth}
+        entry["verify"] = {}
+        for k in ks:
+            toks = torch.randint(0, s.vocab_size, (k + 1,), generator=g)
+
+            def verify():
+                logits, _, _ = model.forward(toks, ctx, cache, full, full, similarity=False, logits="all")
+                return _C.ops.argmax_top1(logits, False)[0]
+
+            t = time_step(verify, iters)
+            b = step_bytes(s, L, ctx, k + 1)
+            entry["verify"][str(k)] = {**t, "tokens": k + 1, "tokens_per_second": (k + 1) / t["seconds"],
+                                       "cost_vs_decode": t["seconds"] / entry["decode"]["seconds"], "bytes": b,
+                                       "roofline_fraction": b["total"] / t["seconds"] / bandwidth}
+        entry["draft"]["cost_vs_decode"] = entry["draft"]["seconds"] / entry["decode"]["seconds"]
+        # Speculative speedup (standard formula) for a few acceptance rates p, k drafts per round:
+        # E[tokens] = (1 - p^(k+1)) / (1 - p); cost = k * draft + verify(k+1), in decode steps.
+        c = entry["draft"]["cost_vs_decode"]
+        entry["predicted_speedup"] = {
+            f"p={p},k={k}": ((1 - p ** (k + 1)) / (1 - p)) / (k * c + entry["verify"][str(k)]["cost_vs_decode"])
+            for p in (0.6, 0.8, 0.9) for k in ks}
+        entry["attention_op"] = bench_attention(model, s, cache, ctx, ks, iters, bandwidth)
+        result["contexts"][str(ctx)] = entry
+        d, dr = entry["decode"], entry["draft"]
+        print(f"[{name}] ctx {ctx}: decode {d['seconds'] * 1e3:.2f} ms ({d['tokens_per_second']:.1f} tok/s, "
+              f"{100 * d['roofline_fraction']:.0f}% of roofline; pipelined {d['pipelined_seconds'] * 1e3:.2f} ms), "
+              f"draft {dr['seconds'] * 1e3:.2f} ms ({dr['cost_vs_decode']:.2f}x), verify "
+              + ", ".join(f"k={k}: {v['seconds'] * 1e3:.2f} ms ({v['cost_vs_decode']:.2f}x)"
+                          for k, v in entry["verify"].items()), flush=True)
+        del cache
+    del model
+    torch.cuda.empty_cache()
+    return result
+
+
+def bench_attention(model, s: Shape, cache, ctx: int, ks: list[int], iters: int, bandwidth: float) -> dict:
+    """The attention kernel alone on layer 0's slab: T = 1 and T = k + 1 queries at position ctx."""
+    e = torch.finfo(s.dtype).bits // 8
+    k_slab, v_slab = cache.keys(0), cache.values(0)
+    scale = 1.0 / math.sqrt(s.head_dim)
+    out = {}
+    for T in sorted({1, *(k + 1 for k in ks)}):
+        q = torch.randn(T, s.num_heads, s.head_dim, device=k_slab.device).to(s.dtype)
+        for _ in range(3):
+            _C.ops.attention_with_cache(q, k_slab, v_slab, ctx, scale)
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(iters):
+            _C.ops.attention_with_cache(q, k_slab, v_slab, ctx, scale)
+        end.record()
+        end.synchronize()
+        seconds = start.elapsed_time(end) / 1e3 / iters
+        nbytes = 2 * (ctx + T) * s.num_kv_heads * s.head_dim * e
+        out[str(T)] = {"seconds": seconds, "kv_bytes": nbytes, "roofline_fraction": nbytes / seconds / bandwidth}
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, help="JSON file to write")
+    ap.add_argument("--models", default=",".join(SHAPES), help=f"comma-separated, of: {', '.join(SHAPES)}")
+    ap.add_argument("--contexts", default="512,2048", help="KV context lengths (comma-separated)")
+    ap.add_argument("--ks", default="4,8,12", help="draft lengths k; verify runs k+1 tokens")
+    ap.add_argument("--iters", type=int, default=30)
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("gpu_step_bench: no CUDA device", file=sys.stderr)
+        return 2
+    if not _C.build_info()["cuda"]:
+        print("gpu_step_bench: dotf was built without CUDA kernels", file=sys.stderr)
+        return 2
+    device = torch.device("cuda", torch.cuda.current_device())
+    contexts = [int(x) for x in args.contexts.split(",") if x]
+    ks = [int(x) for x in args.ks.split(",") if x]
+    bandwidth = copy_bandwidth(device)
+    props = torch.cuda.get_device_properties(device)
+    print(f"device {props.name}: device-to-device copy {bandwidth / 1e9:.0f} GB/s (read + write)", flush=True)
+    report = {
+        "device": props.name, "sm_count": props.multi_processor_count, "memory_bytes": props.total_memory,
+        "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
+        "dotf_build": {k: v for k, v in dotf.build_info().items() if isinstance(v, (str, bool, int, float))},
+        "copy_bandwidth_bytes_per_second": bandwidth, "iters": args.iters, "models": {},
+    }
+    for name in [m for m in args.models.split(",") if m]:
+        if name not in SHAPES:
+            print(f"gpu_step_bench: unknown model {name!r} (known: {', '.join(SHAPES)})", file=sys.stderr)
+            return 2
+        s = SHAPES[name]
+        usable = [c for c in contexts if c + max(ks) + 2 <= s.max_position_embeddings]
+        report["models"][name] = bench_model(name, s, device, usable, ks, args.iters, bandwidth)
+        with open(args.out, "w") as f:  # written after each model: a later failure keeps earlier results
+            json.dump(report, f, indent=2)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
