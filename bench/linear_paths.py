@@ -45,6 +45,7 @@ SHAPES = [
     ("qwen_lmhead_896x151936", "Qwen2.5-0.5B lm_head 896->151936", 1),
 ]
 HINT_SHAPES = ["big_4096x8192", "smol_gateup_576x3072", "smol_o_576x576", "qwen_down_4864x896"]
+CROSS_SHAPES = ["big_4096x8192", "smol_gateup_576x3072"]
 MODELS = {"SmolLM2-135M": "smol_", "Qwen2.5-0.5B": "qwen_"}
 # Targets from issue 8 (fp32/bf16: ratios to the path's own M=1; int8: M=1 speed-up over aten_fp32).
 T_M6, T_M16, T_INT8 = 1.3, 2.0, 3.0
@@ -202,6 +203,15 @@ def write_report(times: dict[str, float], args, bench: Path, load_before, load_a
             lines.append(f"| {shape} | {h.rsplit('_', 1)[1]} | {fmt_us(r[1])} | " +
                          " | ".join(f"{r[m] / r[1]:.2f}" if m in r else "-" for m in MS[1:]) + " |")
         lines.append("")
+    cross = table_rows(times, "cross")
+    if cross:
+        lines += ["## Where avx2 hands over to aten (kAvx2MaxM = 32)", "",
+                  "Absolute times (us) at M beyond the verify range; Avx2Packed uses its kernel up to M=32.", "",
+                  "| shape | path | M=16 | M=24 | M=32 |", "|---|---|---|---|---|"]
+        for (shape, path), r in sorted(cross.items()):
+            lines.append(f"| {shape} | {path} | " + " | ".join(f"{r[m]:.0f}" if m in r else "-" for m in (16, 24, 32))
+                         + " |")
+        lines.append("")
     lines += ["Command: `" + " ".join(["python", "bench/linear_paths.py"] + sys.argv[1:]) + "`", ""]
     return "\n".join(lines)
 
@@ -233,6 +243,7 @@ def main() -> None:
     ap.add_argument("--paths", default="|".join(PATHS), help="regex of paths to run (default: all)")
     ap.add_argument("--shapes", default=".", help="regex of shape names to run (default: all)")
     ap.add_argument("--hints", action="store_true", help="also run the oneDNN batch-hint sweep (hint/)")
+    ap.add_argument("--cross", action="store_true", help="also run aten vs avx2 at M=16..32 (cross/)")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--min-time", type=float, default=0.01)
     ap.add_argument("--out", type=Path, default=OUT)
@@ -246,6 +257,8 @@ def main() -> None:
         times.update(run_bench(bench, f"^linear/({args.paths})/{shape}/", args.reps, args.min_time))
         if args.hints and shape in HINT_SHAPES:
             times.update(run_bench(bench, f"^hint/.*/{shape}/", args.reps, args.min_time))
+        if args.cross and shape in CROSS_SHAPES:
+            times.update(run_bench(bench, f"^cross/.*/{shape}/", args.reps, args.min_time))
     load_after = " ".join(f"{x:.1f}" for x in os.getloadavg())
     report = write_report(times, args, bench, load_before, load_after)
     args.out.parent.mkdir(parents=True, exist_ok=True)

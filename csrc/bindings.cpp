@@ -17,6 +17,8 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 
+#include <chrono>
+
 namespace py = pybind11;
 using namespace dotf;
 
@@ -70,10 +72,21 @@ LogitsFor logits_for(const std::string& which) {
   throw ValueError("logits must be 'all', 'last' or 'none', got '" + which + "'");
 }
 
-// Raised between rounds when Python has a pending signal (Ctrl-C): stops within one round.
+// Raised between rounds when Python has a pending signal (Ctrl-C). Only the main thread handles
+// signals, and taking the GIL costs up to the interpreter's switch interval (5 ms) while another
+// Python thread runs: look at most every 20 ms, and only from the main thread (see generate).
 void check_python_signals() {
+  thread_local std::chrono::steady_clock::time_point last{};
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last < std::chrono::milliseconds(20)) return;
+  last = now;
   py::gil_scoped_acquire gil;
   if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+}
+
+bool on_python_main_thread() {  // call with the GIL held (no function-local static: it could deadlock on the GIL)
+  return py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>() ==
+         PyThread_get_thread_ident();
 }
 
 // Speculative options by name; an unknown name is a ValueError rather than silently ignored.
@@ -227,7 +240,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                 fn(chunk);
               };
             }
-            r.decode.check_interrupt = check_python_signals;
+            if (on_python_main_thread()) r.decode.check_interrupt = check_python_signals;
             if (plan_attention || plan_mlp) {
               LayerPlan plan = LayerPlan::full(p.model->config().num_layers);
               if (plan_attention) plan.attention = *plan_attention;

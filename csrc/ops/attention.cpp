@@ -5,9 +5,13 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/bmm.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/constant_pad_nd.h>
+#include <ATen/ops/isfinite.h>
 #include <ATen/ops/softmax.h>
 
 #include <limits>
+#include <vector>
 
 namespace dotf {
 
@@ -15,6 +19,15 @@ at::Tensor attention_with_cache_cpu(const at::Tensor& q, const at::Tensor& k_cac
                                     int64_t start, double scale) {
   const int64_t T = q.size(0), H = q.size(1), D = q.size(2);
   const int64_t KVH = k_cache.size(1), G = H / KVH, S = start + T;
+  // A masked key weighs exactly 0 below, but 0 * NaN is NaN: a non-finite V row among the new ones (a
+  // rejected draft token the model cannot process) would poison the rows before it, which plain
+  // decoding computes finite. Then go row by row, each over exactly the keys it sees.
+  if (T > 1 && !at::isfinite(v_cache.narrow(0, start, T)).all().item<bool>()) {
+    std::vector<at::Tensor> rows;
+    for (int64_t t = 0; t < T; ++t)
+      rows.push_back(attention_with_cache_cpu(q.narrow(0, t, 1), k_cache, v_cache, start + t, scale));
+    return at::cat(rows);
+  }
   // Group the query heads that share a KV head: [KVH, G*T, D].
   at::Tensor qg = q.view({T, KVH, G, D}).permute({1, 2, 0, 3}).reshape({KVH, G * T, D});
   at::Tensor k = k_cache.narrow(0, 0, S).permute({1, 2, 0});  // [KVH, D, S]
@@ -26,7 +39,13 @@ at::Tensor attention_with_cache_cpu(const at::Tensor& q, const at::Tensor& k_cac
     at::Tensor hidden = at::arange(S, opts).unsqueeze(0) > (at::arange(T, opts) + start).unsqueeze(1);  // [T, S]
     scores.view({KVH, G, T, S}).masked_fill_(hidden, -std::numeric_limits<double>::infinity());
   }
-  at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
+  // ATen's vectorized softmax reduces a row shorter than its vector width (8-16 floats) in another
+  // order than a longer one, so a short row's probabilities would depend on how many masked keys pad
+  // it: a verify row would differ (at float32 rounding) from the same row of a plain decoding step.
+  // Padding short rows with -inf keys (weight exactly 0) makes each row's result independent of T.
+  constexpr int64_t kMinKeys = 64;
+  if (S < kMinKeys) scores = at::constant_pad_nd(scores, {0, kMinKeys - S}, -std::numeric_limits<double>::infinity());
+  at::Tensor probs = at::softmax(scores, -1, at::kFloat).narrow(-1, 0, S).to(q.scalar_type()).contiguous();
   at::Tensor out = at::bmm(probs, v);  // [KVH, G*T, D]
   return out.view({KVH, G, T, D}).permute({2, 0, 1, 3}).reshape({T, H * D});
 }

@@ -40,12 +40,32 @@ LinearPath linear_path_from_string(const std::string& name) {
   throw ValueError("linear path must be one of 'aten', 'onednn', 'int8', 'avx2', got '" + name + "'");
 }
 
-// MEASUREMENTS (bench/results/linear_paths.md, written by bench/linear_paths.py from dotf_bench):
-// filled in below by default_linear_path's comment.
+// Why these defaults (bench/results/linear_paths.md, from bench/linear_paths.py; torch 2.13 CPU,
+// AMD EPYC Zen 3 with AVX2 and no AVX-512, 1 thread, weights streamed from DRAM, fastest of 12).
+// Linear layers of one decode step summed over the model; time(M=6)/time(M=1) in brackets:
+//
+//                      SmolLM2-135M                      Qwen2.5-0.5B
+//   path               fp32 M=1          bf16 M=1        fp32 M=1           bf16 M=1
+//   aten (MKL)         38.1 ms (2.21x)   30.2 ms (5.50x) 131.9 ms (2.81x)   107.2 ms (5.55x)
+//   onednn packed      41.0 ms (1.41x)   38.1 ms*(1.49x) 143.9 ms (1.51x)   141.2 ms*(1.49x)
+//   avx2 (ours)        27.3 ms (1.27x)   20.4 ms (1.44x)  97.4 ms (1.26x)    65.3 ms (1.69x)
+//   int8 (draft)       12.3 ms (1.16x)   fp32 in/out      37.2 ms (1.17x)
+//   * oneDNN has no bf16 kernel on this CPU (needs avx512bw/vl/dq or avx_ne_convert): fp32 copy.
+//
+// oneDNN flattens the M curve but is no faster than MKL at M=1 (slower on most single layers); its
+// batch-size hint barely matters (sweep in the results file). The hand-written AVX2 kernel streams
+// the weight faster than MKL's sgemv (four DRAM streams per panel) and runs near the FMA roofline
+// above M=6, so it wins at every M here and is the default for fp32 and bf16 on AVX2+FMA CPUs.
+// Roofline: a 64-byte fp32 line takes ~7 cycles to arrive from DRAM and M cycles of FMAs, so M=16
+// costs >= 2.3x of M=1 on this core whatever the kernel (measured 2.3-2.8x); bf16 halves the bytes,
+// not the FMAs. Measured on AVX2-only hardware: on AVX-512/AMX CPUs M=1 stays bandwidth bound (so no
+// slower) but oneDNN's AMX bf16 kernels may win at larger M; re-measure there before relying on it.
+// fp16 and fp64 have no packed path (MKL/ATen). CUDA: cuBLAS (Aten). Int8Dynamic changes the numbers
+// and is never a default: it is a draft path, chosen explicitly.
 LinearPath default_linear_path(at::ScalarType dtype, at::Device device) {
   if (!device.is_cpu()) return LinearPath::Aten;
-  if (dtype == at::kFloat || dtype == at::kBFloat16) return LinearPath::OneDnnPacked;
-  return LinearPath::Aten;
+  if (dtype != at::kFloat && dtype != at::kBFloat16) return LinearPath::Aten;
+  return cpu_has_avx2_fma() ? LinearPath::Avx2Packed : LinearPath::Aten;
 }
 
 namespace {
@@ -98,8 +118,9 @@ c10::IValue int8_prepack(const at::Tensor& qweight, const std::optional<at::Tens
 // FBGEMM's AVX2 kernels sum pairs of u8*s8 products in saturating int16 (vpmaddubsw): with 8-bit
 // activations (0..255) and weights reaching +-127 a pair can reach 64770 and clip. reduce_range
 // quantizes activations to 7 bits (0..127) so a pair stays within 32258 < 32767; it is what
-// torch.ao.nn.quantized.dynamic.Linear passes for FBGEMM. See tests/cpp/test_linear.cpp
-// (Int8Saturation) for what happens without it.
+// torch.ao.nn.quantized.dynamic.Linear passes for FBGEMM. The cost is one bit of activation
+// precision (error model checked in tests/cpp/test_linear.cpp, Int8ErrorIsActivationRoundingOnly);
+// Int8WithoutReduceRangeSaturatesOnAvx2 there shows the clipping without it (129.5 for 255 here).
 constexpr bool kInt8ReduceRange = true;
 
 // quantized::linear_dynamic(Tensor X, LinearPackedParamsBase W_prepack, bool reduce_range=False) -> Tensor
@@ -120,6 +141,7 @@ at::Tensor int8_unpack_weight(const c10::IValue& params) {
 
 // Sets the quantized engine for the lifetime of the guard (prepack picks FBGEMM's packed layout from
 // the engine at prepack time; the call itself dispatches on the packed object), then restores it.
+// The engine is process-global: do not build int8 layers concurrently with other quantized work.
 class QEngineGuard {
  public:
   explicit QEngineGuard(at::QEngine e) : saved_(at::globalContext().qEngine()) {
@@ -169,8 +191,12 @@ bool has_fbgemm() {
 //
 // Micro-kernel: a 6 x 16 tile of y in 12 ymm registers; per k step, 2 weight loads and 2 FMAs per
 // row of x (a broadcast). Weights come from DRAM once per call: for M > 6 the row blocks reuse each
-// 64-step chunk (16 KB fp32) from L1. Rows <= 3 use a second accumulator set so that FMA latency does
-// not cap the M = 1 streaming rate. Bias is the tile's initial value.
+// 64-step chunk (16 KB fp32) from L1. Bias is the tile's initial value.
+//
+// Batch invariant: every output is summed in the same order (bias, then per chunk k = 0.., segments
+// 0..3 in turn) whatever M, the row block a row lands in, or the thread count, so a row of a verify
+// batch (M = k+1) is bitwise the row a decode step (M = 1) computes. (A second accumulator set for
+// small M would hide FMA latency but change the order; one set still streams at >= 16 B/cycle.)
 constexpr int64_t kPanel = 16;    // output columns per panel
 constexpr int64_t kSegments = 4;  // concurrent DRAM streams per panel
 constexpr int64_t kChunk = 64;    // k steps per segment per pass: a 16 KB fp32 chunk stays in L1 across row blocks
@@ -190,47 +216,35 @@ DOTF_AVX2 inline __m256 load8(const uint16_t* p) {  // 8 bf16 -> 8 fp32
 template <typename WT, int MB>
 DOTF_AVX2 inline void avx2_micro(const WT* __restrict p, int64_t q, int64_t kc, const float* __restrict x, int64_t ldx,
                                  int64_t xseg, float* __restrict c, int64_t ldc) {
-  constexpr bool kTwoSets = MB <= 3;
   // Named registers, not arrays: GCC keeps arrays of __m256 in registers but also stores them to the
   // stack on every iteration.
   __m256 a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51;
-  __m256 b00, b01, b10, b11, b20, b21, b30, b31, b40, b41, b50, b51;
-  (void)b30, (void)b31, (void)b40, (void)b41, (void)b50, (void)b51;
 #define DOTF_LOADC(i)                                                            \
   if constexpr (MB > i) {                                                        \
     a##i##0 = _mm256_loadu_ps(c + i * ldc);                                      \
     a##i##1 = _mm256_loadu_ps(c + i * ldc + 8);                                  \
-    if constexpr (kTwoSets) b##i##0 = b##i##1 = _mm256_setzero_ps();             \
   }
-#define DOTF_FMA(acc, i)                                                         \
+#define DOTF_FMA(i)                                                              \
   if constexpr (MB > i) {                                                        \
     const __m256 xv = _mm256_broadcast_ss(xk + i);                               \
-    acc##i##0 = _mm256_fmadd_ps(xv, w0, acc##i##0);                              \
-    acc##i##1 = _mm256_fmadd_ps(xv, w1, acc##i##1);                              \
+    a##i##0 = _mm256_fmadd_ps(xv, w0, a##i##0);                                  \
+    a##i##1 = _mm256_fmadd_ps(xv, w1, a##i##1);                                  \
   }
-#define DOTF_STEP(acc, s)                                                        \
+#define DOTF_STEP(s)                                                             \
   {                                                                              \
     const WT* ws = p + ((s) * q + k) * kPanel;                                   \
     const float* xk = x + (s) * xseg + k * ldx;                                  \
     const __m256 w0 = load8(ws), w1 = load8(ws + 8);                             \
-    DOTF_FMA(acc, 0) DOTF_FMA(acc, 1) DOTF_FMA(acc, 2) DOTF_FMA(acc, 3) DOTF_FMA(acc, 4) DOTF_FMA(acc, 5) \
+    DOTF_FMA(0) DOTF_FMA(1) DOTF_FMA(2) DOTF_FMA(3) DOTF_FMA(4) DOTF_FMA(5)      \
   }
 #define DOTF_STOREC(i)                                                           \
   if constexpr (MB > i) {                                                        \
-    if constexpr (kTwoSets) {                                                    \
-      a##i##0 = _mm256_add_ps(a##i##0, b##i##0);                                 \
-      a##i##1 = _mm256_add_ps(a##i##1, b##i##1);                                 \
-    }                                                                            \
     _mm256_storeu_ps(c + i * ldc, a##i##0);                                      \
     _mm256_storeu_ps(c + i * ldc + 8, a##i##1);                                  \
   }
   DOTF_LOADC(0) DOTF_LOADC(1) DOTF_LOADC(2) DOTF_LOADC(3) DOTF_LOADC(4) DOTF_LOADC(5)
   for (int64_t k = 0; k < kc; ++k) {
-    if constexpr (kTwoSets) {
-      DOTF_STEP(a, 0) DOTF_STEP(b, 1) DOTF_STEP(a, 2) DOTF_STEP(b, 3)
-    } else {
-      DOTF_STEP(a, 0) DOTF_STEP(a, 1) DOTF_STEP(a, 2) DOTF_STEP(a, 3)
-    }
+    DOTF_STEP(0) DOTF_STEP(1) DOTF_STEP(2) DOTF_STEP(3)
   }
   DOTF_STOREC(0) DOTF_STOREC(1) DOTF_STOREC(2) DOTF_STOREC(3) DOTF_STOREC(4) DOTF_STOREC(5)
 #undef DOTF_LOADC
@@ -348,9 +362,6 @@ bool cpu_has_avx2_fma() {
 #endif
 }
 
-namespace {
-}  // namespace
-
 Linear::Linear(at::Tensor weight, std::optional<at::Tensor> bias, LinearPath path)
     : Linear(std::move(weight), std::move(bias), path, kOneDnnBatchHint) {}
 
@@ -433,7 +444,8 @@ at::Tensor Linear::operator()(const at::Tensor& x) const {
       DOTF_CHECK_ARG(x.device().is_cpu(), "linear input must be on cpu for path 'avx2', got ", x.device());
       DOTF_CHECK_TYPE(x.scalar_type() == weight_.scalar_type(), "linear input must have dtype ", weight_.scalar_type(),
                       ", got ", x.scalar_type());
-      // Prefill-sized batches are compute bound: MKL's blocked GEMM on the original weight wins there.
+      // Beyond kAvx2MaxM (prefill) the original weight goes to MKL's blocked GEMM: this kernel does not
+      // block x for the caches, and it was measured only up to M = 32 (where it still beat MKL here).
       if (x.dim() != 2 || x.size(0) > kAvx2MaxM) return at::linear(x, weight_, bias_);
       DOTF_CHECK_SIZE(x, 1, weight_.size(1), "linear input");
       at::Tensor y = avx2_linear(x, packed_, packed_bias_, weight_.size(0));

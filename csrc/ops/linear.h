@@ -16,13 +16,15 @@ enum class LinearPath {
   Int8Dynamic,  // CPU: FBGEMM int8 weight-only per output channel, activations quantized per call
   Avx2Packed,   // CPU (x86 AVX2+FMA): hand-written small-M kernel over a panel-packed copy (fp32,
                 // bf16); at::linear for M > kAvx2MaxM. Written because the library paths fall short
-                // for small M on AVX2-only CPUs (numbers in linear.cpp).
+                // for small M on AVX2-only CPUs (numbers in linear.cpp). Rows are batch invariant:
+                // a row's result does not depend on M or the thread count.
 };
 
 std::string to_string(LinearPath path);
 LinearPath linear_path_from_string(const std::string& name);
 
-// The path that measured fastest for small M (1..16) for weights of this dtype on this device; the
+// The path that measured fastest for small M (1..16) for weights of this dtype on this device:
+// Avx2Packed for fp32/bf16 on an AVX2+FMA CPU, Aten otherwise (fp16, fp64, CUDA, other CPUs). The
 // measurements behind it are in linear.cpp. Never returns Int8Dynamic (it changes the numbers: it is
 // a draft path, chosen explicitly).
 LinearPath default_linear_path(at::ScalarType dtype, at::Device device);
@@ -34,7 +36,10 @@ bool cpu_has_avx2_fma();
 inline constexpr int64_t kAvx2MaxM = 32;
 
 // The batch-size hint given to oneDNN when it prepacks a weight (mkldnn::_reorder_linear_weight).
-// Chosen by measurement (see linear.cpp); exposed so benchmarks can sweep it.
+// Swept over {none, 1, 2, 4, 6, 8, 16} (bench/results/linear_paths.md): 1 gives the fastest M=1 and
+// the steepest growth with M; from 2 up the curves are within the machine's noise of each other,
+// none of them flat (M=6 ~1.3-1.5x, M=16 ~2.3-2.5x of M=1). 8 is kept as the verify-sized middle.
+// Exposed so benchmarks can sweep it.
 inline constexpr int64_t kOneDnnBatchHint = 8;
 
 class Linear {
@@ -55,7 +60,9 @@ class Linear {
   LinearPath path() const { return path_; }
   const at::Tensor& weight() const { return weight_; }
   const std::optional<at::Tensor>& bias() const { return bias_; }
-  // Bytes held beyond the original weight and bias (a prepacked or quantized copy).
+  // Bytes held beyond the original weight and bias (a prepacked or quantized copy): the packed weight
+  // (padding included) for OneDnnPacked/Avx2Packed; int8 weight + per-channel scale, zero point and
+  // column offset for Int8Dynamic; 0 for Aten.
   int64_t extra_bytes() const;
   // The same weights laid out for another path (used to derive a quantized draft).
   Linear with_path(LinearPath path) const { return Linear(weight_, bias_, path, onednn_batch_hint_); }
@@ -74,8 +81,8 @@ class Linear {
   LinearPath path_ = LinearPath::Aten;
   std::optional<int64_t> onednn_batch_hint_ = kOneDnnBatchHint;
   at::Tensor packed_;         // OneDnnPacked: the reordered weight (an opaque oneDNN tensor);
-                              // Avx2Packed: [ceil(out/16), in, 16] panels, zero-padded
-  std::optional<at::Tensor> packed_bias_;  // OneDnnPacked: bias in the packed weight's dtype
+                              // Avx2Packed: [ceil(out/16), in rounded up to 4, 16] panels, zero-padded
+  std::optional<at::Tensor> packed_bias_;  // OneDnnPacked: bias in the packed dtype; Avx2Packed: fp32
   bool packed_as_fp32_ = false;
   c10::IValue packed_params_; // Int8Dynamic: FBGEMM's packed params object
   int64_t packed_bytes_ = 0;  // bytes of packed_ / packed_params_ (opaque to nbytes())

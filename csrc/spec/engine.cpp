@@ -2,6 +2,8 @@
 
 #include "common/check.h"
 
+#include <algorithm>
+
 namespace dotf {
 
 Strategy strategy_from_string(const std::string& name) {
@@ -70,7 +72,9 @@ DecodeResult Engine::generate(const at::Tensor& prompt, const GenerateRequest& r
   DecodeResult result = decode_speculative(m, prompt, *cache, request.decode, spec, gamma);
   result.stats.strategy = request.strategy == Strategy::ASD ? "asd" : "dotf";
   std::lock_guard<std::mutex> lock(mutex_);
-  carried_gamma_ = gamma.gamma;
+  // Draft & Verify's rule has no bounds: a long call can end with gamma outside (0, 1), which the
+  // next call's validation would then reject as if the caller had passed it. Carry a valid value.
+  carried_gamma_ = std::clamp(gamma.gamma, 0.01, 0.99);
   return result;
 }
 

@@ -216,7 +216,8 @@ class Model:
 
     @staticmethod
     def _options(strategy: str, given: dict) -> dict:
-        if strategy == "ar":
+        if strategy == "ar":  # "ar" ignores the speculative options, but not a misspelt or mistyped one
+            Model._options("asd", given)
             return {}
         defaults = DEFAULTS[strategy]
         unknown = sorted(set(given) - set(defaults))
