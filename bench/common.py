@@ -55,12 +55,14 @@ def matvec_bandwidth_gbs(dtype=torch.float32, rows: int = 8192, cols: int = 4096
 
 
 def decode_bytes_per_token(model, context: int) -> int:
-    """Bytes a decode step reads: all weights except the embedding table (one row is gathered)
-    unless it doubles as the LM head, plus the KV cache at this context length."""
+    """Bytes a decode step must read: every linear weight once (in the model dtype; a packed layout
+    holds the same numbers), the LM head, the norms, one embedding row, and the KV cache at this
+    context length. Computed from the config, so that packed copies kept beside the originals
+    (ModelWeights.nbytes) do not inflate it."""
     c = model.config
-    weight = model._impl.weight_bytes
     elem = torch.tensor([], dtype=model.dtype).element_size()
-    if not c.tie_word_embeddings:
-        weight -= c.vocab_size * c.hidden_size * elem
-    kv = 2 * c.num_layers * context * c.num_kv_heads * c.head_dim * elem
-    return weight + kv
+    q, kv, C, I = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.hidden_size, c.intermediate_size
+    per_layer = C * (q + 2 * kv) + q * C + 3 * C * I + 2 * C
+    weights = c.num_layers * per_layer + c.vocab_size * C + C + C
+    kv_cache = 2 * c.num_layers * context * kv
+    return (weights + kv_cache) * elem
