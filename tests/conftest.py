@@ -28,6 +28,16 @@ TINY_ARCHS = {
 }
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_intra_op_thread():
+    """One intra-op thread for every test: on small models and few shared cores OpenMP threads only add
+    contention (2 threads made tiny-model runs 50-400x slower here). Restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def make_tiny_hf(arch: str, seed: int = 0, dtype=torch.float32):
     cfg_cls, model_cls, extra = TINY_ARCHS[arch]
     torch.manual_seed(seed)

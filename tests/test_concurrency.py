@@ -15,15 +15,6 @@ from conftest import make_tiny_hf
 PROMPT = list(range(40, 60))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_intra_op_thread():
-    """Tiny models: OpenMP threads only add contention on a shared machine. Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def model():
     return dotf.load(make_tiny_hf("llama-gqa"))

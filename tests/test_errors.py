@@ -17,15 +17,6 @@ PROMPT = list(range(10, 30))
 N_NEW = 12
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_intra_op_thread():
-    """Tiny models: OpenMP threads only add contention on a shared machine. Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ---- shared tiny model and reference --------------------------------------------------------------
 @pytest.fixture(scope="module")
 def hf_model():

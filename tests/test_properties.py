@@ -25,15 +25,6 @@ SETTINGS = dict(deadline=None, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_intra_op_thread():
-    """Tiny models: OpenMP threads only add contention on a shared machine. Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @functools.lru_cache(maxsize=None)
 def tiny(arch: str):
     return dotf.load(make_tiny_hf(arch, dtype=torch.float64), dtype=torch.float64)
