@@ -62,18 +62,10 @@ SHAPES = {
 def model_config(s: Shape):
     """A _C.ModelConfig filled as python/dotf/loading.py:parse_config fills it."""
     c = _C.ModelConfig()
-    c.model_type = s.model_type
-    c.vocab_size = s.vocab_size
-    c.hidden_size = s.hidden_size
-    c.intermediate_size = s.intermediate_size
-    c.num_layers = s.num_layers
-    c.num_heads = s.num_heads
-    c.num_kv_heads = s.num_kv_heads
-    c.head_dim = s.head_dim
-    c.max_position_embeddings = s.max_position_embeddings
-    c.rms_norm_eps = s.rms_norm_eps
-    c.rope_theta = s.rope_theta
-    c.tie_word_embeddings = s.tie_word_embeddings
+    for name in ("model_type", "vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
+                 "num_kv_heads", "head_dim", "max_position_embeddings", "rms_norm_eps", "rope_theta",
+                 "tie_word_embeddings"):
+        setattr(c, name, getattr(s, name))
     c.validate()
     return c
 

@@ -96,6 +96,13 @@ def mark(ok: bool) -> str:
     return "ok" if ok else "**miss**"
 
 
+def ratio_row(label: str, path: str, times: dict, base: float | None) -> str:
+    """A table row: the path's M=1 time, its speed vs aten fp32 at M=1, and time(M)/time(M=1)."""
+    vs = f"{base / times[1]:.2f}x" if base else "-"
+    cells = [f"{times[m] / times[1]:.2f}" if m in times else "-" for m in MS[1:]]
+    return f"| {label} | {path} | {fmt_us(times[1])} | {vs} | " + " | ".join(cells) + " |"
+
+
 def write_report(times: dict[str, float], args, bench: Path, load_before, load_after) -> str:
     rows = table_rows(times, "linear")
     lines = [
@@ -128,9 +135,7 @@ def write_report(times: dict[str, float], args, bench: Path, load_before, load_a
             r = rows.get((shape, path))
             if not r or 1 not in r:
                 continue
-            vs = f"{base / r[1]:.2f}x" if base else "-"
-            cells = [f"{r[m] / r[1]:.2f}" if m in r else "-" for m in MS[1:]]
-            lines.append(f"| {label} | {path} | {fmt_us(r[1])} | {vs} | " + " | ".join(cells) + " |")
+            lines.append(ratio_row(label, path, r, base))
     lines.append("")
 
     # --- whole decode step of each model (linear layers only) ---
@@ -153,9 +158,7 @@ def write_report(times: dict[str, float], args, bench: Path, load_before, load_a
         for path, t in tot.items():
             if 1 not in t:
                 continue
-            vs = f"{base / t[1]:.2f}x" if base else "-"
-            cells = [f"{t[m] / t[1]:.2f}" if m in t else "-" for m in MS[1:]]
-            lines.append(f"| {model} | {path} | {fmt_us(t[1])} | {vs} | " + " | ".join(cells) + " |")
+            lines.append(ratio_row(model, path, t, base))
     lines.append("")
 
     # --- targets ---
