@@ -26,7 +26,7 @@ def _generate(args: argparse.Namespace) -> int:
         ids = tok(text, add_special_tokens=False)["input_ids"]
     else:
         ids = tok(args.prompt)["input_ids"]
-    stream = (lambda chunk: print(tok.decode(chunk), end="", flush=True)) if args.stream else None
+    stream = (lambda chunk: print(tok.decode(chunk, skip_special_tokens=True), end="", flush=True)) if args.stream else None
     options = {} if args.strategy == "ar" else {"threshold": args.threshold, "max_draft": args.max_draft}
     res = m.generate(ids, max_new_tokens=args.max_new_tokens, strategy=args.strategy,
                      eos_token_id=m.eos_token_ids or None, on_tokens=stream, **options)
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     g = sub.add_parser("generate", help="generate text greedily")
     g.add_argument("--model", default="smollm2-135m", help="checkpoint directory or built-in name")
     g.add_argument("--prompt", required=True)
-    g.add_argument("--strategy", default="asd", choices=["ar", "asd"])
+    g.add_argument("--strategy", default="dotf", choices=["ar", "asd", "dotf"])
     g.add_argument("--max-new-tokens", type=int, default=128)
     g.add_argument("--dtype", default="float32", choices=list(DTYPES))
     g.add_argument("--device", default="cpu")
