@@ -20,6 +20,10 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
+bool is_eos(const DecodeOptions& options, int64_t token) {
+  return std::find(options.eos_token_ids.begin(), options.eos_token_ids.end(), token) != options.eos_token_ids.end();
+}
+
 // Hands tokens to the caller, honouring EOS and max_new_tokens exactly: nothing past either is kept.
 class Emitter {
  public:
@@ -32,10 +36,7 @@ class Emitter {
       if (done()) break;
       kept.push_back(token);
       result_.tokens.push_back(token);
-      if (std::find(options_.eos_token_ids.begin(), options_.eos_token_ids.end(), token) !=
-          options_.eos_token_ids.end()) {
-        result_.stats.stop_reason = "eos";
-      }
+      if (is_eos(options_, token)) result_.stats.stop_reason = "eos";
     }
     if (result_.stats.stop_reason.empty() && remaining() == 0) result_.stats.stop_reason = "max_new_tokens";
     if (!kept.empty() && options_.on_tokens) options_.on_tokens(kept);
@@ -269,7 +270,7 @@ class SpeculativeLoop {
       if (token < 0) break;  // a non-finite draft proposes nothing; the verify pass reports real trouble
       drafts.push_back(token);
       sources.push_back(kModel);
-      if (probs[row].item<float>() < gamma_.gamma || is_eos(token)) break;
+      if (probs[row].item<float>() < gamma_.gamma || is_eos(options_, token)) break;
       feed = {token};
     }
     if (static_cast<int64_t>(drafts.size()) > max_k) {  // the agreement pass can add one past max_k
@@ -324,11 +325,6 @@ class SpeculativeLoop {
     const bool finished = emitter_.emit(chunk);
     history_.insert(history_.end(), result_.tokens.begin() + before, result_.tokens.end());
     return finished;
-  }
-
-  bool is_eos(int64_t token) const {
-    return std::find(options_.eos_token_ids.begin(), options_.eos_token_ids.end(), token) !=
-           options_.eos_token_ids.end();
   }
 
   const Transformer& model_;
