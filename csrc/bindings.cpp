@@ -300,6 +300,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   ops.def("attention_with_cache", &attention_with_cache);
   ops.def("greedy_accept", &greedy_accept, py::arg("drafts"), py::arg("target"));
   ops.def("attention_with_cache_cpu", &attention_with_cache_cpu);
+  ops.def("attention_with_cache_reference", &attention_with_cache_reference);
+  ops.def("fused_attention_supports", &fused_attention_supports, py::arg("q"), py::arg("k_cache"));
   ops.def("argmax_top1", [](const at::Tensor& logits, bool with_prob) {
     auto [ids, probs] = argmax_top1(logits, with_prob);
     return py::make_tuple(ids, probs);

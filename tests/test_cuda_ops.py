@@ -159,7 +159,7 @@ def test_rope_refuses_fp64():
 # ---------------------------------------------------------------------------------------------
 # attention_with_cache
 # ---------------------------------------------------------------------------------------------
-# Reference: the CPU op on float32 copies of the same (rounded) inputs, so the thresholds measure
+# Reference: the CPU reference op (ATen) on float32 copies of the same (rounded) inputs, so the thresholds measure
 # the CUDA kernel's error (float32 softmax + one rounding of the output), not the CPU op's own
 # low-precision roundings.
 ATTN_TOL = {torch.float32: 2e-5, torch.bfloat16: 6e-3, torch.float16: 1.5e-3}
@@ -173,7 +173,7 @@ def attention_case(dtype, heads, kv_heads, head_dim, keys, tokens, q_scale=1.0, 
     k = torch.randn(capacity, kv_heads, head_dim, generator=g).to(dtype)
     v = torch.randn(capacity, kv_heads, head_dim, generator=g).to(dtype)
     scale = 1.0 / math.sqrt(head_dim)
-    ref = ops.attention_with_cache_cpu(q.float(), k[:keys].float().contiguous(), v[:keys].float().contiguous(),
+    ref = ops.attention_with_cache_reference(q.float(), k[:keys].float().contiguous(), v[:keys].float().contiguous(),
                                        start, scale)
     # Device caches: layer 1 of a [2, capacity, KVH, D] buffer; rows past start + T hold NaN, which
     # the kernel must never read.

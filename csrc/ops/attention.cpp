@@ -15,8 +15,8 @@
 
 namespace dotf {
 
-at::Tensor attention_with_cache_cpu(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
-                                    int64_t start, double scale) {
+at::Tensor attention_with_cache_reference(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                                          int64_t start, double scale) {
   const int64_t T = q.size(0), H = q.size(1), D = q.size(2);
   const int64_t KVH = k_cache.size(1), G = H / KVH, S = start + T;
   // A masked key weighs exactly 0 below, but 0 * NaN is NaN: a non-finite V row among the new ones (a
@@ -25,7 +25,7 @@ at::Tensor attention_with_cache_cpu(const at::Tensor& q, const at::Tensor& k_cac
   if (T > 1 && !at::isfinite(v_cache.narrow(0, start, T)).all().item<bool>()) {
     std::vector<at::Tensor> rows;
     for (int64_t t = 0; t < T; ++t)
-      rows.push_back(attention_with_cache_cpu(q.narrow(0, t, 1), k_cache, v_cache, start + t, scale));
+      rows.push_back(attention_with_cache_reference(q.narrow(0, t, 1), k_cache, v_cache, start + t, scale));
     return at::cat(rows);
   }
   // Group the query heads that share a KV head: [KVH, G*T, D].
@@ -48,6 +48,12 @@ at::Tensor attention_with_cache_cpu(const at::Tensor& q, const at::Tensor& k_cac
   at::Tensor probs = at::softmax(scores, -1, at::kFloat).narrow(-1, 0, S).to(q.scalar_type()).contiguous();
   at::Tensor out = at::bmm(probs, v);  // [KVH, G*T, D]
   return out.view({KVH, G, T, D}).permute({2, 0, 1, 3}).reshape({T, H * D});
+}
+
+at::Tensor attention_with_cache_cpu(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                                    int64_t start, double scale) {
+  if (fused_attention_supports(q, k_cache)) return attention_with_cache_fused(q, k_cache, v_cache, start, scale);
+  return attention_with_cache_reference(q, k_cache, v_cache, start, scale);
 }
 
 at::Tensor attention_with_cache(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,

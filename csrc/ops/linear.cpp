@@ -1,6 +1,7 @@
 #include "ops/linear.h"
 
 #include "common/check.h"
+#include "ops/cpu_simd.h"
 
 #include <ATen/Context.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -16,9 +17,6 @@
 #include <limits>
 #include <string_view>
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
 
 namespace dotf {
 
@@ -202,14 +200,8 @@ constexpr int64_t kSegments = 4;  // concurrent DRAM streams per panel
 constexpr int64_t kChunk = 64;    // k steps per segment per pass: a 16 KB fp32 chunk stays in L1 across row blocks
 constexpr int64_t kRowBlock = 6;  // rows of x per micro-kernel call
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define DOTF_HAVE_AVX2_KERNEL 1
-#define DOTF_AVX2 __attribute__((target("avx2,fma")))
-
-DOTF_AVX2 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-DOTF_AVX2 inline __m256 load8(const uint16_t* p) {  // 8 bf16 -> 8 fp32
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
-}
+#ifdef DOTF_HAVE_AVX2_KERNEL
+using simd::load8;
 
 // c[MB][16] (row stride ldc) += sum over the 4 segments s and k < kc of
 //   x[s * xseg + k * ldx + i] * p[(s * q + k) * 16 + j].
@@ -353,14 +345,6 @@ at::Tensor avx2_linear(const at::Tensor& x, const at::Tensor& packed, const std:
 
 }  // namespace
 
-bool cpu_has_avx2_fma() {
-#ifdef DOTF_HAVE_AVX2_KERNEL
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return ok;
-#else
-  return false;
-#endif
-}
 
 Linear::Linear(at::Tensor weight, std::optional<at::Tensor> bias, LinearPath path)
     : Linear(std::move(weight), std::move(bias), path, kOneDnnBatchHint) {}

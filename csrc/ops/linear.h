@@ -29,9 +29,6 @@ LinearPath linear_path_from_string(const std::string& name);
 // a draft path, chosen explicitly).
 LinearPath default_linear_path(at::ScalarType dtype, at::Device device);
 
-// Whether this CPU can run LinearPath::Avx2Packed (x86-64 with AVX2 and FMA).
-bool cpu_has_avx2_fma();
-
 // Avx2Packed runs its own kernel for M <= kAvx2MaxM rows and at::linear (MKL) beyond (prefill).
 inline constexpr int64_t kAvx2MaxM = 32;
 

@@ -1,0 +1,171 @@
+// The fused CPU attention kernel for decode, draft and verify (T <= kFusedAttentionMaxRows new
+// queries). Each query row streams exactly the keys it sees -- scores, softmax and the weighted sum
+// of values in one pass each, fp32 arithmetic whatever the storage dtype -- so:
+//   * a row's result depends on its own keys only, in one fixed order, never on T, the other rows or
+//     the thread count: a verify row is bitwise the row a decoding step computes (batch invariance,
+//     which fp32 speculation relies on to equal plain decoding token for token);
+//   * masked keys are never read, so a non-finite value cached for a later position (a rejected
+//     draft) cannot reach an earlier row (no 0 * NaN);
+//   * it reads K and V near memory speed instead of paying ATen's per-op overheads, which dominate
+//     these small shapes (measured in bench/README.md).
+#include "ops/attention.h"
+
+#include "ops/cpu_simd.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+namespace dotf {
+
+bool fused_attention_supports(const at::Tensor& q, const at::Tensor& k_cache) {
+  const at::ScalarType dt = q.scalar_type();
+  return cpu_has_avx2_fma() && q.device().is_cpu() && q.size(0) <= kFusedAttentionMaxRows && q.size(2) % 8 == 0 &&
+         k_cache.scalar_type() == dt && (dt == at::kFloat || dt == at::kBFloat16 || dt == at::kHalf);
+}
+
+#ifdef DOTF_HAVE_AVX2_KERNEL
+namespace {
+
+using simd::load8;
+
+constexpr int64_t kKeyBlock = 32;  // keys per block: their K (or V) rows stay in L1 while every row uses them
+
+// <q, k> over D = 8n lanes in a fixed order (two accumulators, even and odd chunks, halve the FMA chain).
+template <typename T>
+DOTF_AVX2 inline float dot(const float* q, const T* k, int64_t D) {
+  __m256 even = _mm256_mul_ps(_mm256_loadu_ps(q), load8(k));
+  __m256 odd = _mm256_setzero_ps();
+  for (int64_t d = 8; d < D; d += 16) {
+    odd = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), load8(k + d), odd);
+    if (d + 8 < D) even = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + 8), load8(k + d + 8), even);
+  }
+  return simd::hsum8(_mm256_add_ps(even, odd));
+}
+
+// scores[s] <- exp(scores[s] - max) for s < keys (max over those keys); returns their sum.
+// scores has room for keys rounded up to 8.
+DOTF_AVX2 float softmax_numerators(float* scores, int64_t keys) {
+  float max_score = -std::numeric_limits<float>::infinity();
+  for (int64_t s = 0; s < keys; ++s) max_score = std::max(max_score, scores[s]);  // NaN propagates through exp
+  const int64_t padded = (keys + 7) / 8 * 8;
+  std::fill(scores + keys, scores + padded, -std::numeric_limits<float>::infinity());  // exp -> exactly 0
+  const __m256 shift = _mm256_set1_ps(max_score);
+  __m256 sum = _mm256_setzero_ps();
+  for (int64_t s = 0; s < padded; s += 8) {
+    const __m256 e = simd::exp8_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(scores + s), shift));
+    _mm256_storeu_ps(scores + s, e);
+    sum = _mm256_add_ps(sum, e);
+  }
+  return simd::hsum8(sum);
+}
+
+// acc[0 .. 8C) += sum over s in [s0, s1) of weights[s] * v[s * stride + 0 .. 8C), s ascending.
+template <typename T, int C>
+DOTF_AVX2 void accumulate_values(const float* weights, const T* v, int64_t stride, int64_t s0, int64_t s1, float* acc) {
+  __m256 a[C];
+  for (int c = 0; c < C; ++c) a[c] = _mm256_loadu_ps(acc + 8 * c);
+  for (int64_t s = s0; s < s1; ++s) {
+    const __m256 w = _mm256_broadcast_ss(weights + s);
+    const T* vs = v + s * stride;
+    for (int c = 0; c < C; ++c) a[c] = _mm256_fmadd_ps(w, load8(vs + 8 * c), a[c]);
+  }
+  for (int c = 0; c < C; ++c) _mm256_storeu_ps(acc + 8 * c, a[c]);
+}
+
+template <typename T>
+DOTF_AVX2 void accumulate_row(const float* weights, const T* v, int64_t stride, int64_t s0, int64_t s1, int64_t D,
+                              float* acc) {
+  // Up to 8 chunks (64 lanes) per sweep keeps the accumulators in registers.
+  for (int64_t d0 = 0; d0 < D; d0 += 64) {
+    const T* vd = v + d0;
+    float* ad = acc + d0;
+    switch (std::min<int64_t>(8, (D - d0) / 8)) {
+      case 8: accumulate_values<T, 8>(weights, vd, stride, s0, s1, ad); break;
+      case 7: accumulate_values<T, 7>(weights, vd, stride, s0, s1, ad); break;
+      case 6: accumulate_values<T, 6>(weights, vd, stride, s0, s1, ad); break;
+      case 5: accumulate_values<T, 5>(weights, vd, stride, s0, s1, ad); break;
+      case 4: accumulate_values<T, 4>(weights, vd, stride, s0, s1, ad); break;
+      case 3: accumulate_values<T, 3>(weights, vd, stride, s0, s1, ad); break;
+      case 2: accumulate_values<T, 2>(weights, vd, stride, s0, s1, ad); break;
+      default: accumulate_values<T, 1>(weights, vd, stride, s0, s1, ad); break;
+    }
+  }
+}
+
+// All G*T query rows of one KV head. Keys go in blocks shared by every row, so K and V stream from
+// memory once per head (not once per row); within a row the order over keys is always ascending.
+// q: [T, H, D] (strides q_t, q_h); k, v: this head's rows, `stride` elements apart; out: [T, H * D].
+template <typename T>
+DOTF_AVX2 void attend_kv_head(const T* q, int64_t q_t, int64_t q_h, const T* k, const T* v, int64_t stride,
+                              int64_t kvh, int64_t G, int64_t T_rows, int64_t H, int64_t D, int64_t start, float scale,
+                              T* out) {
+  const int64_t rows = G * T_rows, max_keys = start + T_rows, padded = (max_keys + 7) / 8 * 8;
+  std::vector<float> qf(rows * D), scores(rows * padded), acc(rows * D, 0.0f);
+  // Row i is query head kvh * G + i / T_rows at position start + i % T_rows; it sees keys [0, keys(i)).
+  auto keys = [&](int64_t i) { return start + i % T_rows + 1; };
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* qi = q + (i % T_rows) * q_t + (kvh * G + i / T_rows) * q_h;
+    for (int64_t d = 0; d < D; ++d) qf[i * D + d] = static_cast<float>(qi[d]) * scale;
+  }
+  for (int64_t s0 = 0; s0 < max_keys; s0 += kKeyBlock)
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t s = s0, s1 = std::min(s0 + kKeyBlock, keys(i)); s < s1; ++s)
+        scores[i * padded + s] = dot(qf.data() + i * D, k + s * stride, D);
+  std::vector<float> inv_sum(rows);
+  for (int64_t i = 0; i < rows; ++i) inv_sum[i] = 1.0f / softmax_numerators(scores.data() + i * padded, keys(i));
+  for (int64_t s0 = 0; s0 < max_keys; s0 += kKeyBlock)
+    for (int64_t i = 0; i < rows; ++i)
+      accumulate_row(scores.data() + i * padded, v, stride, s0, std::min(s0 + kKeyBlock, keys(i)), D,
+                     acc.data() + i * D);
+  for (int64_t i = 0; i < rows; ++i) {
+    T* oi = out + (i % T_rows) * H * D + (kvh * G + i / T_rows) * D;
+    for (int64_t d = 0; d < D; ++d) oi[d] = static_cast<T>(acc[i * D + d] * inv_sum[i]);
+  }
+}
+
+// q: [T, H, D]; k_cache, v_cache: [capacity, KVH, D] (last dim contiguous, same strides); out: [T, H * D].
+template <typename T>
+void fused_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start,
+                     float scale, at::Tensor& out) {
+  const int64_t T_rows = q.size(0), H = q.size(1), D = q.size(2), KVH = k_cache.size(1), G = H / KVH;
+  const T* qp = q.const_data_ptr<T>();
+  const T* kp = k_cache.const_data_ptr<T>();
+  const T* vp = v_cache.const_data_ptr<T>();
+  T* op = out.mutable_data_ptr<T>();
+  // One task per KV head: each is independent and computes the same numbers on any thread.
+  const int64_t grain = (start + T_rows) * G * T_rows * D < 65536 ? KVH : 1;
+  at::parallel_for(0, KVH, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t kvh = begin; kvh < end; ++kvh)
+      attend_kv_head(qp, q.stride(0), q.stride(1), kp + kvh * k_cache.stride(1), vp + kvh * k_cache.stride(1),
+                     k_cache.stride(0), kvh, G, T_rows, H, D, start, scale, op);
+  });
+}
+
+}  // namespace
+#endif
+
+at::Tensor attention_with_cache_fused(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                                      int64_t start, double scale) {
+  TORCH_CHECK(fused_attention_supports(q, k_cache), "fused CPU attention: unsupported input");
+  at::Tensor out = at::empty({q.size(0), q.size(1) * q.size(2)}, q.options());
+#ifdef DOTF_HAVE_AVX2_KERNEL
+  const at::Tensor qc = q.stride(2) == 1 ? q : q.contiguous();
+  // The kernel walks K and V with one set of strides (the cache's slabs always share them).
+  const bool shared_strides = k_cache.stride(2) == 1 && v_cache.strides() == k_cache.strides();
+  const at::Tensor kc = shared_strides ? k_cache : k_cache.contiguous();
+  const at::Tensor vc = shared_strides ? v_cache : v_cache.contiguous();
+  const auto s = static_cast<float>(scale);
+  switch (q.scalar_type()) {
+    case at::kFloat: fused_attention<float>(qc, kc, vc, start, s, out); break;
+    case at::kBFloat16: fused_attention<c10::BFloat16>(qc, kc, vc, start, s, out); break;
+    default: fused_attention<c10::Half>(qc, kc, vc, start, s, out); break;
+  }
+#endif
+  return out;
+}
+
+}  // namespace dotf

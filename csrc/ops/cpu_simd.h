@@ -1,0 +1,75 @@
+#pragma once
+// AVX2 building blocks shared by dotf's hand-written CPU kernels (linear, attention). Each kernel is
+// compiled for AVX2+FMA+F16C through a function attribute, not a global -mavx2, so the library still
+// loads on older x86 CPUs; callers check cpu_has_avx2_fma() before taking these paths.
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <cstdint>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define DOTF_HAVE_AVX2_KERNEL 1
+#define DOTF_AVX2 __attribute__((target("avx2,fma,f16c")))
+#endif
+
+namespace dotf {
+
+// True when the CPU runs the AVX2 kernels (AVX2, FMA and F16C; every AVX2 CPU has all three).
+inline bool cpu_has_avx2_fma() {
+#ifdef DOTF_HAVE_AVX2_KERNEL
+  static const bool ok =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+#ifdef DOTF_HAVE_AVX2_KERNEL
+namespace simd {
+
+// 8 consecutive elements widened to fp32.
+DOTF_AVX2 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+DOTF_AVX2 inline __m256 load8(const uint16_t* bf16) {  // bf16 is the top half of an fp32
+  return _mm256_castsi256_ps(
+      _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bf16))), 16));
+}
+DOTF_AVX2 inline __m256 load8(const c10::BFloat16* p) { return load8(reinterpret_cast<const uint16_t*>(p)); }
+DOTF_AVX2 inline __m256 load8(const c10::Half* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+// Sum of the 8 lanes in one fixed order ((0+4)+(2+6))+((1+5)+(3+7)), so equal inputs give equal sums.
+DOTF_AVX2 inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// exp(x) for x <= 0 (softmax after subtracting the row maximum), Cephes' single-precision
+// polynomial (relative error ~2 ulp); x below -87.3 (including -inf) gives exactly 0 and NaN stays NaN.
+DOTF_AVX2 inline __m256 exp8_nonpositive(__m256 x) {
+  const __m256 underflow = _mm256_cmp_ps(x, _mm256_set1_ps(-87.3f), _CMP_LT_OQ);
+  // max(lo, x) with x second keeps a NaN x (the second operand is returned when either is NaN).
+  __m256 t = _mm256_max_ps(_mm256_set1_ps(-87.3f), x);
+  const __m256 n = _mm256_floor_ps(_mm256_fmadd_ps(t, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+  t = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), t);
+  t = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), t);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_fmadd_ps(y, t, _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_fmadd_ps(y, t, _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_fmadd_ps(y, t, _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_fmadd_ps(y, t, _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_fmadd_ps(y, t, _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(t, t), _mm256_add_ps(t, _mm256_set1_ps(1.0f)));
+  const __m256i pow2n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  y = _mm256_mul_ps(y, _mm256_castsi256_ps(pow2n));
+  return _mm256_andnot_ps(underflow, y);
+}
+
+}  // namespace simd
+#endif
+
+}  // namespace dotf
