@@ -62,6 +62,12 @@ py::dict stats_to_dict(const DecodeStats& s) {
   d["plain_steps"] = s.plain_steps;
   d["fallback_switches"] = s.fallback_switches;
   d["reselections"] = s.reselections;
+  if (s.cost_selections > 0) {
+    d["cost_selections"] = s.cost_selections;
+    d["predicted_acceptance"] = s.predicted_acceptance;
+    d["predicted_gain"] = s.predicted_gain;
+    d["plan_acceptance"] = s.plan_acceptance;  // -1 until the chosen plan drafted
+  }
   return d;
 }
 
@@ -114,6 +120,13 @@ GenerateRequest request_from_options(const py::dict& options) {
     else if (key == "lookup_min_ngram") s.lookup_options.min_ngram = py::cast<int64_t>(v);
     else if (key == "break_even") s.break_even = py::cast<bool>(v);
     else if (key == "reselect_every") s.reselect_every = py::cast<int64_t>(v);
+    else if (key == "selection") {
+      const std::string rule = py::cast<std::string>(v);
+      DOTF_CHECK_ARG(rule == "threshold" || rule == "cost", "selection must be 'threshold' or 'cost', got '", rule, "'");
+      s.rule = rule == "cost" ? SpecOptions::Rule::Cost : SpecOptions::Rule::Threshold;
+    }
+    else if (key == "sensitivity") s.sensitivity = py::cast<double>(v);
+    else if (key == "cost_warmup_rounds") s.cost_warmup_rounds = py::cast<int64_t>(v);
     else throw ValueError("unknown generate option '" + key + "'");
   }
   return r;

@@ -15,6 +15,7 @@
 #include <ATen/ops/silu.h>
 #include <ATen/ops/sin.h>
 
+#include <chrono>
 #include <cmath>
 #include <limits>
 
@@ -84,7 +85,18 @@ ForwardOutput Transformer::forward(const at::Tensor& tokens, int64_t start, KVCa
     return order[i].attention ? lw.attn_norm : lw.mlp_norm;
   };
 
+  std::vector<double>* profile = options.sublayer_seconds;
+  DOTF_CHECK_ARG(!profile || device().is_cpu(), "per-sublayer timing needs a CPU model");
+  if (profile) profile->assign(2 * L + 1, std::numeric_limits<double>::quiet_NaN());
+  using Clock = std::chrono::steady_clock;
+  auto lap = [last = Clock::now()]() mutable {
+    const auto now = Clock::now();
+    const double seconds = std::chrono::duration<double>(now - last).count();
+    last = now;
+    return seconds;
+  };
   add_rmsnorm_cossim(h, at::Tensor(), norm_weight(0), eps, normed, at::Tensor());
+  double rest = profile ? lap() : 0.0;
   for (size_t i = 0; i < order.size(); ++i) {
     const auto [l, is_attention] = order[i];
     const LayerWeights& lw = w.layers[l];
@@ -101,11 +113,13 @@ ForwardOutput Transformer::forward(const at::Tensor& tokens, int64_t start, KVCa
     }
     at::Tensor cos_row = options.similarity ? cos[2 * l + (is_attention ? 0 : 1)] : at::Tensor();
     add_rmsnorm_cossim(h, delta.contiguous(), norm_weight(i + 1), eps, normed, cos_row);
+    if (profile) (*profile)[2 * l + (is_attention ? 0 : 1)] = lap();
   }
 
   ForwardOutput out;
   if (options.logits == LogitsFor::All) out.logits = w.lm_head(normed);
   if (options.logits == LogitsFor::Last) out.logits = w.lm_head(normed.narrow(0, T - 1, 1));
+  if (profile) (*profile)[2 * L] = rest + lap();
   if (options.similarity) {
     out.similarity = cos.mean(1).view({L, 2});
     out.last_similarity = cos.select(1, T - 1).view({L, 2}).clone();

@@ -8,6 +8,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <vector>
+
 namespace dotf {
 
 enum class LogitsFor { All, Last, None };
@@ -16,6 +18,10 @@ struct ForwardOptions {
   LogitsFor logits = LogitsFor::All;
   // Measure cos(h, h + sublayer(h)) per sublayer and position (fused with the residual add).
   bool similarity = false;
+  // When set (CPU only: host timers around asynchronous GPU work would measure nothing), receives the
+  // wall seconds of each sublayer: [2L + 1], entry 2l the attention of layer l, 2l + 1 its MLP (NaN
+  // when skipped), 2L the rest (embedding, final norm, LM head). Feeds cost-aware selection.
+  std::vector<double>* sublayer_seconds = nullptr;
 };
 
 struct ForwardOutput {

@@ -107,6 +107,8 @@ void validate(const SpecOptions& o, const AdaptiveGamma& g, int64_t num_layers) 
   DOTF_CHECK_ARG(g.alpha > 0.0 && g.alpha <= 1.0, "alpha must be in (0, 1], got ", g.alpha);
   if (o.plan) o.plan->validate(num_layers);
   DOTF_CHECK_ARG(o.reselect_every >= 0, "reselect_every must be >= 0, got ", o.reselect_every);
+  DOTF_CHECK_ARG(o.sensitivity >= 0, "sensitivity must be >= 0, got ", o.sensitivity);
+  DOTF_CHECK_ARG(o.cost_warmup_rounds >= 1, "cost_warmup_rounds must be >= 1, got ", o.cost_warmup_rounds);
   DOTF_CHECK_ARG(o.lookup_options.min_ngram >= 1 && o.lookup_options.max_ngram >= o.lookup_options.min_ngram,
                  "lookup n-gram sizes must satisfy 1 <= min_ngram <= max_ngram");
 }
@@ -171,16 +173,29 @@ class SpeculativeLoop {
     const at::Tensor& similarity = spec_.use_last_position ? prefill_out.last_similarity : prefill_out.similarity;
     st_.attention_similarity = column(similarity, 0);
     st_.mlp_similarity = column(similarity, 1);
-    set_plan(spec_.plan ? *spec_.plan : select_draft_plan(st_.attention_similarity, spec_.selection));
+    if (spec_.plan) {
+      set_plan(*spec_.plan);
+    } else if (cost_rule()) {
+      // Warm-up rounds draft with nothing skipped: they measure the acceptance the model starts from.
+      cost_.attention_similarity = st_.attention_similarity;
+      cost_.mlp_similarity = st_.mlp_similarity;
+      set_plan(full_);
+    } else {
+      set_plan(select_draft_plan(st_.attention_similarity, spec_.selection));
+    }
     st_.selection_seconds = seconds_since(t);
   }
+
+  bool cost_rule() const { return spec_.rule == SpecOptions::Rule::Cost && !spec_.plan; }
 
   void set_plan(const LayerPlan& plan) {
     plan_ = plan;
     st_.skipped_attention = plan.skipped_attention();
     st_.skipped_mlp = plan.skipped_mlp();
     // The model's own weights under a plan that skips nothing cost a full step per draft token: no win.
-    model_draft_ = spec_.draft_weights != nullptr || !plan.is_full();
+    // (The cost rule's warm-up and profiled steps draft with the full plan on purpose: they measure.)
+    model_draft_ = spec_.draft_weights != nullptr || !plan.is_full() ||
+                   (cost_rule() && (st_.cost_selections == 0 || profile_pending_));
     st_.plan_note = model_draft_ ? "" : "no sublayer selected for skipping: the model does not draft";
   }
 
@@ -231,6 +246,7 @@ class SpeculativeLoop {
     }
     record_round(drafts, sources, accepted, emitted);
     if (spec_.break_even) break_even_.record_speculative(emitted, seconds);
+    if (cost_rule()) track_cost_rounds(seconds_since(t_verify));
     if (measure) maybe_reselect(v.similarity, k + 1);
     return finished;
   }
@@ -250,8 +266,11 @@ class SpeculativeLoop {
     // The first pass always runs: it checks the lookup drafts even when they already fill max_k.
     for (bool first_pass = true; first_pass || static_cast<int64_t>(drafts.size()) < max_k; first_pass = false) {
       const LogitsFor rows = feed.size() > 1 ? LogitsFor::All : LogitsFor::Last;
-      ForwardOutput d = model_.forward(token_tensor(feed), pos, cache_, plan_, ForwardOptions{rows, false},
-                                       spec_.draft_weights);
+      // A cost measurement wants a plain one-token draft step of every sublayer.
+      const bool profile = profile_pending_ && feed.size() == 1 && plan_.is_full();
+      ForwardOutput d = model_.forward(token_tensor(feed), pos, cache_, plan_,
+                                       ForwardOptions{rows, false, profile ? &profile_ : nullptr}, spec_.draft_weights);
+      if (profile) profile_pending_ = false, profiled_ = true;
       auto [ids_t, probs_t] = argmax_top1(d.logits, /*with_prob=*/true);
       const std::vector<int64_t> ids = to_host(ids_t);
       at::Tensor probs = probs_t.to(at::kCPU);
@@ -300,6 +319,8 @@ class SpeculativeLoop {
     }
     // gamma governs the model draft only; lookup-only rounds carry no evidence about it.
     gamma_.update(model_accepted, model_drafted, k == spec_.max_draft);
+    since_choice_.drafted += model_drafted;
+    since_choice_.accepted += model_accepted;
   }
 
   // Online re-selection: the verify pass measured similarities over its k+1 positions (fused, no
@@ -309,15 +330,77 @@ class SpeculativeLoop {
     recent_sum_ = recent_sum_.defined() ? recent_sum_ + weighted : weighted;
     recent_positions_ += positions;
     if (++rounds_since_select_ < spec_.reselect_every) return;
-    const std::vector<double> s = column(recent_sum_ / static_cast<double>(recent_positions_), 0);
+    const at::Tensor mean = recent_sum_ / static_cast<double>(recent_positions_);
+    const std::vector<double> s = column(mean, 0);
     recent_sum_ = at::Tensor();
     recent_positions_ = 0;
     rounds_since_select_ = 0;
+    if (cost_rule()) {  // new similarities; the next full-plan draft step re-measures the costs
+      cost_.attention_similarity = s;
+      cost_.mlp_similarity = column(mean, 1);
+      reselect_pending_ = true;
+      return;
+    }
     LayerPlan plan = select_draft_plan(s, spec_.selection);
     if (plan.attention != plan_.attention) {
       set_plan(plan);
       st_.reselections += 1;
     }
+  }
+
+  // Cost rule: after the warm-up rounds (and at each re-selection) profile one draft step with nothing
+  // skipped, then choose the plan the cost model predicts fastest. Only host timers and counters the
+  // loop already keeps: no extra pass, no extra device sync.
+  void track_cost_rounds(double verify_seconds) {
+    since_choice_.rounds += 1;
+    since_choice_.verify_seconds += verify_seconds;
+    if (st_.predicted_acceptance >= 0 && since_choice_.drafted > 0)
+      st_.plan_acceptance = static_cast<double>(since_choice_.accepted) / static_cast<double>(since_choice_.drafted);
+    const bool due = (st_.cost_selections == 0 && since_choice_.rounds >= spec_.cost_warmup_rounds) || reselect_pending_;
+    if (due && !profiled_ && !profile_pending_) {
+      reselect_pending_ = false;
+      profile_pending_ = true;
+      plan_before_profile_ = plan_;
+      set_plan(full_);  // one draft step of every sublayer, timed
+      return;
+    }
+    if (profiled_) select_by_cost();
+  }
+
+  void select_by_cost() {
+    const auto t = Clock::now();
+    const int64_t L = model_.config().num_layers;
+    CostModelInputs in;
+    in.attention_similarity = cost_.attention_similarity;
+    in.mlp_similarity = cost_.mlp_similarity;
+    in.costs.attention.resize(L);
+    in.costs.mlp.resize(L);
+    for (int64_t l = 0; l < L; ++l) {
+      in.costs.attention[l] = profile_[2 * l];
+      in.costs.mlp[l] = profile_[2 * l + 1];
+    }
+    in.costs.rest = profile_[2 * L];
+    // Acceptance with nothing skipped, backed out of what the plan in use achieved.
+    const double measured = since_choice_.drafted > 0 ? static_cast<double>(since_choice_.accepted) /
+                                                            static_cast<double>(since_choice_.drafted)
+                                                      : 0.9;
+    const double factor = acceptance_factor(plan_before_profile_, in.attention_similarity, in.mlp_similarity,
+                                            spec_.sensitivity);
+    in.base_acceptance = std::min(1.0, measured / std::max(factor, 1e-6));
+    in.verify_seconds = since_choice_.verify_seconds / static_cast<double>(since_choice_.rounds);
+    in.max_draft = spec_.max_draft;
+    in.keep_first = spec_.selection.keep_first;
+    in.sensitivity = spec_.sensitivity;
+    const CostAwareChoice choice = select_cost_aware(in);
+    set_plan(choice.plan);
+    st_.predicted_acceptance = choice.predicted_acceptance;
+    st_.predicted_gain = choice.full_plan_tokens_per_second > 0
+                             ? choice.predicted_tokens_per_second / choice.full_plan_tokens_per_second
+                             : 1.0;
+    st_.cost_selections += 1;
+    profiled_ = false;
+    since_choice_ = {};
+    st_.selection_seconds += seconds_since(t);
   }
 
   bool emit(const std::vector<int64_t>& chunk) {
@@ -343,6 +426,12 @@ class SpeculativeLoop {
   at::Tensor recent_sum_;         // [L, 2] similarity summed over recent verify positions
   int64_t recent_positions_ = 0;
   int64_t rounds_since_select_ = 0;
+  // Cost rule state.
+  struct { std::vector<double> attention_similarity, mlp_similarity; } cost_;
+  std::vector<double> profile_;  // [2L + 1] seconds of the profiled draft step
+  bool profile_pending_ = false, profiled_ = false, reselect_pending_ = false;
+  LayerPlan plan_before_profile_;
+  struct { int64_t rounds = 0, drafted = 0, accepted = 0; double verify_seconds = 0; } since_choice_;
 };
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include "model/transformer.h"
 #include "spec/adaptive_gamma.h"
 #include "spec/break_even.h"
+#include "spec/cost_model.h"
 #include "spec/ngram_lookup.h"
 #include "spec/selection.h"
 #include "spec/stats.h"
@@ -40,6 +41,12 @@ struct SpecOptions {
   bool break_even = false;          // decode plainly while speculation is slower than plain steps
   BreakEven::Options break_even_options;
   int64_t reselect_every = 0;       // re-select the plan from verify-pass similarities every N rounds (0: never)
+  // How the plan is chosen: the paper's similarity threshold (`selection`), or dotf's cost model
+  // (spec/cost_model.h) after `cost_warmup_rounds` rounds that measure the unskipped draft's acceptance.
+  enum class Rule { Threshold, Cost };
+  Rule rule = Rule::Threshold;
+  double sensitivity = 10.0;        // lambda of the cost model
+  int64_t cost_warmup_rounds = 3;
 };
 
 struct DecodeResult {

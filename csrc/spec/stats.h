@@ -30,6 +30,11 @@ struct DecodeStats {
 
   std::vector<int64_t> skipped_attention, skipped_mlp;      // the draft plan
   std::vector<double> attention_similarity, mlp_similarity;  // per layer, from the prefill
+  // Cost-aware selection (rule "cost"): what the model predicted for the plan it chose and what the
+  // draft model then achieved with that plan (accepted / drafted of its own tokens since the choice).
+  double predicted_acceptance = -1, predicted_gain = -1;  // gain: predicted rate / rate skipping nothing
+  double plan_acceptance = -1;
+  int64_t cost_selections = 0;
   std::string plan_note;                 // why the plan is what it is (e.g. nothing passed the threshold)
 
   double acceptance_rate() const { return drafted ? static_cast<double>(accepted) / drafted : 0.0; }

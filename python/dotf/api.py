@@ -29,13 +29,17 @@ _ASD_DEFAULTS = {
     "lookup_min_ngram": 2,
     "break_even": False,   # decode plainly while speculation is slower than plain steps
     "reselect_every": 0,   # re-select the plan from verify-pass similarities every N rounds
+    "selection": "threshold",  # "threshold" (the paper: s >= tau) or "cost" (dotf's cost model)
+    "sensitivity": 10.0,   # cost model: acceptance falls as exp(-sensitivity * sum(1 - s)) of skipped sublayers
+    "cost_warmup_rounds": 3,  # cost model: rounds with nothing skipped before the first choice
 }
 DEFAULTS = {
     "asd": _ASD_DEFAULTS,
     "dotf": {**_ASD_DEFAULTS, "draft": "int8", "threshold": 1.0, "lookup": True, "break_even": True},
 }
-_FLOAT_OPTIONS = {"threshold", "budget", "gamma", "alpha"}
-_INT_OPTIONS = {"keep_first", "max_draft", "lookup_max_ngram", "lookup_min_ngram", "reselect_every"}
+_FLOAT_OPTIONS = {"threshold", "budget", "gamma", "alpha", "sensitivity"}
+_INT_OPTIONS = {"keep_first", "max_draft", "lookup_max_ngram", "lookup_min_ngram", "reselect_every",
+                "cost_warmup_rounds"}
 _BOOL_OPTIONS = {"carry_gamma", "lookup", "break_even"}
 
 
