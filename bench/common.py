@@ -1,10 +1,12 @@
-"""Shared pieces of the benchmarks: prompts per task, machine facts, memory-bandwidth roofline."""
+"""Shared pieces of the benchmarks: prompts per task, machine facts, memory-bandwidth roofline, plots."""
 from __future__ import annotations
 
 import os
 import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -66,3 +68,41 @@ def decode_bytes_per_token(model, context: int) -> int:
     weights = c.num_layers * per_layer + c.vocab_size * C + C + C
     kv_cache = 2 * c.num_layers * context * kv
     return (weights + kv_cache) * elem
+
+
+def grouped_bar_chart(path: Path, groups: list[str], series: dict[str, list[float | None]], ylabel: str,
+                      bar_labels: dict[str, list[str]] | None = None, reference: float | None = 1.0) -> bool:
+    """Write a PNG with one cluster of bars per group and one bar per series in each cluster.
+
+    series[name][i] is that series' value for groups[i] (None draws nothing); bar_labels, shaped like
+    series, is text printed above each bar; reference draws a horizontal line (1.0: parity with the
+    baseline). Plots are an extra beside the JSON and markdown outputs, so without matplotlib this
+    says so and returns False instead of failing the benchmark."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"matplotlib is not installed (see requirements.txt): skipped {path}", file=sys.stderr)
+        return False
+    width = 0.8 / len(series)
+    long_names = max(len(g) for g in groups) > 12  # slant them so that neighbours do not overlap
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.3 * len(groups) * len(series)), 6 if long_names else 4))
+    for i, (name, values) in enumerate(series.items()):
+        bars = ax.bar([j + i * width for j in range(len(groups))], [0 if v is None else v for v in values], width,
+                      label=name)
+        if bar_labels is not None:
+            ax.bar_label(bars, labels=bar_labels[name], fontsize=6, rotation=90, padding=2)
+    if reference is not None:
+        ax.axhline(reference, color="k", lw=0.8)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(groups))], groups,
+                  rotation=45 if long_names else 0, ha="right" if long_names else "center",
+                  fontsize=7 if long_names else None)
+    ax.set_ylabel(ylabel)
+    if bar_labels is not None:
+        ax.margins(y=0.15)  # room for the labels above the tallest bar
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True

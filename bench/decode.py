@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import TASKS, decode_bytes_per_token, machine, matvec_bandwidth_gbs, task_prompts  # noqa: E402
+from common import (TASKS, decode_bytes_per_token, grouped_bar_chart, machine, matvec_bandwidth_gbs,  # noqa: E402
+                    task_prompts)
 
 import dotf  # noqa: E402
 
@@ -131,25 +132,10 @@ def markdown(table: dict, meta: dict) -> str:
 
 
 def plot(table: dict, path: Path) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
     tasks = sorted({k.split("/")[0] for k in table})
     methods = list(dict.fromkeys(k.split("/")[1] for k in table))
-    fig, ax = plt.subplots(figsize=(8, 4))
-    width = 0.8 / len(methods)
-    for i, m in enumerate(methods):
-        vals = [table[f"{t}/{m}"]["speedup_vs_dotf_ar"] or 0 for t in tasks]
-        ax.bar([j + i * width for j in range(len(tasks))], vals, width, label=m)
-    ax.axhline(1.0, color="k", lw=0.8)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(tasks))], tasks)
-    ax.set_ylabel("speedup vs dotf AR (tok/s ratio)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    speedups = {m: [table[f"{t}/{m}"]["speedup_vs_dotf_ar"] for t in tasks] for m in methods}
+    grouped_bar_chart(path, tasks, speedups, "speedup vs dotf AR (tok/s ratio)")
 
 
 def write_outputs(out: Path, meta: dict, records: list[dict]) -> None:

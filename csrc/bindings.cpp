@@ -114,6 +114,7 @@ GenerateRequest request_from_options(const py::dict& options) {
     else if (key == "gamma") r.gamma = py::cast<double>(v);
     else if (key == "alpha") r.alpha = py::cast<double>(v);
     else if (key == "carry_gamma") r.carry_gamma = py::cast<bool>(v);
+    else if (key == "adaptive_gamma") r.adaptive_gamma = py::cast<bool>(v);
     else if (key == "draft") r.draft = draft_weights_from_string(py::cast<std::string>(v));
     else if (key == "lookup") s.lookup = py::cast<bool>(v);
     else if (key == "lookup_max_ngram") s.lookup_options.max_ngram = py::cast<int64_t>(v);

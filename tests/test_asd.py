@@ -147,3 +147,28 @@ def test_gamma_carries_over_only_when_asked():
     fresh = m.generate(ids, max_new_tokens=30, strategy="asd", threshold=0.0)
     assert carried.stats["initial_gamma"] == pytest.approx(first.stats["final_gamma"])
     assert fresh.stats["initial_gamma"] == 0.6
+
+
+@pytest.mark.parametrize("strategy", ["asd", "dotf"])
+@pytest.mark.parametrize("gamma", [0.2, 0.8])
+def test_fixed_gamma_stays_put_and_is_lossless(strategy, gamma):
+    m = dotf.load(make_tiny_hf("llama-gqa"))
+    ids = list(range(5, 25))
+    ar = m.generate(ids, max_new_tokens=40)
+    fixed = m.generate(ids, max_new_tokens=40, strategy=strategy, threshold=0.0, budget=1.0, gamma=gamma,
+                       adaptive_gamma=False)
+    assert fixed.tokens == ar.tokens
+    assert fixed.stats["rounds"] > 1, "needs several rounds for adaptation to have had a chance"
+    assert fixed.stats["initial_gamma"] == fixed.stats["final_gamma"] == gamma
+    # The same call with adaptation on does move gamma, so the test above is not vacuous.
+    adaptive = m.generate(ids, max_new_tokens=40, strategy=strategy, threshold=0.0, budget=1.0, gamma=gamma)
+    assert adaptive.stats["final_gamma"] != gamma
+
+
+def test_fixed_gamma_call_leaves_the_carried_gamma_alone():
+    m = dotf.load(make_tiny_hf("llama-gqa"))
+    ids = list(range(5, 25))
+    first = m.generate(ids, max_new_tokens=30, strategy="asd", threshold=0.0, carry_gamma=True)
+    m.generate(ids, max_new_tokens=30, strategy="asd", threshold=0.0, gamma=0.3, adaptive_gamma=False)
+    carried = m.generate(ids, max_new_tokens=30, strategy="asd", threshold=0.0, carry_gamma=True)
+    assert carried.stats["initial_gamma"] == pytest.approx(first.stats["final_gamma"])

@@ -381,6 +381,8 @@ def test_unknown_strategy(model, reference, strategy):
     ("reselect_every", -2, ValueError, "reselect_every must be >= 0"),
     ("lookup_min_ngram", 0, ValueError, "min_ngram"),
     ("lookup", 1, TypeError, "lookup must be a bool, got int"),
+    ("adaptive_gamma", 0, TypeError, "adaptive_gamma must be a bool, got int"),
+    ("adaptive_gamma", "no", TypeError, "adaptive_gamma must be a bool, got str"),
     ("draft", "fp4", ValueError, "draft must be 'same' or 'int8', got 'fp4'"),
     ("similarity", "max", ValueError, "similarity must be 'mean' or 'last'"),
     ("temperature", 0.7, TypeError, "unknown option.*temperature.*known: threshold"),
@@ -389,6 +391,13 @@ def test_unknown_strategy(model, reference, strategy):
 def test_options_out_of_range(model, reference, strategy, option, value, exc, match):
     with pytest.raises(exc, match=match):
         model.generate(PROMPT, max_new_tokens=4, strategy=strategy, **{option: value})
+    assert_usable(model, reference)
+
+
+@pytest.mark.parametrize("strategy", ["asd", "dotf"])
+def test_fixed_gamma_cannot_be_carried(model, reference, strategy):
+    with pytest.raises(ValueError, match="carry_gamma=True needs adaptive_gamma=True"):
+        model.generate(PROMPT, max_new_tokens=4, strategy=strategy, adaptive_gamma=False, carry_gamma=True)
     assert_usable(model, reference)
 
 

@@ -124,6 +124,7 @@ def prompts(draw):
 @st.composite
 def spec_options(draw, num_layers: int):
     min_ngram = draw(st.integers(1, 3))
+    adaptive_gamma = draw(st.booleans())
     o = dict(
         threshold=draw(st.floats(-1.0, 1.0)),
         gamma=draw(st.floats(0.01, 0.99)),
@@ -138,7 +139,8 @@ def spec_options(draw, num_layers: int):
         lookup_max_ngram=draw(st.integers(min_ngram, 4)),
         break_even=draw(st.booleans()),
         reselect_every=draw(st.sampled_from([0, 0, 1, 2, 5])),
-        carry_gamma=draw(st.booleans()),
+        adaptive_gamma=adaptive_gamma,
+        carry_gamma=adaptive_gamma and draw(st.booleans()),  # a fixed gamma cannot be carried
     )
     if draw(st.integers(0, 4)) == 0:  # now and then a fixed draft plan instead of selection
         o["draft_attention"] = draw(st.lists(st.booleans(), min_size=num_layers, max_size=num_layers))

@@ -60,17 +60,21 @@ DecodeResult Engine::generate(const at::Tensor& prompt, const GenerateRequest& r
   }
   if (request.strategy == Strategy::AR) return decode_ar(m, prompt, *cache, request.decode);
 
+  // A fixed gamma neither reads nor overwrites the carried one, so it cannot honour carry_gamma.
+  DOTF_CHECK_ARG(request.adaptive_gamma || !request.carry_gamma,
+                 "carry_gamma=True needs adaptive_gamma=True (a fixed gamma has nothing to carry)");
   SpecOptions spec = request.spec;
   // Held for the whole call: release_draft() from another thread cannot pull it away.
   const std::shared_ptr<const ModelWeights> draft = draft_weights(request.draft);
   spec.draft_weights = draft.get();
-  AdaptiveGamma gamma{request.gamma, request.alpha, 0.0};
+  AdaptiveGamma gamma{request.gamma, request.alpha, 0.0, request.adaptive_gamma};
   if (request.carry_gamma) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (carried_gamma_ > 0) gamma.gamma = carried_gamma_;
   }
   DecodeResult result = decode_speculative(m, prompt, *cache, request.decode, spec, gamma);
   result.stats.strategy = request.strategy == Strategy::ASD ? "asd" : "dotf";
+  if (!request.adaptive_gamma) return result;
   std::lock_guard<std::mutex> lock(mutex_);
   // Draft & Verify's rule has no bounds: a long call can end with gamma outside (0, 1), which the
   // next call's validation would then reject as if the caller had passed it. Carry a valid value.

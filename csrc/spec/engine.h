@@ -27,6 +27,7 @@ struct GenerateRequest {
   double gamma = 0.6;
   double alpha = 0.9;
   bool carry_gamma = false;  // start from (and update) the gamma the previous call ended with
+  bool adaptive_gamma = true;  // false: gamma stays at `gamma` for the whole call (needs carry_gamma off)
 };
 
 class Engine {

@@ -22,7 +22,8 @@ _ASD_DEFAULTS = {
     "max_draft": 12,       # K_max
     "gamma": 0.6,          # initial draft-exit confidence threshold
     "alpha": 0.9,          # acceptance target of the adaptive gamma rule
-    "carry_gamma": False,  # start from the gamma the previous call ended with
+    "adaptive_gamma": True,  # False: gamma stays at its initial value (the fixed-gamma ablation)
+    "carry_gamma": False,  # start from the gamma the previous call ended with (needs adaptive_gamma)
     "draft": "same",       # draft weights: the model's own ("same") or an int8 copy ("int8", CPU)
     "lookup": False,       # n-gram lookup drafts from prompt + output
     "lookup_max_ngram": 3,
@@ -40,7 +41,7 @@ DEFAULTS = {
 _FLOAT_OPTIONS = {"threshold", "budget", "gamma", "alpha", "sensitivity"}
 _INT_OPTIONS = {"keep_first", "max_draft", "lookup_max_ngram", "lookup_min_ngram", "reselect_every",
                 "cost_warmup_rounds"}
-_BOOL_OPTIONS = {"carry_gamma", "lookup", "break_even"}
+_BOOL_OPTIONS = {"adaptive_gamma", "carry_gamma", "lookup", "break_even"}
 
 
 def build_info() -> dict:
@@ -195,8 +196,8 @@ class Model:
         strategy: "ar" (plain), "asd" (the paper: draft = this model minus the attention sublayers whose
         prefill cosine similarity is >= threshold, adaptive draft exit), "dotf" (asd plus an int8 self-draft,
         n-gram lookup drafts and a break-even fallback). Options not given take DEFAULTS[strategy];
-        more_options: budget, keep_first, similarity ("mean"|"last"), carry_gamma, draft ("same"|"int8"),
-        lookup, lookup_max_ngram, lookup_min_ngram, break_even, reselect_every.
+        more_options: budget, keep_first, similarity ("mean"|"last"), adaptive_gamma (False keeps gamma fixed),
+        carry_gamma, draft ("same"|"int8"), lookup, lookup_max_ngram, lookup_min_ngram, break_even, reselect_every.
         draft_attention / draft_mlp: a fixed draft layer plan (one bool per layer) instead of selection.
         on_tokens(list[int]) receives each accepted chunk as it is produced."""
         ids = self._input_ids(input_ids)

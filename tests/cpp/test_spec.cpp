@@ -38,6 +38,34 @@ TEST(AdaptiveGamma, FollowsDraftAndVerifyRule) {
   EXPECT_EQ(g.m, copy.m);
 }
 
+TEST(AdaptiveGamma, FixedWhenAdaptationIsOff) {
+  AdaptiveGamma g{0.4, 0.9, 0.0, /*adaptive=*/false};
+  g.update(1, 4, false);  // low acceptance: the adaptive rule would raise gamma
+  g.update(0, 3, false);
+  g.m = 0.95;
+  g.update(6, 6, false);  // high acceptance, short round: the adaptive rule would lower it
+  g.update(12, 12, true);
+  EXPECT_EQ(g.gamma, 0.4);
+  EXPECT_NEAR(g.m, 0.5 * (0.5 * 0.95 + 0.5) + 0.5, 1e-12);  // acceptance is still tracked
+}
+
+TEST(Decoder, FixedGammaKeepsItsValueAndStaysLossless) {
+  auto model = fixtures::tiny_model();
+  at::Tensor prompt = at::arange(10, 30, at::TensorOptions().dtype(at::kLong));
+  DecodeOptions opts;
+  opts.max_new_tokens = 40;
+  KVCache c1 = model->new_cache(60), c2 = model->new_cache(60);
+  DecodeResult ar = decode_ar(*model, prompt, c1, opts);
+  SpecOptions spec;
+  spec.selection = {0.0, 1.0, 1};
+  AdaptiveGamma gamma{0.3, 0.9, 0.0, /*adaptive=*/false};
+  DecodeResult asd = decode_speculative(*model, prompt, c2, opts, spec, gamma);
+  EXPECT_EQ(asd.tokens, ar.tokens);
+  EXPECT_GT(asd.stats.rounds, 1);
+  EXPECT_EQ(asd.stats.initial_gamma, 0.3);
+  EXPECT_EQ(asd.stats.final_gamma, 0.3);
+}
+
 TEST(Decoder, SpeculativeEqualsPlainGreedy) {
   auto model = fixtures::tiny_model();
   at::Tensor prompt = at::arange(10, 30, at::TensorOptions().dtype(at::kLong));
