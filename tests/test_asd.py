@@ -87,6 +87,28 @@ def test_asd_lossless_float64_real_prompts(index):
     assert res.stats["drafted"] > 0, "the draft must actually have been used"
 
 
+@pytest.mark.parametrize("draft", ["same", "int8"])
+def test_cost_selection_skips_when_acceptance_is_free_and_stays_lossless(draft):
+    # sensitivity 0 tells the cost model that skipping never costs acceptance: it must skip sublayers
+    # (all measured costs are > 0), predict the measured base acceptance, and the output stays exact.
+    m = dotf.load(make_tiny_hf("llama-gqa"))
+    ids = list(range(30, 50))
+    ar = m.generate(ids, max_new_tokens=60)
+    res = m.generate(ids, max_new_tokens=60, strategy="dotf", draft=draft, lookup=False, break_even=False,
+                     selection="cost", sensitivity=0.0, cost_warmup_rounds=1)
+    s = res.stats
+    assert res.tokens == ar.tokens
+    assert s["cost_selections"] >= 1
+    assert s["skipped_attention_layers"] or s["skipped_mlp_layers"]
+    assert 0.0 <= s["predicted_acceptance"] <= 1.0 and s["predicted_gain"] > 1.0
+    # A huge sensitivity makes every skip too expensive: nothing is skipped, predicted gain 1.
+    res = m.generate(ids, max_new_tokens=60, strategy="dotf", draft=draft, lookup=False, break_even=False,
+                     selection="cost", sensitivity=1e6, cost_warmup_rounds=1)
+    assert res.tokens == ar.tokens
+    assert not res.stats["skipped_attention_layers"] and not res.stats["skipped_mlp_layers"]
+    assert res.stats["predicted_gain"] == 1.0
+
+
 # ---- rollback invariants ------------------------------------------------------------------------
 def test_cache_after_speculation_equals_plain_decoding():
     m = dotf.load(make_tiny_hf("qwen2-bias", dtype=torch.float64), dtype=torch.float64)

@@ -385,6 +385,10 @@ def test_unknown_strategy(model, reference, strategy):
     ("adaptive_gamma", "no", TypeError, "adaptive_gamma must be a bool, got str"),
     ("draft", "fp4", ValueError, "draft must be 'same' or 'int8', got 'fp4'"),
     ("similarity", "max", ValueError, "similarity must be 'mean' or 'last'"),
+    ("selection", "best", ValueError, "selection must be 'threshold' or 'cost', got 'best'"),
+    ("sensitivity", -1.0, ValueError, "sensitivity must be >= 0, got -1"),
+    ("sensitivity", float("nan"), ValueError, "sensitivity must be >= 0, got nan"),
+    ("cost_warmup_rounds", 0, ValueError, "cost_warmup_rounds must be >= 1, got 0"),
     ("temperature", 0.7, TypeError, "unknown option.*temperature.*known: threshold"),
 ])
 @pytest.mark.parametrize("strategy", ["asd", "dotf"])

@@ -141,6 +141,9 @@ def spec_options(draw, num_layers: int):
         reselect_every=draw(st.sampled_from([0, 0, 1, 2, 5])),
         adaptive_gamma=adaptive_gamma,
         carry_gamma=adaptive_gamma and draw(st.booleans()),  # a fixed gamma cannot be carried
+        selection=draw(st.sampled_from(["threshold", "cost"])),
+        sensitivity=draw(st.floats(0.0, 50.0)),
+        cost_warmup_rounds=draw(st.integers(1, 4)),
     )
     if draw(st.integers(0, 4)) == 0:  # now and then a fixed draft plan instead of selection
         o["draft_attention"] = draw(st.lists(st.booleans(), min_size=num_layers, max_size=num_layers))
