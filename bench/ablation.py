@@ -58,6 +58,12 @@ CONFIGS = {
     "lookup only (draft=same, no skipping)": {"strategy": "dotf", "draft": "same", "break_even": False},
     "int8 + lookup + break-even (dotf default)": {"strategy": "dotf"},
     "dotf + online re-selection": {"strategy": "dotf", "threshold": 0.99, "reselect_every": 4},
+    # cost-aware selection (attention and MLP) instead of the threshold rule
+    "int8 + cost selection": {"strategy": "dotf", "selection": "cost", "lookup": False, "break_even": False},
+    "dotf + cost selection": {"strategy": "dotf", "selection": "cost"},
+    "dotf + cost selection + re-selection": {"strategy": "dotf", "selection": "cost", "reselect_every": 8},
+    "same weights + cost selection": {"strategy": "dotf", "draft": "same", "selection": "cost", "lookup": False,
+                                      "break_even": False},
     **sweeps("dotf", {"strategy": "dotf"}),
 }
 
@@ -124,11 +130,16 @@ def median_of(rows: list[dict], key: str) -> float:
 def markdown(rows: dict, args, n_prompts: int) -> str:
     lines = [f"model {args.model}, {args.new_tokens} new tokens, {n_prompts} development prompts "
              f"({', '.join(args.tasks)}), {args.threads} thread(s)", "",
-             "| configuration | speedup vs AR (median) | acceptance | mean accepted length | attention skipped |",
-             "|---|---|---|---|---|"]
+             "| configuration | speedup vs AR (median) | acceptance | mean accepted length | attention skipped "
+             "| MLP skipped | cost model: predicted / measured acceptance of its plan |",
+             "|---|---|---|---|---|---|---|"]
     for name, rs in rows.items():
+        predicted = [r for r in rs if r.get("predicted") is not None and r.get("plan_acceptance", -1) >= 0]
+        check = (f"{median_of(predicted, 'predicted'):.2f} / {median_of(predicted, 'plan_acceptance'):.2f}"
+                 if predicted else "–")
         lines.append(f"| {name} | {median_of(rs, 'speedup'):.2f}x | {median_of(rs, 'acceptance'):.2f} | "
-                     f"{median_of(rs, 'mean_accepted'):.2f} | {median_of(rs, 'skipped'):.0f} |")
+                     f"{median_of(rs, 'mean_accepted'):.2f} | {median_of(rs, 'skipped'):.0f} | "
+                     f"{median_of(rs, 'skipped_mlp'):.0f} | {check} |")
     return "\n".join(lines) + "\n"
 
 
@@ -163,7 +174,9 @@ def main(argv=None):
             s = r.stats
             rows[name].append({"task": task, "speedup": s["tokens_per_second"] / ar.stats["tokens_per_second"],
                                "acceptance": s["acceptance_rate"], "mean_accepted": s["mean_accepted_length"],
-                               "skipped": len(s["skipped_attention_layers"]), "final_gamma": s["final_gamma"]})
+                               "skipped": len(s["skipped_attention_layers"]),
+                               "skipped_mlp": len(s["skipped_mlp_layers"]), "final_gamma": s["final_gamma"],
+                               "predicted": s.get("predicted_acceptance"), "plan_acceptance": s.get("plan_acceptance")})
             print(f"{task:9s} {name:45s} {rows[name][-1]['speedup']:.2f}x", flush=True)
     md = markdown(rows, args, len(prompts))
     print(md)
