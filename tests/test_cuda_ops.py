@@ -220,6 +220,17 @@ def test_attention_prefill_shapes(keys, tokens):
         assert rel_err(out, ref) <= ATTN_TOL[dtype]
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_attention_nonfinite_later_row_does_not_reach_earlier_rows(dtype):
+    # A verify pass over [last, d1..dk] where d_k's value row is NaN (a draft the model cannot process):
+    # rows before it must be what plain decoding computes, finite.
+    q, k_cache, v_cache, start, scale, ref = attention_case(dtype, 8, 2, 64, 40, 4)
+    v_cache[39] = float("nan")
+    out = ops.attention_with_cache(q, k_cache, v_cache, start, scale)
+    assert rel_err(out[:3], ref[:3]) <= ATTN_TOL[dtype]
+    assert torch.isnan(out[3].float()).all()
+
+
 def test_attention_noncontiguous_query_and_small_head_dim():
     for head_dim in (16, 32, 2):
         q, k_cache, v_cache, start, scale, ref = attention_case(torch.float32, 4, 2, head_dim, 50, 4)

@@ -176,7 +176,9 @@ attention_split_kernel(const T* __restrict__ q, const T* __restrict__ k, const T
 #pragma unroll
       for (int r = 0; r < kRows; ++r) {
         const float pj = __shfl_sync(kFullMask, p[r], j);
-        if (r < nrows) {
+        // Keys past row r's position weigh 0, but 0 * NaN is NaN: a non-finite V cached for a later
+        // (rejected draft) position must not reach row r, so such keys are skipped, not weighted 0.
+        if (r < nrows && tile + j <= limit[r]) {
 #pragma unroll
           for (int e = 0; e < kEpl; ++e) acc[r][e] = fmaf(pj, vf[e], acc[r][e]);
         }
