@@ -1,4 +1,4 @@
-// Linear paths at decode/verify batch sizes, one thread.
+// Linear paths at decode/verify batch sizes, one thread (DOTF_BENCH_THREADS overrides).
 //
 //   linear/<path>/<shape>/M:<m>          every path x shape x M in {1,2,4,6,9,13,16}
 //   hint/onednn_fp32_h<hint>/<shape>/M:<m>  oneDNN prepack batch-size hints (h0 = no hint)
@@ -8,6 +8,7 @@
 // among enough copies that together they exceed the 32 MB L3 several times over, as in a real decode
 // step where the whole model streams through the cache; so every call reads its weight from DRAM.
 // bench/linear_paths.py runs this and writes bench/results/linear_paths.md.
+#include "bench_common.h"
 #include "ops/linear.h"
 
 #include <ATen/Context.h>
@@ -110,7 +111,7 @@ Copies& copies_for(const Shape& s, const PathSpec& p, std::optional<int64_t> hin
 }
 
 void run(benchmark::State& state, const Shape& s, const PathSpec& p, int64_t m, std::optional<int64_t> hint) {
-  at::set_num_threads(1);
+  at::set_num_threads(dotf::bench::bench_threads());
   Copies& c = copies_for(s, p, hint);
   const at::Tensor x = at::randn({m, s.in}).to(p.dtype);
   size_t i = 0;

@@ -1,5 +1,6 @@
 #pragma once
-// A tiny random Llama-shaped model built directly from tensors, for C++ tests and benchmarks.
+// Random-weight models built directly from tensors, for C++ tests (tiny Llama shapes) and benchmarks
+// (realistic shapes: any ModelConfig, tied or untied, with Qwen2's QKV bias).
 #include "model/transformer.h"
 
 #include <ATen/ops/randn.h>
@@ -34,6 +35,7 @@ inline TensorMap random_tensors(const ModelConfig& c, uint64_t seed = 0) {
   TensorMap t;
   t["model.embed_tokens.weight"] = randn({c.vocab_size, C}, 1.0);
   t["model.norm.weight"] = randn({C}, 0.1).add_(1.0);
+  if (!c.tie_word_embeddings) t["lm_head.weight"] = randn({c.vocab_size, C}, 0.1);
   for (int64_t i = 0; i < c.num_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
     t[p + "input_layernorm.weight"] = randn({C}, 0.1).add_(1.0);
@@ -42,6 +44,11 @@ inline TensorMap random_tensors(const ModelConfig& c, uint64_t seed = 0) {
     t[p + "self_attn.k_proj.weight"] = randn({c.kv_size(), C}, 0.1);
     t[p + "self_attn.v_proj.weight"] = randn({c.kv_size(), C}, 0.1);
     t[p + "self_attn.o_proj.weight"] = randn({C, c.q_size()}, 0.1);
+    if (c.model_type == "qwen2") {  // build_weights requires Qwen2's QKV bias
+      t[p + "self_attn.q_proj.bias"] = randn({c.q_size()}, 0.1);
+      t[p + "self_attn.k_proj.bias"] = randn({c.kv_size()}, 0.1);
+      t[p + "self_attn.v_proj.bias"] = randn({c.kv_size()}, 0.1);
+    }
     t[p + "mlp.gate_proj.weight"] = randn({I, C}, 0.1);
     t[p + "mlp.up_proj.weight"] = randn({I, C}, 0.1);
     t[p + "mlp.down_proj.weight"] = randn({C, I}, 0.1);
