@@ -1,20 +1,89 @@
 #include "ops/sampling.h"
 
 #include "common/check.h"
+#include "ops/cpu_simd.h"
 #include "ops/dispatch.h"
 
 #include <ATen/ops/empty.h>
 #include <ATen/Parallel.h>
 
 #include <cmath>
+#include <type_traits>
 
 namespace dotf {
+
+namespace {
+
+#ifdef DOTF_HAVE_AVX2_KERNEL
+// Whole 8-lane blocks of exp(x - max); *done receives how many elements were summed.
+DOTF_AVX2 float simd_denominator(const float* x, int64_t n, float max_logit, int64_t* done) {
+  const __m256 shift = _mm256_set1_ps(max_logit);
+  __m256 sum = _mm256_setzero_ps();
+  int64_t v = 0;
+  for (; v + 8 <= n; v += 8) sum = _mm256_add_ps(sum, simd::exp8_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(x + v), shift)));
+  *done = v;
+  return simd::hsum8(sum);
+}
+#endif
+
+// First index of the maximum of x[0, n), or -1 when any element is NaN or infinite (the scalar
+// loop's contract, same result: float -> double is exact, so both compare the same values).
+DOTF_AVX2 int64_t simd_argmax(const float* x, int64_t n, float* max_out) {
+  __m256 mx = _mm256_set1_ps(-INFINITY), bad = _mm256_setzero_ps();
+  int64_t v = 0;
+  for (; v + 8 <= n; v += 8) {
+    const __m256 xv = _mm256_loadu_ps(x + v);
+    bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_sub_ps(xv, xv), _mm256_setzero_ps(), _CMP_NEQ_UQ));  // inf/NaN
+    mx = _mm256_max_ps(mx, xv);
+  }
+  float lanes[8];
+  _mm256_storeu_ps(lanes, mx);
+  float best = lanes[0];
+  for (float l : lanes) best = std::max(best, l);
+  bool finite = _mm256_movemask_ps(bad) == 0;
+  for (int64_t t = v; t < n; ++t) {
+    finite &= std::isfinite(x[t]);
+    best = std::max(best, x[t]);
+  }
+  if (!finite) return -1;
+  *max_out = best;
+  for (int64_t t = 0; t < n; ++t)
+    if (x[t] == best) return t;
+  return -1;  // unreachable for finite input
+}
+
+// sum_v exp(row[v] - max): the softmax denominator, so top-1 probability = 1 / it. Only compared
+// with the draft-exit threshold gamma, never deciding a token, so the vector exp's ~2 ulp are fine.
+template <typename scalar_t>
+float softmax_denominator(const scalar_t* row, int64_t vocab, double max_logit) {
+  float denom = 0;
+  int64_t v = 0;
+#ifdef DOTF_HAVE_AVX2_KERNEL
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (cpu_has_avx2_fma()) denom = simd_denominator(row, vocab, static_cast<float>(max_logit), &v);
+  }
+#endif
+  for (; v < vocab; ++v) denom += std::exp(static_cast<float>(static_cast<double>(row[v]) - max_logit));
+  return denom;
+}
+
+}  // namespace
 
 template <typename scalar_t>
 void argmax_top1_cpu(const scalar_t* logits, int64_t rows, int64_t vocab, int64_t* ids, float* probs, bool with_prob) {
   at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const scalar_t* row = logits + r * vocab;
+#ifdef DOTF_HAVE_AVX2_KERNEL
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        if (cpu_has_avx2_fma()) {
+          float best = 0;
+          ids[r] = simd_argmax(row, vocab, &best);
+          probs[r] = ids[r] >= 0 && with_prob ? 1.0f / softmax_denominator(row, vocab, best) : 0.0f;
+          continue;
+        }
+      }
+#endif
       // First index of the maximum, like torch.argmax.
       double best = static_cast<double>(row[0]);
       int64_t best_id = 0;
@@ -27,9 +96,7 @@ void argmax_top1_cpu(const scalar_t* logits, int64_t rows, int64_t vocab, int64_
       ids[r] = finite ? best_id : -1;
       probs[r] = 0.0f;
       if (!finite || !with_prob) continue;
-      float denom = 0;
-      for (int64_t v = 0; v < vocab; ++v) denom += std::exp(static_cast<float>(static_cast<double>(row[v]) - best));
-      probs[r] = 1.0f / denom;
+      probs[r] = 1.0f / softmax_denominator(row, vocab, best);
     }
   });
 }
