@@ -63,8 +63,9 @@ float softmax_denominator(const scalar_t* row, int64_t vocab, double max_logit) 
     if (cpu_has_avx2_fma()) denom = simd_denominator(row, vocab, static_cast<float>(max_logit), &v);
   }
 #endif
-  for (; v < vocab; ++v) denom += std::exp(static_cast<float>(static_cast<double>(row[v]) - max_logit));
-  return denom;
+  double rest = 0;  // a double sum: one float accumulator over ~10^5 terms drifts by ~1e-4
+  for (; v < vocab; ++v) rest += std::exp(static_cast<double>(row[v]) - max_logit);
+  return static_cast<float>(denom + rest);
 }
 
 }  // namespace
