@@ -24,6 +24,11 @@ from common import (TASKS, decode_bytes_per_token, grouped_bar_chart, machine, m
 
 import dotf  # noqa: E402
 
+# dotf methods beyond the strategy names: (strategy, extra generate() options).
+DOTF_VARIANTS = {
+    "dotf_cost": ("dotf", {"selection": "cost"}),  # the cost-aware selection instead of the threshold rule
+}
+
 HF_METHODS = {
     "hf_greedy": {},
     "hf_prompt_lookup": {"prompt_lookup_num_tokens": 10},
@@ -67,8 +72,9 @@ class Runner:
                                        **HF_METHODS[method])
             tokens, stats = out[0, len(ids):].tolist(), {}
         else:
-            res = self.model.generate(ids, max_new_tokens=self.new_tokens, strategy=method,
-                                      **(self.asd_options if method != "ar" else {}))
+            strategy, extra = DOTF_VARIANTS.get(method, (method, {}))
+            res = self.model.generate(ids, max_new_tokens=self.new_tokens, strategy=strategy,
+                                      **(self.asd_options if strategy != "ar" else {}), **extra)
             tokens, stats = res.tokens, res.stats
         seconds = time.perf_counter() - t0
         return {"tokens": tokens, "seconds": seconds, "tokens_per_second": len(tokens) / seconds, "stats": stats}
@@ -103,6 +109,11 @@ def summarize(records: list[dict], methods: list[str]) -> dict:
                 "exact": all(r["exact"] for r in mine),
                 "matches_hf": sum(r["matches_hf"] for r in mine) / len(mine),
             }
+            decode = [r for r in mine if "decode_tokens_per_second" in r]
+            if decode:
+                entry["decode_tokens_per_second"] = statistics.median(r["decode_tokens_per_second"] for r in decode)
+                entry["roofline_fraction"] = statistics.median(r["roofline_fraction"] for r in decode)
+                entry["roofline_fraction_min"] = min(r["roofline_fraction"] for r in decode)
             if stats:
                 entry["acceptance_rate"] = sum(s["accepted"] for s in stats) / drafted if drafted else 0.0
                 entry["mean_accepted_length"] = statistics.mean(s["mean_accepted_length"] for s in stats)
@@ -116,19 +127,29 @@ def markdown(table: dict, meta: dict) -> str:
     lines = [f"model {meta['model']}, {meta['dtype']}, {meta['new_tokens']} new tokens, "
              f"{meta['machine']['threads']} thread(s), {meta['machine']['cpu']}; roofline "
              f"{meta['roofline_tokens_per_second']:.1f} tok/s ({meta['matvec_gbs']:.1f} GB/s matvec)", "",
-             "| task | method | tok/s | vs dotf AR | vs HF greedy | acceptance | mean accepted len | % attn skipped "
-             "| exact | = HF |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| task | method | tok/s | vs dotf AR | vs HF greedy | decode tok/s | % of roofline (min) | acceptance "
+             "| mean accepted len | % attn skipped | exact | = HF |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda v, f="{:.2f}": "–" if v is None else f.format(v)  # noqa: E731
     for key, e in table.items():
         task, method = key.split("/")
         lines.append(f"| {task} | {method} | {e['tokens_per_second']:.1f} | {fmt(e['speedup_vs_dotf_ar'])}x | "
-                     f"{fmt(e['speedup_vs_hf_greedy'])}x | {fmt(e.get('acceptance_rate'))} | "
+                     f"{fmt(e['speedup_vs_hf_greedy'])}x | {fmt(e.get('decode_tokens_per_second'), '{:.1f}')} | "
+                     f"{roofline_cell(e)} | {fmt(e.get('acceptance_rate'))} | "
                      f"{fmt(e.get('mean_accepted_length'))} | {fmt(e.get('attention_skipped_pct'), '{:.0f}')} | "
                      f"{'yes' if e['exact'] else 'NO'} | {e['matches_hf']:.0%} |")
-    lines += ["", "exact: every dotf strategy's tokens equal dotf AR's (the lossless contract; HF methods: equal to "
+    lines += ["", "tok/s: new tokens over the whole call (prefill included). decode tok/s: prefill excluded; "
+              "% of roofline: that over the memory-bandwidth bound at the prompt's mean context (weights + KV "
+              "bytes per token over the matvec GB/s), median over prompts (minimum in brackets).",
+              "exact: every dotf strategy's tokens equal dotf AR's (the lossless contract; HF methods: equal to "
               "HF greedy). = HF: share of prompts whose tokens equal transformers' greedy output (float32 "
               "kernels round differently, so near-ties may flip; float64 parity is tested)."]
     return "\n".join(lines) + "\n"
+
+
+def roofline_cell(e: dict) -> str:
+    if "roofline_fraction" not in e:
+        return "–"
+    return f"{e['roofline_fraction']:.0%} ({e['roofline_fraction_min']:.0%})"
 
 
 def plot(table: dict, path: Path) -> None:
@@ -163,8 +184,15 @@ def main(argv=None):
                     runner.run(m, ids[:8])
             for rep in range(args.repeats):
                 results = {m: runner.run(m, ids) for m in methods}
+                # Decode-only rate (prefill excluded) against the roofline at this prompt's mean context.
+                roofline = bandwidth * 1e9 / decode_bytes_per_token(runner.model, len(ids) + args.new_tokens // 2)
                 for m, r in results.items():
-                    r.update(task=task, prompt=pid, prompt_tokens=len(ids), method=m, repeat=rep)
+                    r.update(task=task, prompt=pid, prompt_tokens=len(ids), method=m, repeat=rep,
+                             roofline_tokens_per_second=roofline)
+                    if r["stats"].get("prefill_seconds") is not None and len(r["tokens"]) > 1:
+                        r["decode_tokens_per_second"] = (len(r["tokens"]) - 1) / (
+                            r["stats"]["seconds"] - r["stats"]["prefill_seconds"])
+                        r["roofline_fraction"] = r["decode_tokens_per_second"] / roofline
                 mark_exactness(results)
                 for m, r in results.items():
                     records.append(r)
