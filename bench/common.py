@@ -56,6 +56,21 @@ def matvec_bandwidth_gbs(dtype=torch.float32, rows: int = 8192, cols: int = 4096
     return mats[0].numel() * mats[0].element_size() / statistics.median(times) / 1e9
 
 
+def read_bandwidth_gbs(dtype=torch.float32, numel: int = 1 << 25, copies: int = 4, reps: int = 5) -> float:
+    """GB/s of a plain streaming read (torch.sum over arrays far larger than the caches): a second,
+    stricter bound beside the matvec one, since a good kernel can read weights faster than MKL's GEMV."""
+    arrays = [torch.randn(numel, dtype=dtype) for _ in range(copies)]
+    for a in arrays:
+        a.sum()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for a in arrays:
+            a.sum()
+        times.append((time.perf_counter() - t0) / copies)
+    return arrays[0].numel() * arrays[0].element_size() / statistics.median(times) / 1e9
+
+
 def decode_bytes_per_token(model, context: int) -> int:
     """Bytes a decode step must read: every linear weight once (in the model dtype; a packed layout
     holds the same numbers), the LM head, the norms, one embedding row, and the KV cache at this

@@ -118,7 +118,8 @@ def main(argv=None):
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+        # Not with_suffix: a name like time_share_qwen0.5b would lose its ".5b".
+        (out if out.suffix == ".json" else out.parent / (out.name + ".json")).write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
