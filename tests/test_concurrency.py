@@ -3,6 +3,7 @@ and Ctrl-C (KeyboardInterrupt) stopping a long generation promptly with the mode
 from __future__ import annotations
 
 import _thread
+import signal
 import threading
 import time
 
@@ -127,6 +128,15 @@ def test_gil_is_released_during_compute(long_model):
     # boundaries of a thread that never releases it: essentially zero progress.
     assert elapsed > 0.2, "generation too short to measure"
     assert busy_rate > 0.1 * idle_rate, (busy_rate, idle_rate)
+
+
+@pytest.fixture(autouse=True)
+def python_sigint_handler():
+    """A shell starts background jobs with SIGINT ignored, and Python then installs no handler of its
+    own: _thread.interrupt_main() would do nothing. Install Python's for these tests, restore after."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 def _interrupt_after(seconds):
