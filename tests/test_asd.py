@@ -98,9 +98,9 @@ def test_cost_selection_skips_when_acceptance_is_free_and_stays_lossless(draft):
                      selection="cost", sensitivity=0.0, cost_warmup_rounds=1)
     s = res.stats
     assert res.tokens == ar.tokens
-    assert s["cost_selections"] >= 1
-    assert s["skipped_attention_layers"] or s["skipped_mlp_layers"]
-    assert 0.0 <= s["predicted_acceptance"] <= 1.0 and s["predicted_gain"] > 1.0
+    assert s.get("cost_selections", 0) >= 1, s
+    assert s["skipped_attention_layers"] or s["skipped_mlp_layers"], s
+    assert 0.0 <= s["predicted_acceptance"] <= 1.0 and s["predicted_gain"] > 1.0, s
     # A huge sensitivity makes every skip too expensive: nothing is skipped, predicted gain 1.
     res = m.generate(ids, max_new_tokens=60, strategy="dotf", draft=draft, lookup=False, break_even=False,
                      selection="cost", sensitivity=1e6, cost_warmup_rounds=1)
