@@ -109,12 +109,14 @@ int64_t ModelWeights::nbytes() const {
   for (const auto& l : layers) {
     add(l.attn_norm);
     add(l.mlp_norm);
-    add_linear(l.qkv);
-    add_linear(l.o);
-    add_linear(l.gate_up);
-    add_linear(l.down);
   }
-  add_linear(lm_head);
+  for_each_linear(add_linear);
+  return total;
+}
+
+int64_t ModelWeights::extra_bytes() const {
+  int64_t total = 0;
+  for_each_linear([&](const Linear& l) { total += l.extra_bytes(); });
   return total;
 }
 

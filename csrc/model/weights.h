@@ -32,6 +32,15 @@ struct ModelWeights {
 
   // Bytes of distinct weight storage (tied tensors counted once).
   int64_t nbytes() const;
+  // Bytes the linear layers hold beyond their original weights (packed or quantized copies).
+  int64_t extra_bytes() const;
+  // Every linear layer: per layer qkv, o, gate_up, down, then the LM head.
+  template <typename Fn>
+  void for_each_linear(Fn&& fn) const {
+    for (const auto& l : layers)
+      for (const Linear* lin : {&l.qkv, &l.o, &l.gate_up, &l.down}) fn(*lin);
+    fn(lm_head);
+  }
   // The same weights with every linear layer laid out for `path` (norms and embeddings shared).
   ModelWeights with_linear_path(LinearPath path) const;
 };

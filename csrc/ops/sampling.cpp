@@ -24,7 +24,6 @@ DOTF_AVX2 float simd_denominator(const float* x, int64_t n, float max_logit, int
   *done = v;
   return simd::hsum8(sum);
 }
-#endif
 
 // First index of the maximum of x[0, n), or -1 when any element is NaN or infinite (the scalar
 // loop's contract, same result: float -> double is exact, so both compare the same values).
@@ -51,6 +50,31 @@ DOTF_AVX2 int64_t simd_argmax(const float* x, int64_t n, float* max_out) {
     if (x[t] == best) return t;
   return -1;  // unreachable for finite input
 }
+#endif
+
+// First index of the maximum (like torch.argmax) into *best, or -1 when the row holds NaN or inf.
+template <typename scalar_t>
+int64_t argmax_or_nonfinite(const scalar_t* row, int64_t vocab, double* best) {
+#ifdef DOTF_HAVE_AVX2_KERNEL
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (cpu_has_avx2_fma()) {
+      float m = 0;
+      const int64_t id = simd_argmax(row, vocab, &m);
+      *best = m;
+      return id;
+    }
+  }
+#endif
+  *best = static_cast<double>(row[0]);
+  int64_t best_id = 0;
+  bool finite = std::isfinite(*best);
+  for (int64_t v = 1; v < vocab; ++v) {
+    const double x = static_cast<double>(row[v]);
+    finite &= std::isfinite(x);
+    if (x > *best) { *best = x; best_id = v; }
+  }
+  return finite ? best_id : -1;
+}
 
 // sum_v exp(row[v] - max): the softmax denominator, so top-1 probability = 1 / it. Only compared
 // with the draft-exit threshold gamma, never deciding a token, so the vector exp's ~2 ulp are fine.
@@ -75,29 +99,9 @@ void argmax_top1_cpu(const scalar_t* logits, int64_t rows, int64_t vocab, int64_
   at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const scalar_t* row = logits + r * vocab;
-#ifdef DOTF_HAVE_AVX2_KERNEL
-      if constexpr (std::is_same_v<scalar_t, float>) {
-        if (cpu_has_avx2_fma()) {
-          float best = 0;
-          ids[r] = simd_argmax(row, vocab, &best);
-          probs[r] = ids[r] >= 0 && with_prob ? 1.0f / softmax_denominator(row, vocab, best) : 0.0f;
-          continue;
-        }
-      }
-#endif
-      // First index of the maximum, like torch.argmax.
-      double best = static_cast<double>(row[0]);
-      int64_t best_id = 0;
-      bool finite = std::isfinite(best);
-      for (int64_t v = 1; v < vocab; ++v) {
-        const double x = static_cast<double>(row[v]);
-        finite &= std::isfinite(x);
-        if (x > best) { best = x; best_id = v; }
-      }
-      ids[r] = finite ? best_id : -1;
-      probs[r] = 0.0f;
-      if (!finite || !with_prob) continue;
-      probs[r] = 1.0f / softmax_denominator(row, vocab, best);
+      double best = 0;
+      ids[r] = argmax_or_nonfinite(row, vocab, &best);
+      probs[r] = ids[r] >= 0 && with_prob ? 1.0f / softmax_denominator(row, vocab, best) : 0.0f;
     }
   });
 }

@@ -229,7 +229,8 @@ class SpeculativeLoop {
     DOTF_CHECK(bonus >= 0, "the model produced non-finite logits (NaN or inf) while verifying; the weights or "
                "the dtype cannot represent this computation");
     cache_.truncate(n + accepted + 1);  // keep [last, d1..d_accepted]; the bonus token is not cached yet
-    st_.verify_seconds += seconds_since(t_verify);
+    const double verify_seconds = seconds_since(t_verify);
+    st_.verify_seconds += verify_seconds;
 
     std::vector<int64_t> chunk(drafts.begin(), drafts.begin() + accepted);
     chunk.push_back(bonus);
@@ -246,7 +247,7 @@ class SpeculativeLoop {
     }
     record_round(drafts, sources, accepted, emitted);
     if (spec_.break_even) break_even_.record_speculative(emitted, seconds);
-    if (cost_rule()) track_cost_rounds(seconds_since(t_verify));
+    if (cost_rule()) track_cost_rounds(verify_seconds);
     if (measure) maybe_reselect(v.similarity, k + 1);
     return finished;
   }
@@ -354,8 +355,7 @@ class SpeculativeLoop {
   void track_cost_rounds(double verify_seconds) {
     since_choice_.rounds += 1;
     since_choice_.verify_seconds += verify_seconds;
-    if (st_.predicted_acceptance >= 0 && since_choice_.drafted > 0)
-      st_.plan_acceptance = static_cast<double>(since_choice_.accepted) / static_cast<double>(since_choice_.drafted);
+    if (st_.predicted_acceptance >= 0 && since_choice_.drafted > 0) st_.plan_acceptance = since_choice_.acceptance(0);
     const bool due = (st_.cost_selections == 0 && since_choice_.rounds >= spec_.cost_warmup_rounds) || reselect_pending_;
     if (due && !profiled_ && !profile_pending_) {
       reselect_pending_ = false;
@@ -381,9 +381,7 @@ class SpeculativeLoop {
     }
     in.costs.rest = profile_[2 * L];
     // Acceptance with nothing skipped, backed out of what the plan in use achieved.
-    const double measured = since_choice_.drafted > 0 ? static_cast<double>(since_choice_.accepted) /
-                                                            static_cast<double>(since_choice_.drafted)
-                                                      : 0.9;
+    const double measured = since_choice_.acceptance(/*if_none=*/0.9);
     const double factor = acceptance_factor(plan_before_profile_, in.attention_similarity, in.mlp_similarity,
                                             spec_.sensitivity);
     in.base_acceptance = std::min(1.0, measured / std::max(factor, 1e-6));
@@ -431,7 +429,13 @@ class SpeculativeLoop {
   std::vector<double> profile_;  // [2L + 1] seconds of the profiled draft step
   bool profile_pending_ = false, profiled_ = false, reselect_pending_ = false;
   LayerPlan plan_before_profile_;
-  struct { int64_t rounds = 0, drafted = 0, accepted = 0; double verify_seconds = 0; } since_choice_;
+  struct SinceChoice {
+    int64_t rounds = 0, drafted = 0, accepted = 0;  // the draft model's own tokens only
+    double verify_seconds = 0;
+    double acceptance(double if_none) const {
+      return drafted > 0 ? static_cast<double>(accepted) / static_cast<double>(drafted) : if_none;
+    }
+  } since_choice_;
 };
 
 }  // namespace

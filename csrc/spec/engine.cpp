@@ -35,10 +35,7 @@ std::shared_ptr<const ModelWeights> Engine::draft_weights(DraftWeights kind) {
 int64_t Engine::draft_bytes() const {
   std::lock_guard<std::mutex> lock(mutex_);
   if (!int8_draft_) return 0;
-  int64_t bytes = 0;
-  for (const auto& l : int8_draft_->layers)
-    for (const Linear* lin : {&l.qkv, &l.o, &l.gate_up, &l.down}) bytes += lin->extra_bytes();
-  return bytes + int8_draft_->lm_head.extra_bytes();
+  return int8_draft_->extra_bytes();
 }
 
 void Engine::release_draft() {
