@@ -86,17 +86,28 @@ TEST(AdaptiveGamma, FixedWhenAdaptationIsOff) {
   EXPECT_NEAR(g.m, 0.5 * (0.5 * 0.95 + 0.5) + 0.5, 1e-12);  // acceptance is still tracked
 }
 
-TEST(Decoder, FixedGammaKeepsItsValueAndStaysLossless) {
+// 40 tokens of the tiny model after a 20-token prompt, plainly and speculatively (every attention
+// sublayer past the first layer skipped in the draft), each in its own cache.
+namespace {
+struct PlainAndSpeculative {
+  DecodeResult ar, asd;
+};
+PlainAndSpeculative decode_both(AdaptiveGamma& gamma) {
   auto model = fixtures::tiny_model();
   at::Tensor prompt = at::arange(10, 30, at::TensorOptions().dtype(at::kLong));
   DecodeOptions opts;
   opts.max_new_tokens = 40;
   KVCache c1 = model->new_cache(60), c2 = model->new_cache(60);
-  DecodeResult ar = decode_ar(*model, prompt, c1, opts);
   SpecOptions spec;
   spec.selection = {0.0, 1.0, 1};
+  DecodeResult ar = decode_ar(*model, prompt, c1, opts);
+  return {std::move(ar), decode_speculative(*model, prompt, c2, opts, spec, gamma)};
+}
+}  // namespace
+
+TEST(Decoder, FixedGammaKeepsItsValueAndStaysLossless) {
   AdaptiveGamma gamma{0.3, 0.9, 0.0, /*adaptive=*/false};
-  DecodeResult asd = decode_speculative(*model, prompt, c2, opts, spec, gamma);
+  const auto [ar, asd] = decode_both(gamma);
   EXPECT_EQ(asd.tokens, ar.tokens);
   EXPECT_GT(asd.stats.rounds, 1);
   EXPECT_EQ(asd.stats.initial_gamma, 0.3);
@@ -104,16 +115,8 @@ TEST(Decoder, FixedGammaKeepsItsValueAndStaysLossless) {
 }
 
 TEST(Decoder, SpeculativeEqualsPlainGreedy) {
-  auto model = fixtures::tiny_model();
-  at::Tensor prompt = at::arange(10, 30, at::TensorOptions().dtype(at::kLong));
-  DecodeOptions opts;
-  opts.max_new_tokens = 40;
-  KVCache c1 = model->new_cache(60), c2 = model->new_cache(60);
-  DecodeResult ar = decode_ar(*model, prompt, c1, opts);
-  SpecOptions spec;
-  spec.selection = {0.0, 1.0, 1};
   AdaptiveGamma gamma;
-  DecodeResult asd = decode_speculative(*model, prompt, c2, opts, spec, gamma);
+  const auto [ar, asd] = decode_both(gamma);
   EXPECT_EQ(asd.tokens, ar.tokens);
   EXPECT_EQ(static_cast<int64_t>(asd.tokens.size()), 40);
   EXPECT_GT(asd.stats.drafted, 0);
