@@ -39,36 +39,32 @@ def machine() -> dict:
             "python": platform.python_version(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
-def matvec_bandwidth_gbs(dtype=torch.float32, rows: int = 8192, cols: int = 4096, copies: int = 4,
-                         reps: int = 5) -> float:
-    """GB/s of a large matrix-vector product on this thread count: the practical decode roofline.
-    Several matrices are rotated so that none sits in the last-level cache."""
-    mats = [torch.randn(rows, cols, dtype=dtype) for _ in range(copies)]
-    x = torch.randn(cols, dtype=dtype)
-    for m in mats:
-        torch.mv(m, x)
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        for m in mats:
-            torch.mv(m, x)
-        times.append((time.perf_counter() - t0) / copies)
-    return mats[0].numel() * mats[0].element_size() / statistics.median(times) / 1e9
-
-
-def read_bandwidth_gbs(dtype=torch.float32, numel: int = 1 << 25, copies: int = 4, reps: int = 5) -> float:
-    """GB/s of a plain streaming read (torch.sum over arrays far larger than the caches): a second,
-    stricter bound beside the matvec one, since a good kernel can read weights faster than MKL's GEMV."""
-    arrays = [torch.randn(numel, dtype=dtype) for _ in range(copies)]
+def _streaming_gbs(arrays: list[torch.Tensor], read, reps: int) -> float:
+    """GB/s of read(a) over arrays rotated so that none sits in the last-level cache: one warm-up
+    pass, then the median over reps passes of the per-array time."""
     for a in arrays:
-        a.sum()
+        read(a)
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
         for a in arrays:
-            a.sum()
-        times.append((time.perf_counter() - t0) / copies)
+            read(a)
+        times.append((time.perf_counter() - t0) / len(arrays))
     return arrays[0].numel() * arrays[0].element_size() / statistics.median(times) / 1e9
+
+
+def matvec_bandwidth_gbs(dtype=torch.float32, rows: int = 8192, cols: int = 4096, copies: int = 4,
+                         reps: int = 5) -> float:
+    """GB/s of a large matrix-vector product on this thread count: the practical decode roofline."""
+    x = torch.randn(cols, dtype=dtype)
+    return _streaming_gbs([torch.randn(rows, cols, dtype=dtype) for _ in range(copies)], lambda m: torch.mv(m, x),
+                          reps)
+
+
+def read_bandwidth_gbs(dtype=torch.float32, numel: int = 1 << 25, copies: int = 4, reps: int = 5) -> float:
+    """GB/s of a plain streaming read (torch.sum): a second, stricter bound beside the matvec one,
+    since a good kernel can read weights faster than MKL's GEMV."""
+    return _streaming_gbs([torch.randn(numel, dtype=dtype) for _ in range(copies)], torch.sum, reps)
 
 
 def decode_bytes_per_token(model, context: int) -> int:

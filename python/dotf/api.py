@@ -197,7 +197,8 @@ class Model:
         prefill cosine similarity is >= threshold, adaptive draft exit), "dotf" (asd plus an int8 self-draft,
         n-gram lookup drafts and a break-even fallback). Options not given take DEFAULTS[strategy];
         more_options: budget, keep_first, similarity ("mean"|"last"), adaptive_gamma (False keeps gamma fixed),
-        carry_gamma, draft ("same"|"int8"), lookup, lookup_max_ngram, lookup_min_ngram, break_even, reselect_every.
+        carry_gamma, draft ("same"|"int8"), lookup, lookup_max_ngram, lookup_min_ngram, break_even, reselect_every,
+        selection ("threshold"|"cost"), sensitivity, cost_warmup_rounds (the cost model, see README).
         draft_attention / draft_mlp: a fixed draft layer plan (one bool per layer) instead of selection.
         on_tokens(list[int]) receives each accepted chunk as it is produced."""
         ids = self._input_ids(input_ids)
