@@ -87,6 +87,33 @@ def test_asd_lossless_float64_real_prompts(index):
     assert res.stats["drafted"] > 0, "the draft must actually have been used"
 
 
+# dotf's variants for the real-prompt test: its defaults, the cost rule (re-selecting online), the
+# model draft alone and lookup alone (which isolate the two draft sources).
+DOTF_VARIANTS = [
+    {},
+    {"selection": "cost", "cost_warmup_rounds": 1, "reselect_every": 4},
+    {"lookup": False, "break_even": False},
+    {"draft": "same", "threshold": 1.0, "lookup": True},  # nothing skipped, same weights: lookup drafts only
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index", range(20))
+def test_dotf_lossless_float64_real_prompts(index):
+    # The int8 draft (its own kernel and rounding), lookup drafts, break-even fallback and the cost rule
+    # only choose what is proposed: the output must be the full model's greedy output exactly.
+    name, ids = real_prompts(10, 10)[index]
+    options = DOTF_VARIANTS[index % len(DOTF_VARIANTS)]
+    res = smollm2_dotf(torch.float64).generate(ids, max_new_tokens=128, strategy="dotf", **options)
+    assert tuple(res.tokens) == _ar_reference(index, 128), (name, options)
+    drafted = res.stats["drafted_by_source"]
+    assert sum(drafted.values()) > 0, (name, options, res.stats)
+    if options.get("lookup", True) is False:
+        assert drafted["lookup"] == 0 and drafted["model"] > 0, (name, options, drafted)
+    if options.get("draft") == "same":
+        assert drafted["model"] == 0, (name, options, drafted)
+
+
 @pytest.mark.parametrize("draft", ["same", "int8"])
 def test_cost_selection_skips_when_acceptance_is_free_and_stays_lossless(draft):
     # sensitivity 0 tells the cost model that skipping never costs acceptance: it must skip sublayers

@@ -4,9 +4,11 @@
 //   hint/onednn_fp32_h<hint>/<shape>/M:<m>  oneDNN prepack batch-size hints (h0 = no hint)
 //   cross/<path>/<shape>/M:<m>           aten vs avx2 for M in {16..kAvx2MaxM} (where avx2 hands over)
 //
-// Paths: aten_fp32, onednn_fp32, aten_bf16, onednn_bf16, int8 (fp32 in/out), avx2_fp32, avx2_bf16. Weights are rotated
-// among enough copies that together they exceed the 32 MB L3 several times over, as in a real decode
-// step where the whole model streams through the cache; so every call reads its weight from DRAM.
+// Paths: aten_fp32, onednn_fp32, aten_bf16, onednn_bf16, int8 (FBGEMM, fp32 in/out), int8_avx2 (ours:
+// int8 weights, int16 activations), avx2_fp32, avx2_bf16. Weights are rotated among enough copies that
+// together they exceed the 32 MB L3 several times over, as in a real decode step where the whole model
+// streams through the cache; so every call reads its weight from DRAM. DOTF_BENCH_RESIDENT=1 keeps one
+// copy instead (cache-resident: the kernel's compute-bound speed).
 // bench/linear_paths.py runs this and writes bench/results/linear_paths.md.
 #include "bench_common.h"
 #include "ops/linear.h"
@@ -18,6 +20,7 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -60,6 +63,7 @@ const std::vector<PathSpec> kPaths = {
     {"aten_bf16", LinearPath::Aten, at::kBFloat16},
     {"onednn_bf16", LinearPath::OneDnnPacked, at::kBFloat16},
     {"int8", LinearPath::Int8Dynamic, at::kFloat},
+    {"int8_avx2", LinearPath::Int8Avx2, at::kFloat},
     {"avx2_fp32", LinearPath::Avx2Packed, at::kFloat},
     {"avx2_bf16", LinearPath::Avx2Packed, at::kBFloat16},
 };
@@ -95,7 +99,8 @@ Copies& copies_for(const Shape& s, const PathSpec& p, std::optional<int64_t> hin
   c->weight_bytes = c->lins[0].extra_bytes() > 0 ? c->lins[0].extra_bytes() : w0.nbytes();
   const int64_t per_copy = w0.nbytes() + c->lins[0].extra_bytes();
   const int64_t min_total = int64_t(96) << 20;  // 3x L3
-  const int64_t n = c->weight_bytes > (int64_t(256) << 20)
+  // DOTF_BENCH_RESIDENT=1: one copy, so a weight that fits the L3 stays there (compute-bound times).
+  const int64_t n = std::getenv("DOTF_BENCH_RESIDENT") ? 1 : c->weight_bytes > (int64_t(256) << 20)
                         ? 1
                         : std::max<int64_t>(2, (min_total + c->weight_bytes - 1) / c->weight_bytes);
   for (int64_t i = 1; i < n; ++i) c->lins.push_back(make((at::randn({s.out, s.in}) * 0.05).to(p.dtype), b));

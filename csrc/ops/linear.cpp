@@ -2,6 +2,7 @@
 
 #include "common/check.h"
 #include "ops/cpu_simd.h"
+#include "ops/linear_avx2.h"
 
 #include <ATen/Context.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -16,6 +17,7 @@
 #include <cstring>
 #include <limits>
 #include <string_view>
+#include <vector>
 
 
 namespace dotf {
@@ -26,6 +28,7 @@ std::string to_string(LinearPath path) {
     case LinearPath::OneDnnPacked: return "onednn";
     case LinearPath::Int8Dynamic: return "int8";
     case LinearPath::Avx2Packed: return "avx2";
+    case LinearPath::Int8Avx2: return "int8_avx2";
   }
   return "?";
 }
@@ -35,7 +38,8 @@ LinearPath linear_path_from_string(const std::string& name) {
   if (name == "onednn") return LinearPath::OneDnnPacked;
   if (name == "int8") return LinearPath::Int8Dynamic;
   if (name == "avx2") return LinearPath::Avx2Packed;
-  throw ValueError("linear path must be one of 'aten', 'onednn', 'int8', 'avx2', got '" + name + "'");
+  if (name == "int8_avx2") return LinearPath::Int8Avx2;
+  throw ValueError("linear path must be one of 'aten', 'onednn', 'int8', 'avx2', 'int8_avx2', got '" + name + "'");
 }
 
 // Why these defaults (bench/results/linear_paths.md, from bench/linear_paths.py; torch 2.13 CPU,
@@ -172,177 +176,6 @@ bool has_fbgemm() {
 }
 
 
-// ---- Avx2Packed: a hand-written small-M kernel (x86-64 AVX2 + FMA) ----
-//
-// y[M, N] = x[M, K] W[N, K]^T + b for M <= kAvx2MaxM, fp32 accumulation.
-//
-// Layout. The weight is packed once into panels of 16 output columns, [ceil(N/16)][Kp][16] with K
-// zero-padded to Kp (a multiple of 4): one k step of a panel is one 64-byte line (fp32) or half of
-// one (bf16, widened to fp32 in registers: bf16 is fp32's top half).
-//
-// Four streams. One core streams DRAM at ~10 GB/s from a single sequential stream but ~22 GB/s from
-// four (measured here, AVX2 EPYC: the hardware prefetcher runs ahead per stream; software prefetch on
-// one stream did not help). So each panel is read as four K segments [s*Kp/4, (s+1)*Kp/4) advanced in
-// lockstep, which is what brings M = 1 to MKL's sgemv speed. x is repacked per call into the same four
-// segments, k-major ([4][Kp/4][M], the segments padded apart so they do not alias in L1), so the
-// broadcasts of a k step for all rows share a line.
-//
-// Micro-kernel: a 6 x 16 tile of y in 12 ymm registers; per k step, 2 weight loads and 2 FMAs per
-// row of x (a broadcast). Weights come from DRAM once per call: for M > 6 the row blocks reuse each
-// 64-step chunk (16 KB fp32) from L1. Bias is the tile's initial value.
-//
-// Batch invariant: every output is summed in the same order (bias, then per chunk k = 0.., segments
-// 0..3 in turn) whatever M, the row block a row lands in, or the thread count, so a row of a verify
-// batch (M = k+1) is bitwise the row a decode step (M = 1) computes. (A second accumulator set for
-// small M would hide FMA latency but change the order; one set still streams at >= 16 B/cycle.)
-constexpr int64_t kPanel = 16;    // output columns per panel
-constexpr int64_t kSegments = 4;  // concurrent DRAM streams per panel
-constexpr int64_t kChunk = 64;    // k steps per segment per pass: a 16 KB fp32 chunk stays in L1 across row blocks
-constexpr int64_t kRowBlock = 6;  // rows of x per micro-kernel call
-
-#ifdef DOTF_HAVE_AVX2_KERNEL
-using simd::load8;
-
-// c[MB][16] (row stride ldc) += sum over the 4 segments s and k < kc of
-//   x[s * xseg + k * ldx + i] * p[(s * q + k) * 16 + j].
-template <typename WT, int MB>
-DOTF_AVX2 inline void avx2_micro(const WT* __restrict p, int64_t q, int64_t kc, const float* __restrict x, int64_t ldx,
-                                 int64_t xseg, float* __restrict c, int64_t ldc) {
-  // Named registers, not arrays: GCC keeps arrays of __m256 in registers but also stores them to the
-  // stack on every iteration.
-  __m256 a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51;
-#define DOTF_LOADC(i)                                                            \
-  if constexpr (MB > i) {                                                        \
-    a##i##0 = _mm256_loadu_ps(c + i * ldc);                                      \
-    a##i##1 = _mm256_loadu_ps(c + i * ldc + 8);                                  \
-  }
-#define DOTF_FMA(i)                                                              \
-  if constexpr (MB > i) {                                                        \
-    const __m256 xv = _mm256_broadcast_ss(xk + i);                               \
-    a##i##0 = _mm256_fmadd_ps(xv, w0, a##i##0);                                  \
-    a##i##1 = _mm256_fmadd_ps(xv, w1, a##i##1);                                  \
-  }
-#define DOTF_STEP(s)                                                             \
-  {                                                                              \
-    const WT* ws = p + ((s) * q + k) * kPanel;                                   \
-    const float* xk = x + (s) * xseg + k * ldx;                                  \
-    const __m256 w0 = load8(ws), w1 = load8(ws + 8);                             \
-    DOTF_FMA(0) DOTF_FMA(1) DOTF_FMA(2) DOTF_FMA(3) DOTF_FMA(4) DOTF_FMA(5)      \
-  }
-#define DOTF_STOREC(i)                                                           \
-  if constexpr (MB > i) {                                                        \
-    _mm256_storeu_ps(c + i * ldc, a##i##0);                                      \
-    _mm256_storeu_ps(c + i * ldc + 8, a##i##1);                                  \
-  }
-  DOTF_LOADC(0) DOTF_LOADC(1) DOTF_LOADC(2) DOTF_LOADC(3) DOTF_LOADC(4) DOTF_LOADC(5)
-  for (int64_t k = 0; k < kc; ++k) {
-    DOTF_STEP(0) DOTF_STEP(1) DOTF_STEP(2) DOTF_STEP(3)
-  }
-  DOTF_STOREC(0) DOTF_STOREC(1) DOTF_STOREC(2) DOTF_STOREC(3) DOTF_STOREC(4) DOTF_STOREC(5)
-#undef DOTF_LOADC
-#undef DOTF_FMA
-#undef DOTF_STEP
-#undef DOTF_STOREC
-}
-
-template <typename WT>
-DOTF_AVX2 void avx2_micro_rows(int64_t mb, const WT* p, int64_t q, int64_t kc, const float* x, int64_t ldx, int64_t xseg,
-                               float* c, int64_t ldc) {
-  switch (mb) {
-    case 6: return avx2_micro<WT, 6>(p, q, kc, x, ldx, xseg, c, ldc);
-    case 5: return avx2_micro<WT, 5>(p, q, kc, x, ldx, xseg, c, ldc);
-    case 4: return avx2_micro<WT, 4>(p, q, kc, x, ldx, xseg, c, ldc);
-    case 3: return avx2_micro<WT, 3>(p, q, kc, x, ldx, xseg, c, ldc);
-    case 2: return avx2_micro<WT, 2>(p, q, kc, x, ldx, xseg, c, ldc);
-    default: return avx2_micro<WT, 1>(p, q, kc, x, ldx, xseg, c, ldc);
-  }
-}
-
-// Panels [p_begin, p_end) of y = x W^T + bias. xs: x repacked as [4][q][M] with segment stride xseg;
-// packed: [P][4 q][16]; y: [M, N] fp32.
-template <typename WT>
-DOTF_AVX2 void avx2_linear_panels(const float* xs, int64_t M, int64_t q, int64_t xseg, const WT* packed, int64_t N,
-                                  const float* bias, float* y, int64_t p_begin, int64_t p_end) {
-  alignas(32) float tail[kAvx2MaxM * kPanel];
-  for (int64_t pi = p_begin; pi < p_end; ++pi) {
-    const int64_t n0 = pi * kPanel, cols = std::min(kPanel, N - n0);
-    const bool full = cols == kPanel;
-    float* c = full ? y + n0 : tail;
-    const int64_t ldc = full ? N : kPanel;
-    for (int64_t m = 0; m < M; ++m) {
-      for (int64_t j = 0; j < kPanel; ++j) c[m * ldc + j] = (bias && j < cols) ? bias[n0 + j] : 0.0f;
-    }
-    const WT* panel = packed + pi * kSegments * q * kPanel;
-    for (int64_t k0 = 0; k0 < q; k0 += kChunk) {
-      const int64_t kc = std::min(kChunk, q - k0);
-      for (int64_t m0 = 0; m0 < M; m0 += kRowBlock) {
-        avx2_micro_rows<WT>(std::min(kRowBlock, M - m0), panel + k0 * kPanel, q, kc, xs + k0 * M + m0, M, xseg,
-                            c + m0 * ldc, ldc);
-      }
-    }
-    if (!full) {
-      for (int64_t m = 0; m < M; ++m) std::memcpy(y + m * N + n0, tail + m * kPanel, cols * sizeof(float));
-    }
-  }
-}
-#endif  // x86-64
-
-// [N, K] -> [ceil(N/16), Kp, 16] with Kp = K rounded up to a multiple of 4, zero-padded, same dtype.
-at::Tensor avx2_pack(const at::Tensor& w) {
-  const int64_t N = w.size(0), K = w.size(1), P = (N + kPanel - 1) / kPanel;
-  const int64_t Kp = (K + kSegments - 1) / kSegments * kSegments;
-  at::Tensor padded = w;
-  if (P * kPanel != N || Kp != K) {
-    padded = at::zeros({P * kPanel, Kp}, w.options());
-    padded.narrow(0, 0, N).narrow(1, 0, K).copy_(w);
-  }
-  // [P, 16, Kp] -> [P, Kp, 16]
-  return padded.view({P, kPanel, Kp}).transpose(1, 2).contiguous();
-}
-
-at::Tensor avx2_linear(const at::Tensor& x, const at::Tensor& packed, const std::optional<at::Tensor>& bias, int64_t N) {
-#ifdef DOTF_HAVE_AVX2_KERNEL
-  const at::Tensor xf = x.to(at::kFloat).contiguous();  // no copy for a contiguous fp32 x
-  const int64_t M = xf.size(0), K = xf.size(1), P = packed.size(0), Kp = packed.size(1), q = Kp / kSegments;
-  // x -> [4][q][M], k-major, zero past K. The segments sit 16 floats further apart than their size so
-  // that power-of-two sizes do not map all four onto the same L1 sets.
-  const int64_t xseg = q * M + 16;
-  at::Tensor xs = at::empty({kSegments * xseg}, xf.options());
-  {
-    const float* src = xf.data_ptr<float>();
-    float* dst = xs.data_ptr<float>();
-    for (int64_t s = 0; s < kSegments; ++s) {
-      for (int64_t k = 0; k < q; ++k) {
-        const int64_t kk = s * q + k;
-        float* d = dst + s * xseg + k * M;
-        if (kk < K) {
-          for (int64_t m = 0; m < M; ++m) d[m] = src[m * K + kk];
-        } else {
-          for (int64_t m = 0; m < M; ++m) d[m] = 0.0f;
-        }
-      }
-    }
-  }
-  const float* xp = xs.data_ptr<float>();
-  const float* bp = bias ? bias->data_ptr<float>() : nullptr;
-  at::Tensor y = at::empty({M, N}, xf.options());
-  float* yp = y.data_ptr<float>();
-  // Enough weight per task that thread start-up is paid back (>= 64 K weights).
-  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / (Kp * kPanel));
-  if (packed.scalar_type() == at::kFloat) {
-    const float* wp = packed.data_ptr<float>();
-    at::parallel_for(0, P, grain, [&](int64_t b, int64_t e) { avx2_linear_panels<float>(xp, M, q, xseg, wp, N, bp, yp, b, e); });
-  } else {
-    const auto* wp = reinterpret_cast<const uint16_t*>(packed.data_ptr<at::BFloat16>());
-    at::parallel_for(0, P, grain, [&](int64_t b, int64_t e) { avx2_linear_panels<uint16_t>(xp, M, q, xseg, wp, N, bp, yp, b, e); });
-  }
-  return y;
-#else
-  DOTF_CHECK(false, "linear path 'avx2' is not built for this architecture");
-  return {};
-#endif
-}
-
 }  // namespace
 
 
@@ -374,8 +207,19 @@ Linear::Linear(at::Tensor weight, std::optional<at::Tensor> bias, LinearPath pat
     DOTF_CHECK_TYPE(dt == at::kFloat || dt == at::kBFloat16, "linear path 'avx2' needs a float32 or bfloat16 weight, got ",
                     dt, "; use linear_path='aten'");
     DOTF_CHECK_ARG(cpu_has_avx2_fma(), "linear path 'avx2' needs an x86-64 CPU with AVX2 and FMA; this one lacks them");
-    packed_ = avx2_pack(w);
+    packed_ = avx2::pack_panels(w);
     packed_bytes_ = packed_.nbytes();
+    if (bias_) packed_bias_ = bias_->to(at::kFloat).contiguous();
+    return;
+  }
+
+  if (path_ == LinearPath::Int8Avx2) {
+    DOTF_CHECK_TYPE(at::isFloatingType(w.scalar_type()), "linear path 'int8_avx2' needs a floating-point weight, got ",
+                    w.scalar_type());
+    DOTF_CHECK_ARG(cpu_has_avx2_fma(),
+                   "linear path 'int8_avx2' needs an x86-64 CPU with AVX2 and FMA; this one lacks them (use 'int8')");
+    int8_ = avx2::quantize_int8_panels(w);
+    packed_bytes_ = int8_.packed.nbytes() + int8_.scale.nbytes();
     if (bias_) packed_bias_ = bias_->to(at::kFloat).contiguous();
     return;
   }
@@ -432,7 +276,18 @@ at::Tensor Linear::operator()(const at::Tensor& x) const {
       // block x for the caches, and it was measured only up to M = 32 (where it still beat MKL here).
       if (x.dim() != 2 || x.size(0) > kAvx2MaxM) return at::linear(x, weight_, bias_);
       DOTF_CHECK_SIZE(x, 1, weight_.size(1), "linear input");
-      at::Tensor y = avx2_linear(x, packed_, packed_bias_, weight_.size(0));
+      at::Tensor y = avx2::linear(x, packed_, packed_bias_, weight_.size(0));
+      return x.scalar_type() == at::kFloat ? y : y.to(x.scalar_type());
+    }
+    case LinearPath::Int8Avx2: {
+      DOTF_CHECK_ARG(x.device().is_cpu(), "linear input must be on cpu for path 'int8_avx2', got ", x.device());
+      DOTF_CHECK_TYPE(at::isFloatingType(x.scalar_type()), "linear input must be floating point, got ", x.scalar_type());
+      DOTF_CHECK_ARG(x.dim() >= 1 && x.size(-1) == weight_.size(1), "linear input must have ", weight_.size(1),
+                     " features in its last dimension, got shape ", x.sizes());
+      // [..., in] -> [rows, in] -> [rows, out] -> [..., out]
+      std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
+      out_shape.back() = weight_.size(0);
+      at::Tensor y = avx2::linear_int8(x.reshape({-1, x.size(-1)}), int8_, packed_bias_, weight_.size(0)).view(out_shape);
       return x.scalar_type() == at::kFloat ? y : y.to(x.scalar_type());
     }
     case LinearPath::Int8Dynamic: {
@@ -450,6 +305,7 @@ int64_t Linear::extra_bytes() const { return packed_bytes_; }
 
 at::Tensor Linear::effective_weight() const {
   if (path_ == LinearPath::Int8Dynamic) return int8_unpack_weight(packed_params_).dequantize();
+  if (path_ == LinearPath::Int8Avx2) return avx2::dequantize_int8_panels(int8_, weight_.size(0), weight_.size(1));
   return weight_;
 }
 

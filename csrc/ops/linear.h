@@ -5,6 +5,8 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/core/ivalue.h>
 
+#include "ops/linear_avx2.h"
+
 #include <optional>
 #include <string>
 
@@ -18,6 +20,10 @@ enum class LinearPath {
                 // bf16); at::linear for M > kAvx2MaxM. Written because the library paths fall short
                 // for small M on AVX2-only CPUs (numbers in linear.cpp). Rows are batch invariant:
                 // a row's result does not depend on M or the thread count.
+  Int8Avx2,     // CPU (x86 AVX2+FMA): int8 weights per output channel times x rounded per row to
+                // int16, exact integer sums (ops/linear_avx2.h). The draft path on AVX2 CPUs: faster
+                // than Int8Dynamic at small M, and 16-bit instead of 7-bit activations. Rows are batch
+                // invariant.
 };
 
 std::string to_string(LinearPath path);
@@ -59,14 +65,15 @@ class Linear {
   const std::optional<at::Tensor>& bias() const { return bias_; }
   // Bytes held beyond the original weight and bias (a prepacked or quantized copy): the packed weight
   // (padding included) for OneDnnPacked/Avx2Packed; int8 weight + per-channel scale, zero point and
-  // column offset for Int8Dynamic; 0 for Aten.
+  // column offset for Int8Dynamic; int8 panels and per-channel scales (padding included) for Int8Avx2;
+  // 0 for Aten.
   int64_t extra_bytes() const;
   // The same weights laid out for another path (used to derive a quantized draft).
   Linear with_path(LinearPath path) const { return Linear(weight_, bias_, path, onednn_batch_hint_); }
 
   // The weight this path actually multiplies by, as a dense float tensor of weight()'s shape: the
-  // dequantized int8 weight on Int8Dynamic (unpacked from FBGEMM, so tests see exactly what runs),
-  // weight() otherwise. Allocates on Int8Dynamic; meant for tests and diagnostics.
+  // dequantized int8 weight on Int8Dynamic (unpacked from FBGEMM, so tests see exactly what runs) and
+  // Int8Avx2, weight() otherwise. Allocates on the int8 paths; meant for tests and diagnostics.
   at::Tensor effective_weight() const;
   // True when a bf16 weight was prepacked as an fp32 copy because this CPU's oneDNN has no bf16
   // inner product (needs avx512bw/vl/dq or avx_ne_convert); the copy then takes twice the bytes.
@@ -82,6 +89,7 @@ class Linear {
   std::optional<at::Tensor> packed_bias_;  // OneDnnPacked: bias in the packed dtype; Avx2Packed: fp32
   bool packed_as_fp32_ = false;
   c10::IValue packed_params_; // Int8Dynamic: FBGEMM's packed params object
+  avx2::Int8Panels int8_;     // Int8Avx2: int8 panels and per-channel scales
   int64_t packed_bytes_ = 0;  // bytes of packed_ / packed_params_ (opaque to nbytes())
 };
 

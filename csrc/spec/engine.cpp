@@ -1,6 +1,7 @@
 #include "spec/engine.h"
 
 #include "common/check.h"
+#include "ops/cpu_simd.h"
 
 #include <algorithm>
 
@@ -19,16 +20,22 @@ DraftWeights draft_weights_from_string(const std::string& name) {
   throw ValueError("draft must be 'same' or 'int8', got '" + name + "'");
 }
 
+// dotf's own int8 kernel where it runs (fp32 activations: faster at draft sizes and closer to the
+// full model than FBGEMM's 7-bit activations; bench/results/linear_paths.md), FBGEMM elsewhere.
+namespace {
+LinearPath int8_draft_path() { return cpu_has_avx2_fma() ? LinearPath::Int8Avx2 : LinearPath::Int8Dynamic; }
+}  // namespace
+
 int64_t Engine::cache_rows(int64_t prompt_tokens, const GenerateRequest& request) {
   return prompt_tokens + request.decode.max_new_tokens;
 }
 
 std::shared_ptr<const ModelWeights> Engine::draft_weights(DraftWeights kind) {
   if (kind == DraftWeights::Same) return nullptr;
-  DOTF_CHECK_ARG(model_->device().is_cpu(), "draft='int8' is available on CPU only (FBGEMM); use draft='same' on ",
+  DOTF_CHECK_ARG(model_->device().is_cpu(), "draft='int8' is available on CPU only; use draft='same' on ",
                  model_->device());
   std::lock_guard<std::mutex> lock(mutex_);
-  if (!int8_draft_) int8_draft_ = std::make_shared<ModelWeights>(model_->weights().with_linear_path(LinearPath::Int8Dynamic));
+  if (!int8_draft_) int8_draft_ = std::make_shared<ModelWeights>(model_->weights().with_linear_path(int8_draft_path()));
   return int8_draft_;
 }
 

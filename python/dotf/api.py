@@ -36,7 +36,9 @@ _ASD_DEFAULTS = {
 }
 DEFAULTS = {
     "asd": _ASD_DEFAULTS,
-    "dotf": {**_ASD_DEFAULTS, "draft": "int8", "threshold": 1.0, "lookup": True, "break_even": True},
+    # gamma 0.2: the int8 draft agrees with the full model on ~98% of tokens, so stopping it at a 0.6
+    # top-1 probability ends most rounds early (README "Choosing the defaults").
+    "dotf": {**_ASD_DEFAULTS, "draft": "int8", "threshold": 1.0, "lookup": True, "break_even": True, "gamma": 0.2},
 }
 _FLOAT_OPTIONS = {"threshold", "budget", "gamma", "alpha", "sensitivity"}
 _INT_OPTIONS = {"keep_first", "max_draft", "lookup_max_ngram", "lookup_min_ngram", "reselect_every",

@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <cmath>
 #include <iostream>
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
@@ -53,6 +54,10 @@ constexpr double kTolBf16 = 2e-2;
 // the max output: measured up to 2.5e-2 over the sweep. 4e-2 leaves room for the tails; the error
 // model itself is checked tightly in Int8ErrorIsActivationRoundingOnly.
 constexpr double kTolInt8 = 4e-2;
+// int8_avx2 vs the dequantized weights: x is rounded per row to int16 (step = max|x| / 32767) and the
+// integer products are exact, so an output errs with std step/sqrt(12) * ||w_row||, ~1e-5 of the max
+// output for randn x; measured up to 3.1e-5. The error model is checked in Int8Avx2ErrorIsInt16Rounding.
+constexpr double kTolInt8Avx2 = 1e-4;
 
 struct ThreadGuard {
   int saved = at::get_num_threads();
@@ -135,21 +140,28 @@ TEST(Linear, Avx2Bf16MatchesFloat64) {
 }
 
 TEST(Linear, Avx2EveryRowCountAndTailPanel) {
-  // Every M from 1 to past kAvx2MaxM (each micro-kernel row count 1..6, several row blocks, then the
-  // at::linear fallback), out sizes that leave a partial last panel, K not a multiple of the 256 chunk.
+  // Every M from 1 to past kAvx2MaxM (each micro-kernel row count 1..6 (int8: 1..4), several row
+  // blocks, then Avx2Packed's at::linear fallback), out sizes that leave a partial last panel, K not a
+  // multiple of the chunk. The int8 path is checked against the weights it holds (q * scale).
   SKIP_WITHOUT_AVX2();
   for (Shape s : {Shape{37, 19}, Shape{100, 300}, Shape{16, 520}, Shape{1, 8}}) {
     at::manual_seed(s.out + s.in);
-    for (at::ScalarType dt : {at::kFloat, at::kBFloat16}) {
-      const at::Tensor w = randn({s.out, s.in}, dt, 0.1);
-      const at::Tensor b = randn({s.out}, dt);
-      const Linear lin(w, b, LinearPath::Avx2Packed);
-      for (int64_t m = 1; m <= kAvx2MaxM + 2; ++m) {
-        SCOPED_TRACE(std::to_string(s.out) + "x" + std::to_string(s.in) + " " + c10::toString(dt) + " M=" +
-                     std::to_string(m));
-        const at::Tensor x = randn({m, s.in}, dt);
-        const at::Tensor ref = at::linear(x.to(at::kDouble), w.to(at::kDouble), b.to(at::kDouble));
-        EXPECT_LE(rel_err(lin(x), ref), dt == at::kFloat ? kTolFp32 : kTolBf16);
+    for (LinearPath path : {LinearPath::Avx2Packed, LinearPath::Int8Avx2}) {
+      for (at::ScalarType dt : {at::kFloat, at::kBFloat16}) {
+        const at::Tensor w = randn({s.out, s.in}, dt, 0.1);
+        const at::Tensor b = randn({s.out}, dt);
+        const Linear lin(w, b, path);
+        const at::Tensor w_ref = lin.effective_weight().to(at::kDouble);
+        for (int64_t m = 1; m <= kAvx2MaxM + 2; ++m) {
+          SCOPED_TRACE(to_string(path) + " " + std::to_string(s.out) + "x" + std::to_string(s.in) + " " +
+                       c10::toString(dt) + " M=" + std::to_string(m));
+          const at::Tensor x = randn({m, s.in}, dt);
+          const at::Tensor ref = at::linear(x.to(at::kDouble), w_ref, b.to(at::kDouble));
+          const at::Tensor y = lin(x);
+          EXPECT_EQ(y.scalar_type(), dt);
+          const double tol = dt == at::kBFloat16 ? kTolBf16 : path == LinearPath::Int8Avx2 ? kTolInt8Avx2 : kTolFp32;
+          EXPECT_LE(rel_err(y, ref), tol);
+        }
       }
     }
   }
@@ -158,12 +170,14 @@ TEST(Linear, Avx2EveryRowCountAndTailPanel) {
 TEST(Linear, Avx2RowsAreBatchAndThreadInvariant) {
   // A verify batch's rows are bitwise the rows a decode step computes: same summation order for any
   // M <= kAvx2MaxM and any thread count.
+  // int8_avx2 too: x is quantized per row and its integer sums are exact.
   SKIP_WITHOUT_AVX2();
-  for (at::ScalarType dt : {at::kFloat, at::kBFloat16}) {
+  for (auto [path, dt] : {std::pair{LinearPath::Avx2Packed, at::kFloat}, std::pair{LinearPath::Avx2Packed, at::kBFloat16},
+                          std::pair{LinearPath::Int8Avx2, at::kFloat}}) {
     at::manual_seed(21);
     const at::Tensor w = randn({200, 600}, dt, 0.05);
     const at::Tensor b = randn({200}, dt);
-    const Linear lin(w, b, LinearPath::Avx2Packed);
+    const Linear lin(w, b, path);
     const at::Tensor x = randn({kAvx2MaxM, 600}, dt);
     at::Tensor full;
     {
@@ -174,7 +188,8 @@ TEST(Linear, Avx2RowsAreBatchAndThreadInvariant) {
       ThreadGuard tg(threads);
       for (int64_t m = 1; m <= kAvx2MaxM; ++m) {
         const at::Tensor part = lin(x.narrow(0, 0, m));
-        EXPECT_TRUE(at::equal(part, full.narrow(0, 0, m))) << c10::toString(dt) << " M=" << m << " threads=" << threads;
+        EXPECT_TRUE(at::equal(part, full.narrow(0, 0, m)))
+            << to_string(path) << " " << c10::toString(dt) << " M=" << m << " threads=" << threads;
       }
       // And a row on its own, from the middle of the batch.
       EXPECT_TRUE(at::equal(lin(x.narrow(0, 7, 1)), full.narrow(0, 7, 1))) << c10::toString(dt);
@@ -200,6 +215,99 @@ TEST(Linear, Int8Fp32MatchesDequantizedFloat64) {
   EXPECT_GT(worst, 1e-4);
 }
 
+TEST(Linear, Int8Avx2MatchesDequantizedFloat64) {
+  SKIP_WITHOUT_AVX2();
+  const double worst = sweep(LinearPath::Int8Avx2, at::kFloat, kTolInt8Avx2);
+  RecordProperty("worst_rel_err", std::to_string(worst));
+}
+
+TEST(Linear, Int8Avx2ErrorIsInt16Rounding) {
+  // Against the dequantized weights the only error left is the int16 rounding of x, per row:
+  // per output, std = step_m / sqrt(12) * ||w_row||_2 with step_m = max|x_m| / 32767. A wrong scale,
+  // int32 overflow, a lost flush or a dropped bias would move the normalized mean square off 1.
+  SKIP_WITHOUT_AVX2();
+  ThreadGuard tg(1);
+  for (Shape s : {Shape{1536, 576}, Shape{576, 1536}, Shape{100, 4864}}) {
+    at::manual_seed(13);
+    const at::Tensor w = randn({s.out, s.in}, at::kFloat, 0.05);
+    const at::Tensor b = randn({s.out}, at::kFloat, 0.5);
+    const Linear lin(w, b, LinearPath::Int8Avx2);
+    const at::Tensor wq = lin.effective_weight().to(at::kDouble);
+    const at::Tensor x = randn({16, s.in}, at::kFloat) * at::arange(1, 17, at::kFloat).unsqueeze(1);  // rows of different scale
+    const at::Tensor step = std::get<0>(x.abs().max(1)).to(at::kDouble) / 32767.0;                 // [M]
+    const at::Tensor sigma = step.unsqueeze(1) * (wq.pow(2).sum(1).sqrt() / std::sqrt(12.0)).unsqueeze(0);  // [M, out]
+    const at::Tensor z = (lin(x).to(at::kDouble) - at::linear(x.to(at::kDouble), wq, b.to(at::kDouble))) / sigma;
+    const double ms = z.pow(2).mean().item<double>();
+    const double zmax = z.abs().max().item<double>();
+    EXPECT_GT(ms, 0.8) << s.out << "x" << s.in;
+    EXPECT_LT(ms, 1.2) << s.out << "x" << s.in;
+    EXPECT_LT(zmax, 6.0) << s.out << "x" << s.in;
+    std::cout << "[ info ] int8_avx2 " << s.out << "x" << s.in << ": normalized mean square " << ms << ", max |z| "
+              << zmax << "\n";
+  }
+}
+
+TEST(Linear, Int8Avx2SumsDoNotOverflow) {
+  // Every weight and activation at full scale, same sign: the largest possible int32 chunk sums.
+  SKIP_WITHOUT_AVX2();
+  for (int64_t k : {int64_t(4096), int64_t(8192)}) {
+    const Linear lin(at::ones({16, k}), std::nullopt, LinearPath::Int8Avx2);
+    const at::Tensor y = lin(at::full({2, k}, -3.0f));
+    EXPECT_NEAR(y[0][0].item<double>(), -3.0 * k, 3.0 * k * 1e-6) << k;
+    EXPECT_NEAR(y[1][15].item<double>(), -3.0 * k, 3.0 * k * 1e-6) << k;
+  }
+}
+
+TEST(Linear, Int8Avx2IsCloserToTheFullWeightsThanFbgemm) {
+  // The reason it is the draft path: 16-bit activations, so its outputs sit closer to the original
+  // fp32 layer's than FBGEMM's dynamic int8 (same weight quantization, 7-bit activations).
+  SKIP_WITHOUT_AVX2();
+  ThreadGuard tg(1);
+  at::manual_seed(17);
+  const at::Tensor w = randn({1536, 576}, at::kFloat, 0.05);
+  const at::Tensor x = randn({8, 576}, at::kFloat);
+  const at::Tensor ref = at::linear(x.to(at::kDouble), w.to(at::kDouble));
+  const double ours = rel_err(Linear(w, std::nullopt, LinearPath::Int8Avx2)(x), ref);
+  const double fbgemm = rel_err(Linear(w, std::nullopt, LinearPath::Int8Dynamic)(x), ref);
+  std::cout << "[ info ] vs the fp32 layer: int8_avx2 " << ours << ", int8 (FBGEMM) " << fbgemm << "\n";
+  EXPECT_LT(ours, 0.5 * fbgemm);
+  EXPECT_GT(ours, 1e-4);  // it is quantized: not the fp32 layer
+}
+
+TEST(Linear, Int8Avx2TakesAnyFloatInputAndZeroRows) {
+  // fp64 and bf16 models draft through it: x is computed in fp32 and returned in its own dtype. An
+  // all-zero weight row (scale clamped to FLT_EPSILON) gives exactly the bias; an all-zero x row too;
+  // a non-finite x row gives a non-finite output row (as a float kernel would), not garbage.
+  SKIP_WITHOUT_AVX2();
+  at::manual_seed(19);
+  at::Tensor w = randn({40, 24}, at::kFloat, 0.1);
+  w[3].zero_();
+  const at::Tensor b = randn({40}, at::kFloat);
+  const Linear lin(w, b, LinearPath::Int8Avx2);
+  const at::Tensor w_ref = lin.effective_weight().to(at::kDouble);
+  for (at::ScalarType dt : {at::kDouble, at::kBFloat16, at::kHalf, at::kFloat}) {
+    const at::Tensor x = randn({3, 24}, dt);
+    const at::Tensor y = lin(x);
+    EXPECT_EQ(y.scalar_type(), dt);
+    const double tol = dt == at::kFloat || dt == at::kDouble ? kTolInt8Avx2 : kTolBf16;
+    EXPECT_LE(rel_err(y, at::linear(x.to(at::kDouble), w_ref, b.to(at::kDouble))), tol) << dt;
+    EXPECT_TRUE(at::equal(y.select(1, 3).to(at::kFloat), b[3].expand({3}).to(dt).to(at::kFloat))) << dt;
+  }
+  EXPECT_TRUE(at::equal(lin(at::zeros({1, 24})), b.unsqueeze(0)));
+  at::Tensor bad = randn({3, 24}, at::kFloat);
+  bad[1][5] = std::numeric_limits<float>::infinity();
+  bad[2][23] = std::numeric_limits<float>::quiet_NaN();
+  const at::Tensor yb = lin(bad);
+  EXPECT_TRUE(yb[0].isfinite().all().item<bool>());
+  EXPECT_FALSE(yb[1].isfinite().any().item<bool>());
+  EXPECT_FALSE(yb[2].isfinite().any().item<bool>());
+  EXPECT_THROW(lin(randn({3, 25}, at::kFloat)), ValueError);
+  const at::Tensor x3 = randn({2, 3, 24}, at::kFloat);  // leading dimensions are kept
+  const at::Tensor y3 = lin(x3);
+  ASSERT_EQ(y3.sizes(), (c10::IntArrayRef{2, 3, 40}));
+  EXPECT_LE(rel_err(y3, at::linear(x3.to(at::kDouble), w_ref, b.to(at::kDouble))), kTolInt8Avx2);
+}
+
 TEST(Linear, Int8Bf16InputMatchesDequantizedFloat64) {
   // bf16 in, bf16 out; computed in fp32 inside. The bf16 rounding of the output adds 2^-9.
   sweep(LinearPath::Int8Dynamic, at::kBFloat16, kTolInt8 + 4e-3, {{576, 576}, {37, 19}}, {1, 6, 16});
@@ -210,14 +318,15 @@ TEST(Linear, LargeVocabShapeAllPaths) {
   ThreadGuard tg(2);
   at::manual_seed(7);
   const at::Tensor w = randn({49152, 576}, at::kFloat, 0.05);
-  for (LinearPath p : {LinearPath::Aten, LinearPath::OneDnnPacked, LinearPath::Int8Dynamic, LinearPath::Avx2Packed}) {
-    if (p == LinearPath::Avx2Packed && !cpu_has_avx2_fma()) continue;
+  for (LinearPath p : {LinearPath::Aten, LinearPath::OneDnnPacked, LinearPath::Int8Dynamic, LinearPath::Avx2Packed,
+                       LinearPath::Int8Avx2}) {
+    if ((p == LinearPath::Avx2Packed || p == LinearPath::Int8Avx2) && !cpu_has_avx2_fma()) continue;
     const Linear lin(w, std::nullopt, p);
     const at::Tensor w_ref = lin.effective_weight().to(at::kDouble);
     for (int64_t m : {1, 6}) {
       SCOPED_TRACE(to_string(p) + " M=" + std::to_string(m));
       const at::Tensor x = randn({m, 576}, at::kFloat);
-      const double tol = p == LinearPath::Int8Dynamic ? kTolInt8 : kTolFp32;
+      const double tol = p == LinearPath::Int8Dynamic ? kTolInt8 : p == LinearPath::Int8Avx2 ? kTolInt8Avx2 : kTolFp32;
       EXPECT_LE(rel_err(lin(x), at::linear(x.to(at::kDouble), w_ref)), tol);
     }
   }
@@ -251,17 +360,23 @@ TEST(Linear, Int8ErrorIsActivationRoundingOnly) {
 
 TEST(Linear, Int8QuantizationIsSymmetricPerOutputChannel) {
   // Rows of very different magnitude: per-channel scales keep each row's relative error small,
-  // and each row's largest weight is represented exactly (scale = max|w_row| / 127).
+  // and each row's largest weight is represented exactly (scale = max|w_row| / 127). Both int8 paths
+  // quantize the same way, so they hold the same weights.
   at::manual_seed(3);
   at::Tensor w = randn({8, 64}, at::kFloat);
   w = w * at::arange(1, 9, at::kFloat).pow(4).unsqueeze(1);  // row scales 1 .. 4096
-  const Linear lin(w, std::nullopt, LinearPath::Int8Dynamic);
-  const at::Tensor wq = lin.effective_weight();
   const at::Tensor row_max = std::get<0>(w.abs().max(1));
-  const at::Tensor err = (wq - w).abs();
-  // |w - q(w)| <= scale / 2 per row.
-  EXPECT_TRUE((std::get<0>(err.max(1)) <= row_max / 127.0 * 0.5001).all().item<bool>());
-  EXPECT_TRUE(at::allclose(std::get<0>(wq.abs().max(1)), row_max, 1e-6, 0));
+  std::vector<at::Tensor> held;
+  for (LinearPath p : {LinearPath::Int8Dynamic, LinearPath::Int8Avx2}) {
+    if (p == LinearPath::Int8Avx2 && !cpu_has_avx2_fma()) continue;
+    const at::Tensor wq = Linear(w, std::nullopt, p).effective_weight();
+    const at::Tensor err = (wq - w).abs();
+    // |w - q(w)| <= scale / 2 per row.
+    EXPECT_TRUE((std::get<0>(err.max(1)) <= row_max / 127.0 * 0.5001).all().item<bool>()) << to_string(p);
+    EXPECT_TRUE(at::allclose(std::get<0>(wq.abs().max(1)), row_max, 1e-6, 0)) << to_string(p);
+    held.push_back(wq);
+  }
+  if (held.size() == 2) EXPECT_TRUE(at::allclose(held[0], held[1], 1e-6, 0));
 }
 
 TEST(Linear, Int8WithoutReduceRangeSaturatesOnAvx2) {
@@ -302,6 +417,10 @@ TEST(Linear, NonContiguousInput) {
     if (p == LinearPath::Avx2Packed && !cpu_has_avx2_fma()) continue;
     EXPECT_LE(rel_err(Linear(w, std::nullopt, p)(xt), ref), kTolFp32) << to_string(p);
   }
+  if (cpu_has_avx2_fma()) {
+    const Linear q8(w, std::nullopt, LinearPath::Int8Avx2);
+    EXPECT_LE(rel_err(q8(xt), at::linear(xt.to(at::kDouble), q8.effective_weight().to(at::kDouble))), kTolInt8Avx2);
+  }
   const Linear q(w, std::nullopt, LinearPath::Int8Dynamic);
   EXPECT_LE(rel_err(q(xt), at::linear(xt.to(at::kDouble), q.effective_weight().to(at::kDouble))), kTolInt8);
 }
@@ -316,6 +435,9 @@ TEST(Linear, ExtraBytesCountThePackedCopy) {
     EXPECT_EQ(Linear(w, std::nullopt, LinearPath::Avx2Packed).extra_bytes(), n * k * 4);
     EXPECT_EQ(Linear(w.to(at::kBFloat16), std::nullopt, LinearPath::Avx2Packed).extra_bytes(), n * k * 2);
     EXPECT_EQ(Linear(randn({100, k}, at::kFloat), std::nullopt, LinearPath::Avx2Packed).extra_bytes(), 112 * k * 4);
+    // int8 panels + an fp32 scale per (padded) output channel.
+    EXPECT_EQ(Linear(w, std::nullopt, LinearPath::Int8Avx2).extra_bytes(), n * k + n * 4);
+    EXPECT_EQ(Linear(randn({100, k}, at::kFloat), std::nullopt, LinearPath::Int8Avx2).extra_bytes(), 112 * k + 112 * 4);
   }
   const Linear b16(w.to(at::kBFloat16), std::nullopt, LinearPath::OneDnnPacked);
   EXPECT_EQ(b16.extra_bytes(), n * k * (b16.packed_as_fp32() ? 4 : 2));
@@ -340,7 +462,7 @@ TEST(Linear, WithPathSharesTheOriginalWeight) {
 TEST(Linear, PackedPathsRefuseNonCpuWeights) {
   // A meta tensor stands in for a CUDA weight on a CPU-only build (same check: device must be CPU).
   const at::Tensor w = at::empty({8, 8}, at::TensorOptions().device(at::kMeta));
-  for (LinearPath p : {LinearPath::OneDnnPacked, LinearPath::Int8Dynamic, LinearPath::Avx2Packed}) {
+  for (LinearPath p : {LinearPath::OneDnnPacked, LinearPath::Int8Dynamic, LinearPath::Avx2Packed, LinearPath::Int8Avx2}) {
     try {
       Linear(w, std::nullopt, p);
       ADD_FAILURE() << "no error for " << to_string(p);
@@ -373,7 +495,8 @@ TEST(Linear, BadShapesAreRefused) {
 }
 
 TEST(Linear, PathNamesRoundTrip) {
-  for (LinearPath p : {LinearPath::Aten, LinearPath::OneDnnPacked, LinearPath::Int8Dynamic, LinearPath::Avx2Packed}) {
+  for (LinearPath p : {LinearPath::Aten, LinearPath::OneDnnPacked, LinearPath::Int8Dynamic, LinearPath::Avx2Packed,
+                       LinearPath::Int8Avx2}) {
     EXPECT_EQ(linear_path_from_string(to_string(p)), p);
   }
   EXPECT_THROW(linear_path_from_string("mkl"), ValueError);
@@ -389,6 +512,7 @@ TEST(Linear, DefaultPathPerDtypeAndDevice) {
   EXPECT_EQ(default_linear_path(at::kBFloat16, at::kCPU), cpu_float);
   EXPECT_NE(default_linear_path(at::kFloat, at::kCPU), LinearPath::Int8Dynamic);
   EXPECT_NE(default_linear_path(at::kBFloat16, at::kCPU), LinearPath::Int8Dynamic);
+  EXPECT_NE(default_linear_path(at::kFloat, at::kCPU), LinearPath::Int8Avx2);
   // Whatever it picks must construct for that dtype on CPU.
   for (at::ScalarType dt : {at::kFloat, at::kBFloat16, at::kHalf, at::kDouble}) {
     EXPECT_NO_THROW(Linear(randn({8, 8}, dt), std::nullopt, default_linear_path(dt, at::kCPU))) << dt;

@@ -1,0 +1,411 @@
+#include "ops/linear_avx2.h"
+
+#include "common/check.h"
+#include "ops/cpu_simd.h"
+#include "ops/linear.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <utility>
+#include <vector>
+
+namespace dotf::avx2 {
+
+namespace {
+
+// ---- Avx2Packed: fp32 and bf16 weights ----
+//
+// y[M, N] = x[M, K] W[N, K]^T + b for M <= kAvx2MaxM, fp32 accumulation.
+//
+// Layout. The weight is packed once into panels of 16 output columns, [ceil(N/16)][Kp][16] with K
+// zero-padded to Kp (a multiple of 4): one k step of a panel is one 64-byte line (fp32) or half of
+// one (bf16, widened to fp32 in registers: bf16 is fp32's top half).
+//
+// Four streams. One core streams DRAM at ~10 GB/s from a single sequential stream but ~22 GB/s from
+// four (measured here, AVX2 EPYC: the hardware prefetcher runs ahead per stream; software prefetch on
+// one stream did not help). So each panel is read as four K segments [s*Kp/4, (s+1)*Kp/4) advanced in
+// lockstep, which is what brings M = 1 to MKL's sgemv speed. x is repacked per call into the same four
+// segments, k-major ([4][Kp/4][M], the segments padded apart so they do not alias in L1), so the
+// broadcasts of a k step for all rows share a line.
+//
+// Micro-kernel: a 6 x 16 tile of y in 12 ymm registers; per k step, 2 weight loads and 2 FMAs per
+// row of x (a broadcast). Weights come from DRAM once per call: for M > 6 the row blocks reuse each
+// 64-step chunk (16 KB fp32) from L1. Bias is the tile's initial value.
+//
+// Batch invariant: every output is summed in the same order (bias, then per chunk k = 0.., segments
+// 0..3 in turn) whatever M, the row block a row lands in, or the thread count, so a row of a verify
+// batch (M = k+1) is bitwise the row a decode step (M = 1) computes. (A second accumulator set for
+// small M would hide FMA latency but change the order; one set still streams at >= 16 B/cycle.)
+constexpr int64_t kPanel = 16;    // output columns per panel
+constexpr int64_t kSegments = 4;  // concurrent DRAM streams per panel
+constexpr int64_t kChunk = 64;    // k steps per segment per pass: a 16 KB fp32 chunk stays in L1 across row blocks
+constexpr int64_t kRowBlock = 6;  // rows of x per micro-kernel call
+
+#ifdef DOTF_HAVE_AVX2_KERNEL
+using simd::load8;
+
+// c[MB][16] (row stride ldc) += sum over the 4 segments s and k < kc of
+//   x[s * xseg + k * ldx + i] * p[(s * q + k) * 16 + j].
+template <typename WT, int MB>
+DOTF_AVX2 inline void avx2_micro(const WT* __restrict p, int64_t q, int64_t kc, const float* __restrict x, int64_t ldx,
+                                 int64_t xseg, float* __restrict c, int64_t ldc) {
+  // Named registers, not arrays: GCC keeps arrays of __m256 in registers but also stores them to the
+  // stack on every iteration.
+  __m256 a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51;
+#define DOTF_LOADC(i)                                                            \
+  if constexpr (MB > i) {                                                        \
+    a##i##0 = _mm256_loadu_ps(c + i * ldc);                                      \
+    a##i##1 = _mm256_loadu_ps(c + i * ldc + 8);                                  \
+  }
+#define DOTF_FMA(i)                                                              \
+  if constexpr (MB > i) {                                                        \
+    const __m256 xv = _mm256_broadcast_ss(xk + i);                               \
+    a##i##0 = _mm256_fmadd_ps(xv, w0, a##i##0);                                  \
+    a##i##1 = _mm256_fmadd_ps(xv, w1, a##i##1);                                  \
+  }
+#define DOTF_STEP(s)                                                             \
+  {                                                                              \
+    const WT* ws = p + ((s) * q + k) * kPanel;                                   \
+    const float* xk = x + (s) * xseg + k * ldx;                                  \
+    const __m256 w0 = load8(ws), w1 = load8(ws + 8);                             \
+    DOTF_FMA(0) DOTF_FMA(1) DOTF_FMA(2) DOTF_FMA(3) DOTF_FMA(4) DOTF_FMA(5)      \
+  }
+#define DOTF_STOREC(i)                                                           \
+  if constexpr (MB > i) {                                                        \
+    _mm256_storeu_ps(c + i * ldc, a##i##0);                                      \
+    _mm256_storeu_ps(c + i * ldc + 8, a##i##1);                                  \
+  }
+  DOTF_LOADC(0) DOTF_LOADC(1) DOTF_LOADC(2) DOTF_LOADC(3) DOTF_LOADC(4) DOTF_LOADC(5)
+  for (int64_t k = 0; k < kc; ++k) {
+    DOTF_STEP(0) DOTF_STEP(1) DOTF_STEP(2) DOTF_STEP(3)
+  }
+  DOTF_STOREC(0) DOTF_STOREC(1) DOTF_STOREC(2) DOTF_STOREC(3) DOTF_STOREC(4) DOTF_STOREC(5)
+#undef DOTF_LOADC
+#undef DOTF_FMA
+#undef DOTF_STEP
+#undef DOTF_STOREC
+}
+
+template <typename WT>
+DOTF_AVX2 void avx2_micro_rows(int64_t mb, const WT* p, int64_t q, int64_t kc, const float* x, int64_t ldx, int64_t xseg,
+                               float* c, int64_t ldc) {
+  switch (mb) {
+    case 6: return avx2_micro<WT, 6>(p, q, kc, x, ldx, xseg, c, ldc);
+    case 5: return avx2_micro<WT, 5>(p, q, kc, x, ldx, xseg, c, ldc);
+    case 4: return avx2_micro<WT, 4>(p, q, kc, x, ldx, xseg, c, ldc);
+    case 3: return avx2_micro<WT, 3>(p, q, kc, x, ldx, xseg, c, ldc);
+    case 2: return avx2_micro<WT, 2>(p, q, kc, x, ldx, xseg, c, ldc);
+    default: return avx2_micro<WT, 1>(p, q, kc, x, ldx, xseg, c, ldc);
+  }
+}
+
+// Panels [p_begin, p_end) of y = x W^T + bias. xs: x repacked as [4][q][M] with segment stride xseg;
+// packed: [P][4 q][16]; y: [M, N] fp32.
+template <typename WT>
+DOTF_AVX2 void avx2_linear_panels(const float* xs, int64_t M, int64_t q, int64_t xseg, const WT* packed, int64_t N,
+                                  const float* bias, float* y, int64_t p_begin, int64_t p_end) {
+  alignas(32) float tail[kAvx2MaxM * kPanel];
+  for (int64_t pi = p_begin; pi < p_end; ++pi) {
+    const int64_t n0 = pi * kPanel, cols = std::min(kPanel, N - n0);
+    const bool full = cols == kPanel;
+    float* c = full ? y + n0 : tail;
+    const int64_t ldc = full ? N : kPanel;
+    for (int64_t m = 0; m < M; ++m) {
+      for (int64_t j = 0; j < kPanel; ++j) c[m * ldc + j] = (bias && j < cols) ? bias[n0 + j] : 0.0f;
+    }
+    const WT* panel = packed + pi * kSegments * q * kPanel;
+    for (int64_t k0 = 0; k0 < q; k0 += kChunk) {
+      const int64_t kc = std::min(kChunk, q - k0);
+      for (int64_t m0 = 0; m0 < M; m0 += kRowBlock) {
+        avx2_micro_rows<WT>(std::min(kRowBlock, M - m0), panel + k0 * kPanel, q, kc, xs + k0 * M + m0, M, xseg,
+                            c + m0 * ldc, ldc);
+      }
+    }
+    if (!full) {
+      for (int64_t m = 0; m < M; ++m) std::memcpy(y + m * N + n0, tail + m * kPanel, cols * sizeof(float));
+    }
+  }
+}
+
+// ---- Int8Avx2: int8 weights, 16-bit activations ----
+//
+// Widening int8 to fp32 costs lane-crossing shuffles (vpmovsxbd) that capped a first fp32-FMA version
+// at ~4 weights per cycle, slower than FBGEMM. So the products are integer: each row of x is
+// quantized per call to int16 (scale max|x| / 32767, a relative step of 3e-5: negligible next to the
+// int8 weights' 0.4%, unlike FBGEMM's 7-bit activations), and vpmaddwd multiplies 16 int16 weights
+// by 16 int16 activations and adds pairs into 8 int32 sums. The int8 weights widen to int16 with
+// in-lane shifts only, thanks to the layout below.
+//
+// Layout. Panels of 16 output columns as above; one step of a panel covers a pair of k values in 32
+// bytes: byte 4j + 2kk + h holds w[col 8h + j][2 k2 + kk] (j < 8, kk, h in {0, 1}). Read as int16
+// lanes, (v << 8) >> 8 leaves the h = 0 bytes sign-extended (columns 0-7, lane pairs = the two k
+// values) and v >> 8 the h = 1 bytes (columns 8-15), each ready for vpmaddwd against the broadcast
+// pair (x[2 k2], x[2 k2 + 1]). Four segments (DRAM streams) as above; x pairs are repacked the same
+// way, [4][q2][M] int32.
+//
+// Overflow. A pair sum is at most 2 * 127 * 32767 = 8.3e6; int32 accumulators are flushed to the
+// fp32 tile every kInt8Chunk pair steps of all 4 segments (4 * 32 = 128 pair sums <= 1.07e9 < 2^31).
+// Row blocks of up to 6 share the widened weights. Rows are batch invariant (integer sums are
+// exact; the flushes happen at the same k for every row).
+constexpr int64_t kInt8Chunk = 32;  // pair steps per segment between int32 -> fp32 flushes
+
+// c[MB][16] (row stride ldc, fp32) += sum over the 4 segments s and pair steps k < kc of
+//   x[s * xseg + k * ldx + i] (an int16 pair) . (the 32 weight bytes at p + (s * q2 + k) * 32).
+template <int MB, bool Prefetch>
+DOTF_AVX2 inline void int8_micro(const int8_t* __restrict p, int64_t q2, int64_t kc, const int32_t* __restrict x,
+                                 int64_t ldx, int64_t xseg, float* __restrict c, int64_t ldc, int64_t ahead) {
+  const __m256i z = _mm256_setzero_si256();
+  __m256i a00 = z, a01 = z, a10 = z, a11 = z, a20 = z, a21 = z, a30 = z, a31 = z, a40 = z, a41 = z, a50 = z, a51 = z;
+#define DOTF_MADD(i)                                                             \
+  if constexpr (MB > i) {                                                        \
+    const __m256i xv = _mm256_set1_epi32(xk[i]);                                 \
+    a##i##0 = _mm256_add_epi32(a##i##0, _mm256_madd_epi16(w0, xv));              \
+    a##i##1 = _mm256_add_epi32(a##i##1, _mm256_madd_epi16(w1, xv));              \
+  }
+#define DOTF_STEP(s)                                                             \
+  {                                                                              \
+    const int8_t* ps = p + ((s) * q2 + k) * 2 * kPanel;                         \
+    const __m256i w0 = _mm256_srai_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ps - 1)), 8); \
+    const __m256i w1 = _mm256_srai_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ps)), 8); \
+    const int32_t* xk = x + (s) * xseg + k * ldx;                                \
+    DOTF_MADD(0) DOTF_MADD(1) DOTF_MADD(2) DOTF_MADD(3) DOTF_MADD(4) DOTF_MADD(5) \
+    if constexpr (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(p + ((s) * q2 + k) * 2 * kPanel + ahead), _MM_HINT_T0); \
+  }
+  for (int64_t k = 0; k < kc; ++k) {
+    DOTF_STEP(0) DOTF_STEP(1) DOTF_STEP(2) DOTF_STEP(3)
+  }
+#define DOTF_FLUSH(i)                                                                                       \
+  if constexpr (MB > i) {                                                                                   \
+    _mm256_storeu_ps(c + i * ldc, _mm256_add_ps(_mm256_loadu_ps(c + i * ldc), _mm256_cvtepi32_ps(a##i##0)));  \
+    _mm256_storeu_ps(c + i * ldc + 8, _mm256_add_ps(_mm256_loadu_ps(c + i * ldc + 8), _mm256_cvtepi32_ps(a##i##1))); \
+  }
+  DOTF_FLUSH(0) DOTF_FLUSH(1) DOTF_FLUSH(2) DOTF_FLUSH(3) DOTF_FLUSH(4) DOTF_FLUSH(5)
+#undef DOTF_MADD
+#undef DOTF_STEP
+#undef DOTF_FLUSH
+}
+
+// The first row block of a panel also prefetches the next panel (ahead bytes further): the four
+// streams of a panel are short for int8 (K/4 bytes per column), too short for the hardware
+// prefetcher to ramp up on (measured: 1.4-1.6x faster at SmolLM2 sizes with it).
+template <bool Prefetch>
+DOTF_AVX2 void int8_micro_rows(int64_t mb, const int8_t* p, int64_t q2, int64_t kc, const int32_t* x, int64_t ldx,
+                               int64_t xseg, float* c, int64_t ldc, int64_t ahead) {
+  switch (mb) {
+    case 6: return int8_micro<6, Prefetch>(p, q2, kc, x, ldx, xseg, c, ldc, ahead);
+    case 5: return int8_micro<5, Prefetch>(p, q2, kc, x, ldx, xseg, c, ldc, ahead);
+    case 4: return int8_micro<4, Prefetch>(p, q2, kc, x, ldx, xseg, c, ldc, ahead);
+    case 3: return int8_micro<3, Prefetch>(p, q2, kc, x, ldx, xseg, c, ldc, ahead);
+    case 2: return int8_micro<2, Prefetch>(p, q2, kc, x, ldx, xseg, c, ldc, ahead);
+    default: return int8_micro<1, Prefetch>(p, q2, kc, x, ldx, xseg, c, ldc, ahead);
+  }
+}
+
+// out[k] = round(x[k] / scale) with scale = max|x| / 32767 (1 for an all-zero row); returns scale.
+// A row holding inf or NaN returns NaN with out all zero, so the layer's outputs for it are NaN:
+// the caller sees a non-finite result, as it would from a float kernel.
+DOTF_AVX2 float quantize_row_int16(const float* x, int64_t K, int16_t* out) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  __m256 vmax = _mm256_setzero_ps(), poison = _mm256_setzero_ps();  // poison: x * 0 is NaN for inf/NaN
+  int64_t k = 0;
+  for (; k + 8 <= K; k += 8) {
+    const __m256 v = _mm256_loadu_ps(x + k);
+    vmax = _mm256_max_ps(vmax, _mm256_and_ps(v, abs_mask));
+    poison = _mm256_add_ps(poison, _mm256_mul_ps(v, _mm256_setzero_ps()));
+  }
+  alignas(32) float lanes[8], bad[8];
+  _mm256_store_ps(lanes, vmax);
+  _mm256_store_ps(bad, poison);
+  float amax = 0, nonfinite = 0;
+  for (int i = 0; i < 8; ++i) amax = std::max(amax, lanes[i]), nonfinite += bad[i];
+  for (int64_t t = k; t < K; ++t) amax = std::max(amax, std::fabs(x[t])), nonfinite += x[t] * 0.0f;
+  if (std::isnan(nonfinite)) {
+    std::fill(out, out + K, int16_t{0});
+    return std::numeric_limits<float>::quiet_NaN();
+  }
+  const float scale = amax > 0 ? amax / 32767.0f : 1.0f;
+  const __m256 inv = _mm256_set1_ps(1.0f / scale);
+  alignas(32) int32_t q[8];
+  for (k = 0; k + 8 <= K; k += 8) {  // |x / scale| <= 32767 (+ rounding): no int16 overflow
+    _mm256_store_si256(reinterpret_cast<__m256i*>(q), _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k), inv)));
+    for (int i = 0; i < 8; ++i) out[k + i] = static_cast<int16_t>(std::clamp(q[i], -32767, 32767));
+  }
+  for (; k < K; ++k) out[k] = static_cast<int16_t>(std::clamp<long>(std::lrint(x[k] / scale), -32767, 32767));
+  return scale;
+}
+
+// Panels [p_begin, p_end) of y = sx[m] * (xq qw^T)[m, n] * sw[n] + bias[n]. xs: int16 pairs of x as
+// [4][q2][M]; packed: [P][4 q2][32] int8; sw: [P * 16]; sx: [M]; y: [M, ldy] fp32 with ldy >= P * 16.
+DOTF_AVX2 void int8_linear_panels(const int32_t* xs, const float* sx, int64_t M, int64_t q2, int64_t xseg,
+                                  const int8_t* packed, const float* sw, const float* bias, int64_t N, float* y,
+                                  int64_t ldy, int64_t p_begin, int64_t p_end) {
+  for (int64_t pi = p_begin; pi < p_end; ++pi) {
+    const int64_t n0 = pi * kPanel;
+    float* c = y + n0;
+    for (int64_t m = 0; m < M; ++m) std::memset(c + m * ldy, 0, kPanel * sizeof(float));
+    const int64_t panel_bytes = kSegments * q2 * 2 * kPanel;
+    const int8_t* panel = packed + pi * panel_bytes;
+    for (int64_t k0 = 0; k0 < q2; k0 += kInt8Chunk) {
+      const int64_t kc = std::min(kInt8Chunk, q2 - k0);
+      for (int64_t m0 = 0; m0 < M; m0 += kRowBlock) {
+        const bool prefetch = m0 == 0 && pi + 1 < p_end;
+        (prefetch ? int8_micro_rows<true> : int8_micro_rows<false>)(std::min(kRowBlock, M - m0), panel + k0 * 2 * kPanel,
+                                                                    q2, kc, xs + k0 * M + m0, M, xseg, c + m0 * ldy,
+                                                                    ldy, panel_bytes);
+      }
+    }
+    const __m256 s0 = _mm256_loadu_ps(sw + n0), s1 = _mm256_loadu_ps(sw + n0 + 8);
+    alignas(32) float b[kPanel] = {};
+    if (bias) std::memcpy(b, bias + n0, std::min(kPanel, N - n0) * sizeof(float));
+    const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+    for (int64_t m = 0; m < M; ++m) {
+      float* cm = c + m * ldy;
+      const __m256 r = _mm256_set1_ps(sx[m]);
+      _mm256_storeu_ps(cm, _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(cm), r), s0, b0));
+      _mm256_storeu_ps(cm + 8, _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(cm + 8), r), s1, b1));
+    }
+  }
+}
+
+#endif  // x86-64
+
+// x [M, K] fp32 -> [4][q][M], k-major, zero past K (the layout the micro-kernels broadcast from).
+// Returns it with its segment stride: the segments sit 16 floats further apart than their size so
+// that power-of-two sizes do not map all four onto the same L1 sets.
+std::pair<at::Tensor, int64_t> repack_segments(const at::Tensor& xf, int64_t q) {
+  const int64_t M = xf.size(0), K = xf.size(1), xseg = q * M + 16;
+  at::Tensor xs = at::empty({kSegments * xseg}, xf.options());
+  const float* src = xf.data_ptr<float>();
+  float* dst = xs.data_ptr<float>();
+  for (int64_t s = 0; s < kSegments; ++s) {
+    for (int64_t k = 0; k < q; ++k) {
+      const int64_t kk = s * q + k;
+      float* d = dst + s * xseg + k * M;
+      if (kk < K) {
+        for (int64_t m = 0; m < M; ++m) d[m] = src[m * K + kk];
+      } else {
+        for (int64_t m = 0; m < M; ++m) d[m] = 0.0f;
+      }
+    }
+  }
+  return {xs, xseg};
+}
+
+// Enough weight per task that thread start-up is paid back (>= 64 K weights).
+int64_t panel_grain(int64_t Kp) { return std::max<int64_t>(1, (int64_t(1) << 16) / (Kp * kPanel)); }
+
+}  // namespace
+
+// [N, K] -> [ceil(N/16), Kp, 16] with Kp = K rounded up to a multiple of 4, zero-padded, same dtype.
+
+at::Tensor pack_panels(const at::Tensor& w) {
+  const int64_t N = w.size(0), K = w.size(1), P = (N + kPanel - 1) / kPanel;
+  const int64_t Kp = (K + kSegments - 1) / kSegments * kSegments;
+  at::Tensor padded = w;
+  if (P * kPanel != N || Kp != K) {
+    padded = at::zeros({P * kPanel, Kp}, w.options());
+    padded.narrow(0, 0, N).narrow(1, 0, K).copy_(w);
+  }
+  // [P, 16, Kp] -> [P, Kp, 16]
+  return padded.view({P, kPanel, Kp}).transpose(1, 2).contiguous();
+}
+
+at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, const std::optional<at::Tensor>& bias, int64_t N) {
+#ifdef DOTF_HAVE_AVX2_KERNEL
+  const at::Tensor xf = x.to(at::kFloat).contiguous();  // no copy for a contiguous fp32 x
+  const int64_t M = xf.size(0), P = packed.size(0), Kp = packed.size(1), q = Kp / kSegments;
+  const auto [xs, xseg] = repack_segments(xf, q);
+  const float* xp = xs.data_ptr<float>();
+  const float* bp = bias ? bias->data_ptr<float>() : nullptr;
+  at::Tensor y = at::empty({M, N}, xf.options());
+  float* yp = y.data_ptr<float>();
+  const int64_t grain = panel_grain(Kp);
+  if (packed.scalar_type() == at::kFloat) {
+    const float* wp = packed.data_ptr<float>();
+    at::parallel_for(0, P, grain, [&](int64_t b, int64_t e) { avx2_linear_panels<float>(xp, M, q, xseg, wp, N, bp, yp, b, e); });
+  } else {
+    const auto* wp = reinterpret_cast<const uint16_t*>(packed.data_ptr<at::BFloat16>());
+    at::parallel_for(0, P, grain, [&](int64_t b, int64_t e) { avx2_linear_panels<uint16_t>(xp, M, q, xseg, wp, N, bp, yp, b, e); });
+  }
+  return y;
+#else
+  DOTF_CHECK(false, "linear path 'avx2' is not built for this architecture");
+  return {};
+#endif
+}
+
+
+// Kp for int8 panels: pairs of k split into 4 segments.
+constexpr int64_t kInt8KMultiple = 2 * kSegments;
+constexpr int64_t kInt8Lead = 32;  // spare bytes before the panels (one is read)
+
+Int8Panels quantize_int8_panels(const at::Tensor& w) {
+  const at::Tensor wf = w.to(at::kFloat).contiguous();
+  const int64_t N = wf.size(0), K = wf.size(1), P = (N + kPanel - 1) / kPanel;
+  const int64_t Kp = (K + kInt8KMultiple - 1) / kInt8KMultiple * kInt8KMultiple;
+  const at::Tensor scale = std::get<0>(wf.abs().max(1)).div(127.0).clamp_min(std::numeric_limits<float>::epsilon());
+  at::Tensor q = at::zeros({P * kPanel, Kp}, wf.options().dtype(at::kChar));
+  q.narrow(0, 0, N).narrow(1, 0, K).copy_((wf / scale.unsqueeze(1)).round().clamp(-127, 127));
+  Int8Panels out;
+  // [P, h, j, k2, kk] (column 8h + j, k = 2 k2 + kk) -> [P, k2, j, kk, h]: byte 4j + 2kk + h of a step.
+  const at::Tensor steps = q.view({P, 2, kPanel / 2, Kp / 2, 2}).permute({0, 3, 2, 4, 1});
+  // One spare byte in front: the kernel reads each step's even bytes with a load one byte early.
+  at::Tensor storage = at::zeros({kInt8Lead + q.numel()}, q.options());
+  out.packed = storage.narrow(0, kInt8Lead, q.numel()).view(steps.sizes());
+  out.packed.copy_(steps);
+  out.scale = at::zeros({P * kPanel}, wf.options());
+  out.scale.narrow(0, 0, N).copy_(scale);
+  return out;
+}
+
+at::Tensor dequantize_int8_panels(const Int8Panels& w, int64_t N, int64_t K) {
+  const int64_t P = w.packed.size(0), Kp = 2 * w.packed.size(1);
+  const at::Tensor q = w.packed.permute({0, 4, 2, 1, 3}).reshape({P * kPanel, Kp}).narrow(0, 0, N).narrow(1, 0, K);
+  return q.to(at::kFloat) * w.scale.narrow(0, 0, N).unsqueeze(1);
+}
+
+at::Tensor linear_int8(const at::Tensor& x, const Int8Panels& w, const std::optional<at::Tensor>& bias, int64_t N) {
+#ifdef DOTF_HAVE_AVX2_KERNEL
+  const at::Tensor xf = x.to(at::kFloat).contiguous();
+  const int64_t M = xf.size(0), K = xf.size(1), P = w.packed.size(0), q2 = w.packed.size(1) / kSegments;
+  // x -> int16 per row, as k pairs [4][q2][M] int32 (zero past K).
+  const int64_t xseg = q2 * M + 16;  // padded apart, as repack_segments does
+  std::vector<int32_t> xs(kSegments * xseg);
+  std::vector<float> sx(M);
+  std::vector<int16_t> row(2 * kSegments * q2, 0);
+  const float* src = xf.data_ptr<float>();
+  for (int64_t m = 0; m < M; ++m) {
+    sx[m] = quantize_row_int16(src + m * K, K, row.data());
+    for (int64_t s = 0; s < kSegments; ++s) {
+      for (int64_t k = 0; k < q2; ++k) {
+        const int64_t kk = 2 * (s * q2 + k);
+        xs[s * xseg + k * M + m] = static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint16_t>(row[kk])) |
+                                                        (static_cast<uint32_t>(static_cast<uint16_t>(row[kk + 1])) << 16));
+      }
+    }
+  }
+  // Written with the panels' padded width, so every panel stores whole vectors; narrowed at the end.
+  const int64_t ldy = P * kPanel;
+  at::Tensor y = at::empty({M, ldy}, xf.options());
+  const int8_t* wp = w.packed.data_ptr<int8_t>();
+  const float* sw = w.scale.data_ptr<float>();
+  const float* bp = bias ? bias->data_ptr<float>() : nullptr;
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, P, panel_grain(2 * q2 * kSegments), [&](int64_t b, int64_t e) {
+    int8_linear_panels(xs.data(), sx.data(), M, q2, xseg, wp, sw, bp, N, yp, ldy, b, e);
+  });
+  return ldy == N ? y : y.narrow(1, 0, N).contiguous();
+#else
+  DOTF_CHECK(false, "linear path 'int8_avx2' is not built for this architecture");
+  return {};
+#endif
+}
+
+}  // namespace dotf::avx2

@@ -1,0 +1,32 @@
+#pragma once
+// dotf's hand-written small-M linear kernels for x86-64 AVX2+FMA CPUs (the Avx2Packed and Int8Avx2
+// paths of ops/linear.h). Weights are packed once into panels of 16 output columns; x is fp32.
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+
+namespace dotf::avx2 {
+
+// [N, K] -> [ceil(N/16), Kp, 16], K zero-padded to Kp (a multiple of 4), same dtype.
+at::Tensor pack_panels(const at::Tensor& w);
+
+// x: [M, K] fp32-convertible; packed: pack_panels of an fp32 or bf16 weight [N, K]; bias: [N] fp32.
+// -> [M, N] fp32. Rows are batch invariant (a row's result does not depend on M or the thread count).
+at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, const std::optional<at::Tensor>& bias, int64_t N);
+
+// Symmetric per-output-channel int8 weights: w[n, k] ~= q[n, k] * scale[n], |q| <= 127,
+// scale[n] = max_k |w[n, k]| / 127 (at least FLT_EPSILON, so an all-zero row stays finite).
+struct Int8Panels {
+  at::Tensor packed;  // [ceil(N/16), Kp/2, 8, 2, 2] int8, zero-padded (layout in linear_avx2.cpp)
+  at::Tensor scale;   // [ceil(N/16) * 16] fp32, zero-padded
+};
+Int8Panels quantize_int8_panels(const at::Tensor& w);
+// The float weight [N, K] the int8 kernel multiplies by (q * scale), for tests and diagnostics.
+at::Tensor dequantize_int8_panels(const Int8Panels& w, int64_t N, int64_t K);
+
+// y = x (q * scale)^T + bias with each row of x rounded to int16 (scale max|x_m| / 32767) and exact
+// int32 products; rows are batch invariant. x: [M, K]; bias: [N] fp32 or none -> [M, N] fp32. A row
+// of x holding inf or NaN gives a row of NaN.
+at::Tensor linear_int8(const at::Tensor& x, const Int8Panels& w, const std::optional<at::Tensor>& bias, int64_t N);
+
+}  // namespace dotf::avx2
