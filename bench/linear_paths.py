@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "linear_paths.md"
 
-PATHS = ["aten_fp32", "onednn_fp32", "avx2_fp32", "aten_bf16", "onednn_bf16", "avx2_bf16", "int8"]
+PATHS = ["aten_fp32", "onednn_fp32", "avx2_fp32", "aten_bf16", "onednn_bf16", "avx2_bf16", "int8", "int8_avx2"]
 MS = [1, 2, 4, 6, 9, 13, 16]
 # (name in dotf_bench, label, count per decode step of the model)
 SHAPES = [
@@ -118,7 +118,8 @@ def write_report(times: dict[str, float], args, bench: Path, load_before, load_a
         "",
         "Paths: `aten` = at::linear (MKL); `onednn` = oneDNN prepacked (`mkldnn::_reorder_linear_weight`, batch"
         " hint 8, `mkldnn::_linear_pointwise`); `avx2` = dotf's hand-written AVX2 small-M kernel over a"
-        " 16-column panel copy; `int8` = FBGEMM dynamic int8 (`quantized::linear_dynamic`, reduce_range)."
+        " 16-column panel copy; `int8` = FBGEMM dynamic int8 (`quantized::linear_dynamic`, reduce_range);"
+        " `int8_avx2` = dotf's int8 kernel (int8 weights, int16 activations, exact integer sums)."
         " `onednn_bf16` on a CPU without avx512/avx_ne_convert packs an fp32 copy (oneDNN has no bf16 kernel"
         " there).",
         "",
@@ -173,7 +174,7 @@ def write_report(times: dict[str, float], args, bench: Path, load_before, load_a
             if not r or not {1, 6, 16} <= set(r) or not base:
                 continue
             speed = base / r[1]
-            if path == "int8":
+            if path.startswith("int8"):
                 ok = speed >= T_INT8
                 lines.append(f"| {label} | {path} | {r[6] / r[1]:.2f} | {r[16] / r[1]:.2f} | {speed:.2f}x | "
                              f"{mark(ok)} (M=1 >= {T_INT8}x) |")

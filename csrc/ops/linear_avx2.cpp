@@ -140,15 +140,17 @@ DOTF_AVX2 void avx2_linear_panels(const float* xs, int64_t M, int64_t q, int64_t
 // at ~4 weights per cycle, slower than FBGEMM. So the products are integer: each row of x is
 // quantized per call to int16 (scale max|x| / 32767, a relative step of 3e-5: negligible next to the
 // int8 weights' 0.4%, unlike FBGEMM's 7-bit activations), and vpmaddwd multiplies 16 int16 weights
-// by 16 int16 activations and adds pairs into 8 int32 sums. The int8 weights widen to int16 with
-// in-lane shifts only, thanks to the layout below.
+// by 16 int16 activations and adds pairs into 8 int32 sums. The int8 weights widen to int16 with one
+// arithmetic shift per vector, thanks to the layout below.
 //
 // Layout. Panels of 16 output columns as above; one step of a panel covers a pair of k values in 32
 // bytes: byte 4j + 2kk + h holds w[col 8h + j][2 k2 + kk] (j < 8, kk, h in {0, 1}). Read as int16
-// lanes, (v << 8) >> 8 leaves the h = 0 bytes sign-extended (columns 0-7, lane pairs = the two k
-// values) and v >> 8 the h = 1 bytes (columns 8-15), each ready for vpmaddwd against the broadcast
-// pair (x[2 k2], x[2 k2 + 1]). Four segments (DRAM streams) as above; x pairs are repacked the same
-// way, [4][q2][M] int32.
+// lanes, v >> 8 leaves the h = 1 bytes sign-extended (columns 8-15; a lane pair holds the two k
+// values); the same step loaded one byte early puts the h = 0 bytes in the high halves, so another
+// >> 8 gives columns 0-7 (two loads and two shifts per step, no shuffles; kInt8Lead spare bytes sit
+// before the panels for the first step's early load). Each is ready for vpmaddwd against the
+// broadcast pair (x[2 k2], x[2 k2 + 1]). Four segments (DRAM streams) as above; x pairs are
+// repacked the same way, [4][q2][M] int32.
 //
 // Overflow. A pair sum is at most 2 * 127 * 32767 = 8.3e6; int32 accumulators are flushed to the
 // fp32 tile every kInt8Chunk pair steps of all 4 segments (4 * 32 = 128 pair sums <= 1.07e9 < 2^31).
@@ -194,7 +196,7 @@ DOTF_AVX2 inline void int8_micro(const int8_t* __restrict p, int64_t q2, int64_t
 
 // The first row block of a panel also prefetches the next panel (ahead bytes further): the four
 // streams of a panel are short for int8 (K/4 bytes per column), too short for the hardware
-// prefetcher to ramp up on (measured: 1.4-1.6x faster at SmolLM2 sizes with it).
+// prefetcher to ramp up on (SmolLM2's layers ran 1.3-1.9x faster with it, one run on a shared VM).
 template <bool Prefetch>
 DOTF_AVX2 void int8_micro_rows(int64_t mb, const int8_t* p, int64_t q2, int64_t kc, const int32_t* x, int64_t ldx,
                                int64_t xseg, float* c, int64_t ldc, int64_t ahead) {
@@ -230,14 +232,19 @@ DOTF_AVX2 float quantize_row_int16(const float* x, int64_t K, int16_t* out) {
     std::fill(out, out + K, int16_t{0});
     return std::numeric_limits<float>::quiet_NaN();
   }
-  const float scale = amax > 0 ? amax / 32767.0f : 1.0f;
-  const __m256 inv = _mm256_set1_ps(1.0f / scale);
+  const float scale = amax / 32767.0f;
+  if (!(scale > 0) || !std::isfinite(1.0f / scale)) {  // all zero (or denormal: zero at this precision)
+    std::fill(out, out + K, int16_t{0});
+    return 1.0f;
+  }
+  const float inv_scale = 1.0f / scale;
+  const __m256 inv = _mm256_set1_ps(inv_scale);
   alignas(32) int32_t q[8];
   for (k = 0; k + 8 <= K; k += 8) {  // |x / scale| <= 32767 (+ rounding): no int16 overflow
     _mm256_store_si256(reinterpret_cast<__m256i*>(q), _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k), inv)));
     for (int i = 0; i < 8; ++i) out[k + i] = static_cast<int16_t>(std::clamp(q[i], -32767, 32767));
   }
-  for (; k < K; ++k) out[k] = static_cast<int16_t>(std::clamp<long>(std::lrint(x[k] / scale), -32767, 32767));
+  for (; k < K; ++k) out[k] = static_cast<int16_t>(std::clamp<long>(std::lrint(x[k] * inv_scale), -32767, 32767));
   return scale;
 }
 

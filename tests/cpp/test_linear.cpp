@@ -112,16 +112,32 @@ double sweep(LinearPath path, at::ScalarType dt, double tol, const std::vector<S
   return worst;
 }
 
+// sweep() with the worst error kept as a test property (in the XML report).
+double recorded_sweep(LinearPath path, at::ScalarType dt, double tol) {
+  const double worst = sweep(path, dt, tol);
+  ::testing::Test::RecordProperty("worst_rel_err", std::to_string(worst));
+  return worst;
+}
+
+// z: errors divided by their predicted standard deviation. Passes when they look like that noise: mean
+// square within 20% of 1 and no 6-sigma outlier.
+void expect_unit_noise(const at::Tensor& z, const std::string& what) {
+  const double ms = z.pow(2).mean().item<double>();
+  const double zmax = z.abs().max().item<double>();
+  EXPECT_GT(ms, 0.8) << what;
+  EXPECT_LT(ms, 1.2) << what;
+  EXPECT_LT(zmax, 6.0) << what;
+  std::cout << "[ info ] " << what << ": normalized mean square " << ms << ", max |z| " << zmax << "\n";
+}
+
 TEST(Linear, AtenFp32MatchesFloat64) { EXPECT_LE(sweep(LinearPath::Aten, at::kFloat, kTolFp32), kTolFp32); }
 
 TEST(Linear, OneDnnFp32MatchesFloat64) {
-  const double worst = sweep(LinearPath::OneDnnPacked, at::kFloat, kTolFp32);
-  RecordProperty("worst_rel_err", std::to_string(worst));
+  recorded_sweep(LinearPath::OneDnnPacked, at::kFloat, kTolFp32);
 }
 
 TEST(Linear, OneDnnBf16MatchesFloat64) {
-  const double worst = sweep(LinearPath::OneDnnPacked, at::kBFloat16, kTolBf16);
-  RecordProperty("worst_rel_err", std::to_string(worst));
+  recorded_sweep(LinearPath::OneDnnPacked, at::kBFloat16, kTolBf16);
 }
 
 #define SKIP_WITHOUT_AVX2() \
@@ -129,14 +145,12 @@ TEST(Linear, OneDnnBf16MatchesFloat64) {
 
 TEST(Linear, Avx2Fp32MatchesFloat64) {
   SKIP_WITHOUT_AVX2();
-  const double worst = sweep(LinearPath::Avx2Packed, at::kFloat, kTolFp32);
-  RecordProperty("worst_rel_err", std::to_string(worst));
+  recorded_sweep(LinearPath::Avx2Packed, at::kFloat, kTolFp32);
 }
 
 TEST(Linear, Avx2Bf16MatchesFloat64) {
   SKIP_WITHOUT_AVX2();
-  const double worst = sweep(LinearPath::Avx2Packed, at::kBFloat16, kTolBf16);
-  RecordProperty("worst_rel_err", std::to_string(worst));
+  recorded_sweep(LinearPath::Avx2Packed, at::kBFloat16, kTolBf16);
 }
 
 TEST(Linear, Avx2EveryRowCountAndTailPanel) {
@@ -209,16 +223,14 @@ TEST(Linear, Avx2HigherRankInputFallsBackToAten) {
 TEST(Linear, AtenBf16MatchesFloat64) { sweep(LinearPath::Aten, at::kBFloat16, kTolBf16); }
 
 TEST(Linear, Int8Fp32MatchesDequantizedFloat64) {
-  const double worst = sweep(LinearPath::Int8Dynamic, at::kFloat, kTolInt8);
-  RecordProperty("worst_rel_err", std::to_string(worst));
+  const double worst = recorded_sweep(LinearPath::Int8Dynamic, at::kFloat, kTolInt8);
   // The bound is not vacuous: the error is real (activations are quantized), just bounded.
   EXPECT_GT(worst, 1e-4);
 }
 
 TEST(Linear, Int8Avx2MatchesDequantizedFloat64) {
   SKIP_WITHOUT_AVX2();
-  const double worst = sweep(LinearPath::Int8Avx2, at::kFloat, kTolInt8Avx2);
-  RecordProperty("worst_rel_err", std::to_string(worst));
+  recorded_sweep(LinearPath::Int8Avx2, at::kFloat, kTolInt8Avx2);
 }
 
 TEST(Linear, Int8Avx2ErrorIsInt16Rounding) {
@@ -237,13 +249,7 @@ TEST(Linear, Int8Avx2ErrorIsInt16Rounding) {
     const at::Tensor step = std::get<0>(x.abs().max(1)).to(at::kDouble) / 32767.0;                 // [M]
     const at::Tensor sigma = step.unsqueeze(1) * (wq.pow(2).sum(1).sqrt() / std::sqrt(12.0)).unsqueeze(0);  // [M, out]
     const at::Tensor z = (lin(x).to(at::kDouble) - at::linear(x.to(at::kDouble), wq, b.to(at::kDouble))) / sigma;
-    const double ms = z.pow(2).mean().item<double>();
-    const double zmax = z.abs().max().item<double>();
-    EXPECT_GT(ms, 0.8) << s.out << "x" << s.in;
-    EXPECT_LT(ms, 1.2) << s.out << "x" << s.in;
-    EXPECT_LT(zmax, 6.0) << s.out << "x" << s.in;
-    std::cout << "[ info ] int8_avx2 " << s.out << "x" << s.in << ": normalized mean square " << ms << ", max |z| "
-              << zmax << "\n";
+    expect_unit_noise(z, "int8_avx2 " + std::to_string(s.out) + "x" + std::to_string(s.in));
   }
 }
 
@@ -348,13 +354,7 @@ TEST(Linear, Int8ErrorIsActivationRoundingOnly) {
     const double step = (std::max(x.max().item<double>(), 0.0) - std::min(x.min().item<double>(), 0.0)) / 127.0;
     const at::Tensor sigma = wq.pow(2).sum(1).sqrt() * (step / std::sqrt(12.0));  // [out]
     const at::Tensor z = (lin(x).to(at::kDouble) - at::linear(x.to(at::kDouble), wq, b.to(at::kDouble))) / sigma;
-    const double ms = z.pow(2).mean().item<double>();
-    const double zmax = z.abs().max().item<double>();
-    EXPECT_GT(ms, 0.8) << s.out << "x" << s.in;
-    EXPECT_LT(ms, 1.2) << s.out << "x" << s.in;
-    EXPECT_LT(zmax, 6.0) << s.out << "x" << s.in;
-    std::cout << "[ info ] int8 " << s.out << "x" << s.in << ": normalized mean square " << ms << ", max |z| " << zmax
-              << "\n";
+    expect_unit_noise(z, "int8 " + std::to_string(s.out) + "x" + std::to_string(s.in));
   }
 }
 
