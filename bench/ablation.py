@@ -65,6 +65,8 @@ CONFIGS = {
     "same weights + cost selection": {"strategy": "dotf", "draft": "same", "selection": "cost", "lookup": False,
                                       "break_even": False},
     **sweeps("dotf", {"strategy": "dotf"}),
+    # dotf's initial gamma (adapted from there, unlike the fixed-gamma sweep); the default is 0.2
+    **{f"dotf + adaptive gamma0={g}": {"strategy": "dotf", "gamma": g} for g in (0.1, 0.3, 0.4, 0.6)},
 }
 
 

@@ -8,9 +8,9 @@
 // A step is what the decoder does per forward: Transformer::forward, argmax_top1 over the logits it
 // needs (with the top-1 probability for drafts, which the draft-exit test reads) and the ids back on
 // the host. Plans: attn_skip_odd skips the attention of every odd layer, layer_skip_odd both
-// sublayers of every odd layer; +int8 runs the draft on the FBGEMM int8 copy of the linear weights
-// (CPU only), as the engine's draft_weights="int8" does. Linear layers use dotf's default path for the
-// dtype and device, as the Python API's linear_path="auto".
+// sublayers of every odd layer; +int8 runs the draft on the int8 copy of the linear weights (CPU
+// only, int8_draft_path()), as the engine's draft_weights="int8" does. Linear layers use dotf's
+// default path for the dtype and device, as the Python API's linear_path="auto".
 //
 // Verify reports x_step: its time over one full step at the same context (measured once per model
 // before the first verify case), i.e. what verifying k drafts costs in decode steps.
@@ -77,7 +77,7 @@ LoadedModel& load(const ModelShape& shape, at::ScalarType dtype, at::Device devi
 
 const ModelWeights* int8_draft_weights(LoadedModel& m) {
   if (!m.int8_draft)
-    m.int8_draft = std::make_unique<ModelWeights>(m.model->weights().with_linear_path(LinearPath::Int8Dynamic));
+    m.int8_draft = std::make_unique<ModelWeights>(m.model->weights().with_linear_path(int8_draft_path()));
   return m.int8_draft.get();
 }
 

@@ -70,6 +70,8 @@ LinearPath default_linear_path(at::ScalarType dtype, at::Device device) {
   return cpu_has_avx2_fma() ? LinearPath::Avx2Packed : LinearPath::Aten;
 }
 
+LinearPath int8_draft_path() { return cpu_has_avx2_fma() ? LinearPath::Int8Avx2 : LinearPath::Int8Dynamic; }
+
 namespace {
 
 // ---- the torch ops we call, found once through the dispatcher ----

@@ -35,6 +35,10 @@ LinearPath linear_path_from_string(const std::string& name);
 // a draft path, chosen explicitly).
 LinearPath default_linear_path(at::ScalarType dtype, at::Device device);
 
+// The int8 path dotf's quantized draft runs on: Int8Avx2 on an AVX2+FMA CPU (faster at draft sizes,
+// 16-bit instead of 7-bit activations), Int8Dynamic (FBGEMM) on other CPUs.
+LinearPath int8_draft_path();
+
 // Avx2Packed runs its own kernel for M <= kAvx2MaxM rows and at::linear (MKL) beyond (prefill).
 inline constexpr int64_t kAvx2MaxM = 32;
 

@@ -1,7 +1,6 @@
 #include "spec/engine.h"
 
 #include "common/check.h"
-#include "ops/cpu_simd.h"
 
 #include <algorithm>
 
@@ -19,12 +18,6 @@ DraftWeights draft_weights_from_string(const std::string& name) {
   if (name == "int8") return DraftWeights::Int8;
   throw ValueError("draft must be 'same' or 'int8', got '" + name + "'");
 }
-
-// dotf's own int8 kernel where it runs (fp32 activations: faster at draft sizes and closer to the
-// full model than FBGEMM's 7-bit activations; bench/results/linear_paths.md), FBGEMM elsewhere.
-namespace {
-LinearPath int8_draft_path() { return cpu_has_avx2_fma() ? LinearPath::Int8Avx2 : LinearPath::Int8Dynamic; }
-}  // namespace
 
 int64_t Engine::cache_rows(int64_t prompt_tokens, const GenerateRequest& request) {
   return prompt_tokens + request.decode.max_new_tokens;

@@ -513,6 +513,7 @@ TEST(Linear, DefaultPathPerDtypeAndDevice) {
   EXPECT_NE(default_linear_path(at::kFloat, at::kCPU), LinearPath::Int8Dynamic);
   EXPECT_NE(default_linear_path(at::kBFloat16, at::kCPU), LinearPath::Int8Dynamic);
   EXPECT_NE(default_linear_path(at::kFloat, at::kCPU), LinearPath::Int8Avx2);
+  EXPECT_EQ(int8_draft_path(), cpu_has_avx2_fma() ? LinearPath::Int8Avx2 : LinearPath::Int8Dynamic);
   // Whatever it picks must construct for that dtype on CPU.
   for (at::ScalarType dt : {at::kFloat, at::kBFloat16, at::kHalf, at::kDouble}) {
     EXPECT_NO_THROW(Linear(randn({8, 8}, dt), std::nullopt, default_linear_path(dt, at::kCPU))) << dt;
