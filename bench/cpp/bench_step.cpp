@@ -7,9 +7,10 @@
 //
 // A step is what the decoder does per forward: Transformer::forward, argmax_top1 over the logits it
 // needs (with the top-1 probability for drafts, which the draft-exit test reads) and the ids back on
-// the host. Plans: attn_skip_odd skips the attention of every odd layer, layer_skip_odd both
-// sublayers of every odd layer; +int8 runs the draft on the int8 copy of the linear weights (CPU
-// only, int8_draft_path()), as the engine's draft_weights="int8" does. Linear layers use dotf's
+// the host. Plans: none skips nothing (only with +int8: dotf's default draft), attn_skip_odd skips
+// the attention of every odd layer, layer_skip_odd both sublayers of every odd layer; +int8 runs the
+// draft on the int8 copy of the linear weights (CPU only, int8_draft_path()), as the engine's
+// draft_weights="int8" does. Draft and verify cases report x_step: their time over the full step's. Linear layers use dotf's
 // default path for the dtype and device, as the Python API's linear_path="auto".
 //
 // Verify reports x_step: its time over one full step at the same context (measured once per model
@@ -103,17 +104,32 @@ at::Tensor random_tokens(const ModelConfig& c, int64_t count) {  // [count] int6
 
 struct DraftPlan {
   const char* name;
-  bool skip_mlp;  // besides the attention
+  bool skip_attention, skip_mlp;  // of every odd layer
 };
-const std::vector<DraftPlan> kDraftPlans = {{"attn_skip_odd", false}, {"layer_skip_odd", true}};
+// "none" skips nothing: with +int8 it is dotf's default draft (alone it would be the full step).
+const std::vector<DraftPlan> kDraftPlans = {{"none", false, false}, {"attn_skip_odd", true, false},
+                                            {"layer_skip_odd", true, true}};
 
-LayerPlan odd_layers_skipped(int64_t num_layers, bool skip_mlp) {
+LayerPlan odd_layers_skipped(int64_t num_layers, const DraftPlan& draft) {
   LayerPlan plan = LayerPlan::full(num_layers);
   for (int64_t l = 1; l < num_layers; l += 2) {
-    plan.attention[l] = false;
-    if (skip_mlp) plan.mlp[l] = false;
+    if (draft.skip_attention) plan.attention[l] = false;
+    if (draft.skip_mlp) plan.mlp[l] = false;
   }
   return plan;
+}
+
+// The median full decode step at a context, measured once per model (the unit of x_step counters).
+double full_step_seconds(LoadedModel& m, const ModelShape& shape, int64_t context, at::Device device) {
+  if (!m.full_step_seconds.count(context)) {
+    const LayerPlan full = LayerPlan::full(shape.config.num_layers);
+    const at::Tensor token = random_tokens(shape.config, 1);
+    m.full_step_seconds[context] = CallTimer(device).median_seconds([&] {
+      set_length(m.cache, context);
+      decoder_step(m, token, context, full, LogitsFor::Last, /*with_prob=*/false);
+    });
+  }
+  return m.full_step_seconds[context];
 }
 
 void full_step_case(benchmark::State& state, const ModelShape& shape, int64_t context, at::ScalarType dtype,
@@ -130,33 +146,29 @@ void full_step_case(benchmark::State& state, const ModelShape& shape, int64_t co
 void draft_step_case(benchmark::State& state, const ModelShape& shape, const DraftPlan& draft, bool int8,
                      int64_t context, at::ScalarType dtype, at::Device device) {
   LoadedModel& m = load(shape, dtype, device);
-  const LayerPlan plan = odd_layers_skipped(shape.config.num_layers, draft.skip_mlp);
+  const LayerPlan plan = odd_layers_skipped(shape.config.num_layers, draft);
   const ModelWeights* weights = int8 ? int8_draft_weights(m) : nullptr;
+  const double step = full_step_seconds(m, shape, context, device);
   const at::Tensor token = random_tokens(shape.config, 1);
-  run_iterations(state, device, [&] {
+  const double seconds = run_iterations(state, device, [&] {
     set_length(m.cache, context);
     decoder_step(m, token, context, plan, LogitsFor::Last, /*with_prob=*/true, weights);
   });
+  if (state.iterations() > 0) state.counters["x_step"] = seconds / double(state.iterations()) / step;
 }
 
 void verify_case(benchmark::State& state, const ModelShape& shape, int64_t drafts, at::ScalarType dtype,
                  at::Device device) {
   LoadedModel& m = load(shape, dtype, device);
   const LayerPlan full = LayerPlan::full(shape.config.num_layers);
-  if (!m.full_step_seconds.count(kVerifyContext)) {
-    const at::Tensor token = random_tokens(shape.config, 1);
-    m.full_step_seconds[kVerifyContext] = CallTimer(device).median_seconds([&] {
-      set_length(m.cache, kVerifyContext);
-      decoder_step(m, token, kVerifyContext, full, LogitsFor::Last, /*with_prob=*/false);
-    });
-  }
+  const double step = full_step_seconds(m, shape, kVerifyContext, device);
   const at::Tensor tokens = random_tokens(shape.config, drafts + 1);  // the last accepted token + k drafts
   const double seconds = run_iterations(state, device, [&] {
     set_length(m.cache, kVerifyContext);
     decoder_step(m, tokens, kVerifyContext, full, LogitsFor::All, /*with_prob=*/false);
   });
   if (state.iterations() > 0)
-    state.counters["x_step"] = seconds / double(state.iterations()) / m.full_step_seconds[kVerifyContext];
+    state.counters["x_step"] = seconds / double(state.iterations()) / step;
 }
 
 std::vector<at::ScalarType> step_dtypes(at::Device device) {
@@ -177,10 +189,11 @@ const bool registered = [] {
                         [=](benchmark::State& s) { full_step_case(s, *shape, context, dtype, device); });
         }
         for (const DraftPlan& draft : kDraftPlans) {
-          // FBGEMM's int8 linear is CPU and fp32 only.
+          // The int8 draft is CPU only (fp32 models here).
           const bool int8_possible = !device.is_cuda() && dtype == at::kFloat;
           for (bool int8 : {false, true}) {
             if (int8 && !int8_possible) continue;
+            if (!int8 && !draft.skip_attention && !draft.skip_mlp) continue;  // that is step/full
             const DraftPlan* plan = &draft;
             for (int64_t context : kContexts) {
               register_case("step/draft/" + model + "/" + draft.name + (int8 ? "+int8" : "") +
