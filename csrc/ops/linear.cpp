@@ -51,8 +51,10 @@ LinearPath linear_path_from_string(const std::string& name) {
 //   aten (MKL)         38.1 ms (2.21x)   30.2 ms (5.50x) 131.9 ms (2.81x)   107.2 ms (5.55x)
 //   onednn packed      41.0 ms (1.41x)   38.1 ms*(1.49x) 143.9 ms (1.51x)   141.2 ms*(1.49x)
 //   avx2 (ours)        27.3 ms (1.27x)   20.4 ms (1.44x)  97.4 ms (1.26x)    65.3 ms (1.69x)
-//   int8 (draft)       12.3 ms (1.16x)   fp32 in/out      37.2 ms (1.17x)
+//   int8 (FBGEMM)      12.3 ms (1.16x)   fp32 in/out      37.2 ms (1.17x)
 //   * oneDNN has no bf16 kernel on this CPU (needs avx512bw/vl/dq or avx_ne_convert): fp32 copy.
+// int8_avx2 (ours, the draft path since; measured later in whole decode steps): SmolLM2 decoding over
+// int8 weights took 13.4-14.1 ms/token against 16.6-18.1 ms with FBGEMM (bench/README.md).
 //
 // oneDNN flattens the M curve but is no faster than MKL at M=1 (slower on most single layers); its
 // batch-size hint barely matters (sweep in the results file). The hand-written AVX2 kernel streams
@@ -62,8 +64,8 @@ LinearPath linear_path_from_string(const std::string& name) {
 // costs >= 2.3x of M=1 on this core whatever the kernel (measured 2.3-2.8x); bf16 halves the bytes,
 // not the FMAs. Measured on AVX2-only hardware: on AVX-512/AMX CPUs M=1 stays bandwidth bound (so no
 // slower) but oneDNN's AMX bf16 kernels may win at larger M; re-measure there before relying on it.
-// fp16 and fp64 have no packed path (MKL/ATen). CUDA: cuBLAS (Aten). Int8Dynamic changes the numbers
-// and is never a default: it is a draft path, chosen explicitly.
+// fp16 and fp64 have no packed path (MKL/ATen). CUDA: cuBLAS (Aten). The int8 paths change the
+// numbers and are never a default: they are draft paths (int8_draft_path()), chosen explicitly.
 LinearPath default_linear_path(at::ScalarType dtype, at::Device device) {
   if (!device.is_cpu()) return LinearPath::Aten;
   if (dtype != at::kFloat && dtype != at::kBFloat16) return LinearPath::Aten;
