@@ -13,16 +13,19 @@ import torch
 TASKS = ("summarize", "code", "chat")
 
 
-def task_prompts(tokenizer, task: str, n: int, split: str = "validation") -> list[tuple[str, list[int]]]:
-    """(id, token ids) of n real prompts. Summaries come from aclsum val (train is for tuning)."""
+def task_prompts(tokenizer, task: str, n: int, split: str = "validation",
+                 tuning: bool = False) -> list[tuple[str, list[int]]]:
+    """(id, token ids) of n real prompts. Benchmark prompts: aclsum val summaries, HumanEval's last problems
+    (the tests use the first ten), ShareGPT first turns drawn with seed 1. tuning=True gives prompts none of
+    those use, for choosing defaults: aclsum train, HumanEval from problem 20, ShareGPT with seed 7."""
     from dotf import data
     data.ensure_installed()
     if task == "summarize":
-        items, chat = data.summarize_prompts(n, split=split), True
+        items, chat = data.summarize_prompts(n, split="train" if tuning else split), True
     elif task == "code":
-        items, chat = data.humaneval_prompts(None)[-n:], False  # the last problems: the tests use the first
+        items, chat = (data.humaneval_prompts(None)[20:20 + n] if tuning else data.humaneval_prompts(None)[-n:]), False
     elif task == "chat":
-        items, chat = data.sharegpt_first_turns(n, seed=1), True
+        items, chat = data.sharegpt_first_turns(n, seed=7 if tuning else 1), True
     else:
         raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
     return [(item["id"], data.encode_prompt(tokenizer, item, chat=chat)) for item in items]

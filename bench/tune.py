@@ -3,8 +3,9 @@
     python bench/tune.py --model smollm2-135m --option gamma --values 0.6,0.4,0.3,0.2,0.1
     python bench/tune.py --model smollm2-135m --option max_draft --values 4,6,8,12 --tasks summarize
 
-Prompts: aclsum *train* summaries (decode.py uses validation), HumanEval problems 20.. (the tests use
-the first ten, decode.py the last ones) and ShareGPT first turns drawn with seed 7 (decode.py: seed 1).
+Prompts: common.task_prompts(tuning=True): aclsum *train* summaries (decode.py uses validation), HumanEval
+problems 20.. (the tests use the first ten, decode.py the last ones) and ShareGPT first turns drawn with
+seed 7 (decode.py: seed 1).
 Per prompt, after one warm-up call, every value and plain AR run interleaved, `--repeats` times.
 Prints the decode-only speedup over AR (prefill excluded: it is the same for every value) summed over
 prompts and repeats, per task.
@@ -14,23 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import torch
 
-import dotf
-from dotf import data
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import task_prompts  # noqa: E402
 
-
-def tuning_prompts(tokenizer, task: str, n: int) -> list[tuple[str, list[int]]]:
-    if task == "summarize":
-        items, chat = data.summarize_prompts(n, split="train"), True
-    elif task == "code":
-        items, chat = data.humaneval_prompts(None)[20:20 + n], False
-    elif task == "chat":
-        items, chat = data.sharegpt_first_turns(n, seed=7), True
-    else:
-        raise ValueError(f"unknown task {task!r}")
-    return [(item["id"], data.encode_prompt(tokenizer, item, chat=chat)) for item in items]
+import dotf  # noqa: E402
 
 
 def parse_value(text: str):
@@ -52,14 +44,13 @@ def main(argv=None) -> int:
     p.add_argument("--new-tokens", type=int, default=64)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    data.ensure_installed()
     values = [parse_value(v) for v in args.values.split(",")]
     model = dotf.load(args.model, dtype=torch.float32)
     print(f"{args.model}, strategy {args.strategy}, {args.option} in {values}, {args.prompts} prompts x "
           f"{args.repeats} repeats per task, {args.new_tokens} new tokens, 1 thread")
     for task in args.tasks.split(","):
         decode_seconds: dict = {}
-        for _, ids in tuning_prompts(model.tokenizer, task, args.prompts):
+        for _, ids in task_prompts(model.tokenizer, task, args.prompts, tuning=True):
             model.generate(ids, max_new_tokens=8, strategy=args.strategy)  # warm-up
             for _ in range(args.repeats):
                 for v in ["ar", *values]:

@@ -100,9 +100,8 @@ Copies& copies_for(const Shape& s, const PathSpec& p, std::optional<int64_t> hin
   const int64_t per_copy = w0.nbytes() + c->lins[0].extra_bytes();
   const int64_t min_total = int64_t(96) << 20;  // 3x L3
   // DOTF_BENCH_RESIDENT=1: one copy, so a weight that fits the L3 stays there (compute-bound times).
-  const int64_t n = std::getenv("DOTF_BENCH_RESIDENT") ? 1 : c->weight_bytes > (int64_t(256) << 20)
-                        ? 1
-                        : std::max<int64_t>(2, (min_total + c->weight_bytes - 1) / c->weight_bytes);
+  const bool one_copy = std::getenv("DOTF_BENCH_RESIDENT") || c->weight_bytes > (int64_t(256) << 20);
+  const int64_t n = one_copy ? 1 : std::max<int64_t>(2, (min_total + c->weight_bytes - 1) / c->weight_bytes);
   for (int64_t i = 1; i < n; ++i) c->lins.push_back(make((at::randn({s.out, s.in}) * 0.05).to(p.dtype), b));
   c->held_bytes = n * per_copy;
   int64_t total = c->held_bytes;

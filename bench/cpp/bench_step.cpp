@@ -10,11 +10,11 @@
 // the host. Plans: none skips nothing (only with +int8: dotf's default draft), attn_skip_odd skips
 // the attention of every odd layer, layer_skip_odd both sublayers of every odd layer; +int8 runs the
 // draft on the int8 copy of the linear weights (CPU only, int8_draft_path()), as the engine's
-// draft_weights="int8" does. Draft and verify cases report x_step: their time over the full step's. Linear layers use dotf's
-// default path for the dtype and device, as the Python API's linear_path="auto".
+// draft_weights="int8" does. Linear layers use dotf's default path for the dtype and device, as the
+// Python API's linear_path="auto".
 //
-// Verify reports x_step: its time over one full step at the same context (measured once per model
-// before the first verify case), i.e. what verifying k drafts costs in decode steps.
+// Draft and verify cases report x_step: their time over one full step at the same context (measured
+// once per model and context), i.e. what a draft step or verifying k drafts costs in decode steps.
 //
 // The KV cache holds random keys and values: attention's work does not depend on them, and a real
 // prefill of 2048 tokens would take minutes on one CPU thread. Every iteration starts from the same

@@ -253,11 +253,11 @@ DOTF_AVX2 float quantize_row_int16(const float* x, int64_t K, int16_t* out) {
 DOTF_AVX2 void int8_linear_panels(const int32_t* xs, const float* sx, int64_t M, int64_t q2, int64_t xseg,
                                   const int8_t* packed, const float* sw, const float* bias, int64_t N, float* y,
                                   int64_t ldy, int64_t p_begin, int64_t p_end) {
+  const int64_t panel_bytes = kSegments * q2 * 2 * kPanel;
   for (int64_t pi = p_begin; pi < p_end; ++pi) {
     const int64_t n0 = pi * kPanel;
     float* c = y + n0;
     for (int64_t m = 0; m < M; ++m) std::memset(c + m * ldy, 0, kPanel * sizeof(float));
-    const int64_t panel_bytes = kSegments * q2 * 2 * kPanel;
     const int8_t* panel = packed + pi * panel_bytes;
     for (int64_t k0 = 0; k0 < q2; k0 += kInt8Chunk) {
       const int64_t kc = std::min(kInt8Chunk, q2 - k0);
@@ -283,26 +283,41 @@ DOTF_AVX2 void int8_linear_panels(const int32_t* xs, const float* sx, int64_t M,
 
 #endif  // x86-64
 
-// x [M, K] fp32 -> [4][q][M], k-major, zero past K (the layout the micro-kernels broadcast from).
-// Returns it with its segment stride: the segments sit 16 floats further apart than their size so
-// that power-of-two sizes do not map all four onto the same L1 sets.
-std::pair<at::Tensor, int64_t> repack_segments(const at::Tensor& xf, int64_t q) {
-  const int64_t M = xf.size(0), K = xf.size(1), xseg = q * M + 16;
-  at::Tensor xs = at::empty({kSegments * xseg}, xf.options());
-  const float* src = xf.data_ptr<float>();
-  float* dst = xs.data_ptr<float>();
+// The layout the micro-kernels broadcast x from: [4][q][M], k-major, step kk = s * q + k of row m at
+// s * xseg + k * M + m. The segments sit 16 elements further apart than their size so that
+// power-of-two sizes do not map all four onto the same L1 sets.
+int64_t segment_stride(int64_t q, int64_t M) { return q * M + 16; }
+
+// dst (kSegments * segment_stride(q, M) elements) <- value(m, kk) for every row m and step kk < 4q.
+template <typename T, typename Value>
+void fill_segments(T* dst, int64_t M, int64_t q, Value value) {
+  const int64_t xseg = segment_stride(q, M);
   for (int64_t s = 0; s < kSegments; ++s) {
     for (int64_t k = 0; k < q; ++k) {
-      const int64_t kk = s * q + k;
-      float* d = dst + s * xseg + k * M;
-      if (kk < K) {
-        for (int64_t m = 0; m < M; ++m) d[m] = src[m * K + kk];
-      } else {
-        for (int64_t m = 0; m < M; ++m) d[m] = 0.0f;
-      }
+      T* d = dst + s * xseg + k * M;
+      for (int64_t m = 0; m < M; ++m) d[m] = value(m, s * q + k);
     }
   }
-  return {xs, xseg};
+}
+
+// x [M, K] fp32 -> the segment layout with one k per step, zero past K; returns it with its stride.
+std::pair<at::Tensor, int64_t> repack_segments(const at::Tensor& xf, int64_t q) {
+  const int64_t M = xf.size(0), K = xf.size(1);
+  at::Tensor xs = at::empty({kSegments * segment_stride(q, M)}, xf.options());
+  const float* src = xf.data_ptr<float>();
+  fill_segments(xs.data_ptr<float>(), M, q, [&](int64_t m, int64_t kk) { return kk < K ? src[m * K + kk] : 0.0f; });
+  return {xs, segment_stride(q, M)};
+}
+
+// w [N, K] zero-padded to [ceil(N/16) * 16, Kp], Kp = K rounded up to k_multiple (w itself if no
+// padding is needed).
+at::Tensor pad_for_panels(const at::Tensor& w, int64_t k_multiple) {
+  const int64_t N = w.size(0), K = w.size(1), P = (N + kPanel - 1) / kPanel;
+  const int64_t Kp = (K + k_multiple - 1) / k_multiple * k_multiple;
+  if (P * kPanel == N && Kp == K) return w;
+  at::Tensor padded = at::zeros({P * kPanel, Kp}, w.options());
+  padded.narrow(0, 0, N).narrow(1, 0, K).copy_(w);
+  return padded;
 }
 
 // Enough weight per task that thread start-up is paid back (>= 64 K weights).
@@ -313,13 +328,8 @@ int64_t panel_grain(int64_t Kp) { return std::max<int64_t>(1, (int64_t(1) << 16)
 // [N, K] -> [ceil(N/16), Kp, 16] with Kp = K rounded up to a multiple of 4, zero-padded, same dtype.
 
 at::Tensor pack_panels(const at::Tensor& w) {
-  const int64_t N = w.size(0), K = w.size(1), P = (N + kPanel - 1) / kPanel;
-  const int64_t Kp = (K + kSegments - 1) / kSegments * kSegments;
-  at::Tensor padded = w;
-  if (P * kPanel != N || Kp != K) {
-    padded = at::zeros({P * kPanel, Kp}, w.options());
-    padded.narrow(0, 0, N).narrow(1, 0, K).copy_(w);
-  }
+  const at::Tensor padded = pad_for_panels(w, kSegments);
+  const int64_t P = padded.size(0) / kPanel, Kp = padded.size(1);
   // [P, 16, Kp] -> [P, Kp, 16]
   return padded.view({P, kPanel, Kp}).transpose(1, 2).contiguous();
 }
@@ -355,11 +365,10 @@ constexpr int64_t kInt8Lead = 32;  // spare bytes before the panels (one is read
 
 Int8Panels quantize_int8_panels(const at::Tensor& w) {
   const at::Tensor wf = w.to(at::kFloat).contiguous();
-  const int64_t N = wf.size(0), K = wf.size(1), P = (N + kPanel - 1) / kPanel;
-  const int64_t Kp = (K + kInt8KMultiple - 1) / kInt8KMultiple * kInt8KMultiple;
+  const int64_t N = wf.size(0);
   const at::Tensor scale = std::get<0>(wf.abs().max(1)).div(127.0).clamp_min(std::numeric_limits<float>::epsilon());
-  at::Tensor q = at::zeros({P * kPanel, Kp}, wf.options().dtype(at::kChar));
-  q.narrow(0, 0, N).narrow(1, 0, K).copy_((wf / scale.unsqueeze(1)).round().clamp(-127, 127));
+  const at::Tensor q = pad_for_panels((wf / scale.unsqueeze(1)).round().clamp(-127, 127).to(at::kChar), kInt8KMultiple);
+  const int64_t P = q.size(0) / kPanel, Kp = q.size(1);
   Int8Panels out;
   // [P, h, j, k2, kk] (column 8h + j, k = 2 k2 + kk) -> [P, k2, j, kk, h]: byte 4j + 2kk + h of a step.
   const at::Tensor steps = q.view({P, 2, kPanel / 2, Kp / 2, 2}).permute({0, 3, 2, 4, 1});
@@ -382,22 +391,18 @@ at::Tensor linear_int8(const at::Tensor& x, const Int8Panels& w, const std::opti
 #ifdef DOTF_HAVE_AVX2_KERNEL
   const at::Tensor xf = x.to(at::kFloat).contiguous();
   const int64_t M = xf.size(0), K = xf.size(1), P = w.packed.size(0), q2 = w.packed.size(1) / kSegments;
-  // x -> int16 per row, as k pairs [4][q2][M] int32 (zero past K).
-  const int64_t xseg = q2 * M + 16;  // padded apart, as repack_segments does
-  std::vector<int32_t> xs(kSegments * xseg);
+  // x -> int16 per row (zero past K), then the segment layout with one pair of k per step, as int32.
+  const int64_t Kp = 2 * kSegments * q2, xseg = segment_stride(q2, M);
+  std::vector<int16_t> rows(M * Kp, 0);
   std::vector<float> sx(M);
-  std::vector<int16_t> row(2 * kSegments * q2, 0);
   const float* src = xf.data_ptr<float>();
-  for (int64_t m = 0; m < M; ++m) {
-    sx[m] = quantize_row_int16(src + m * K, K, row.data());
-    for (int64_t s = 0; s < kSegments; ++s) {
-      for (int64_t k = 0; k < q2; ++k) {
-        const int64_t kk = 2 * (s * q2 + k);
-        xs[s * xseg + k * M + m] = static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint16_t>(row[kk])) |
-                                                        (static_cast<uint32_t>(static_cast<uint16_t>(row[kk + 1])) << 16));
-      }
-    }
-  }
+  for (int64_t m = 0; m < M; ++m) sx[m] = quantize_row_int16(src + m * K, K, rows.data() + m * Kp);
+  std::vector<int32_t> xs(kSegments * xseg);
+  fill_segments(xs.data(), M, q2, [&](int64_t m, int64_t kk) {
+    const int16_t* pair = rows.data() + m * Kp + 2 * kk;
+    return static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint16_t>(pair[0])) |
+                                (static_cast<uint32_t>(static_cast<uint16_t>(pair[1])) << 16));
+  });
   // Written with the panels' padded width, so every panel stores whole vectors; narrowed at the end.
   const int64_t ldy = P * kPanel;
   at::Tensor y = at::empty({M, ldy}, xf.options());
