@@ -5,11 +5,14 @@
 #
 # Expects the H100 machine's environment (see /work/shared/notes/build.md): python3 with torch
 # (+cu130), nvcc 13, CMake >= 3.26, ninja, pybind11, transformers, safetensors; no internet.
-# Writes to OUTDIR: env.txt, build.log, pytest_ops.log/.xml, pytest_e2e.log/.xml,
-# gpu_step_bench.json/.log, status.json (each step's exit code and seconds). Runs every step even
+# Writes to OUTDIR (eight files, the most a device session brings back): env.txt (machine, versions,
+# dotf.build_info()), build.log, pytest_ops.log (kernels), pytest_e2e.log (end to end and CUDA
+# graphs), debug.log (a native backtrace of any test that crashed its worker), gpu_step_bench.json/.log,
+# status.json (each step's exit code and seconds). Runs every step even
 # when an earlier one fails (except that nothing runs without a successful build); exits non-zero
 # when any step failed.
-# Knobs: PYTHON (default python3), TORCH_CUDA_ARCH_LIST (default 9.0), DOTF_JOBS,
+# Knobs: PYTHON (default python3), TORCH_CUDA_ARCH_LIST (default 9.0), DOTF_JOBS, SKIP_BUILD=1 (rerun
+# with the dotf already installed), PYTEST_TIMEOUT (s per test), PYTEST_WORKERS (xdist processes),
 # BENCH_ARGS (extra arguments for gpu_step_bench.py, e.g. "--contexts 512 --iters 10").
 set -uo pipefail
 
@@ -18,14 +21,15 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-python3}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
+rm -f "$OUT"/{env.txt,build.log,pytest_ops.log,pytest_e2e.log,debug.log,gpu_step_bench.json,gpu_step_bench.log,status.json}
 cd "$ROOT"
 
 declare -A RC SECS
 ORDER=()
-step() {  # step NAME LOGFILE CMD...: runs CMD, tees it into LOGFILE, records rc and seconds
+step() {  # step NAME LOGFILE CMD...: runs CMD, appends it to LOGFILE, records rc and seconds
   local name="$1" log="$2"; shift 2
   local t0=$SECONDS
-  echo "=== $name: $*" | tee "$log"
+  echo "=== $name: $*" | tee -a "$log"
   "$@" 2>&1 | tee -a "$log"
   RC[$name]=${PIPESTATUS[0]}
   SECS[$name]=$((SECONDS - t0))
@@ -62,7 +66,11 @@ write_status() {
 export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
 export DOTF_CUDA=ON
 export PIP_BREAK_SYSTEM_PACKAGES=1  # a system Python may be marked externally managed
-step build "$OUT/build.log" "$PY" -m pip install --no-build-isolation --no-deps -v .
+if [[ "${SKIP_BUILD:-0}" == 1 ]]; then  # a rerun on the same machine: keep the installed build
+  step build "$OUT/build.log" "$PY" -c "import dotf; print('SKIP_BUILD=1: using', dotf.__file__)"
+else
+  step build "$OUT/build.log" "$PY" -m pip install --no-build-isolation --no-deps -v .
+fi
 if [[ ${RC[build]} -ne 0 ]]; then
   write_status
   echo "gpu_run: build failed, see $OUT/build.log" >&2
@@ -70,15 +78,28 @@ if [[ ${RC[build]} -ne 0 ]]; then
 fi
 
 # Import the installed package from outside the source tree, and insist on the CUDA kernels.
-step build_info "$OUT/build_info.log" bash -c "cd /tmp && '$PY' -c \"import dotf, json; i = dotf.build_info(); print(json.dumps(i, default=str)); assert i['cuda'], 'dotf built without CUDA'\""
+step build_info "$OUT/env.txt" bash -c "cd /tmp && '$PY' -c \"import dotf, json; i = dotf.build_info(); print(json.dumps(i, default=str)); assert i['cuda'], 'dotf built without CUDA'\""
 
-step pytest_ops "$OUT/pytest_ops.log" "$PY" -m pytest tests/test_cuda_ops.py -q -rfEs -p no:cacheprovider \
-  --junitxml="$OUT/pytest_ops.xml"
-step pytest_e2e "$OUT/pytest_e2e.log" "$PY" -m pytest tests/test_cuda_e2e.py -q -rfEs -p no:cacheprovider \
-  --junitxml="$OUT/pytest_e2e.xml"
+# A hung kernel must not eat the session: each test gets PYTEST_TIMEOUT seconds (pytest-timeout).
+# Tests run in PYTEST_WORKERS processes (pytest-xdist): a test that crashes its process is reported
+# as failed and the others still run; the crashed ones are re-run alone under cuda-gdb (debug.log).
+PYTEST_ARGS=(-rfEs -p no:cacheprovider)
+if "$PY" -c "import pytest_timeout" 2>/dev/null; then PYTEST_ARGS+=(--timeout "${PYTEST_TIMEOUT:-120}"); fi
+if "$PY" -c "import xdist" 2>/dev/null; then PYTEST_ARGS+=(-n "${PYTEST_WORKERS:-4}"); fi
+# End to end and CUDA graphs first, then the step benchmark, then the kernel grid: a session cut
+# short keeps the most telling results.
+step pytest_e2e "$OUT/pytest_e2e.log" "$PY" -m pytest tests/test_cuda_graphs.py tests/test_cuda_e2e.py \
+  "${PYTEST_ARGS[@]}"
 # shellcheck disable=SC2086
 step bench "$OUT/gpu_step_bench.log" "$PY" bench/gpu_step_bench.py --out "$OUT/gpu_step_bench.json" ${BENCH_ARGS:-}
-
+step pytest_ops "$OUT/pytest_ops.log" "$PY" -m pytest tests/test_cuda_ops.py "${PYTEST_ARGS[@]}"
+CRASHED=$(grep -ho "worker '[^']*' crashed while running '[^']*'" "$OUT"/pytest_*.log | sed "s/.*running '//; s/'$//" | sort -u)
+if [[ -n "$CRASHED" && "${DEBUG_CRASHES:-1}" == 1 ]] && command -v cuda-gdb >/dev/null; then
+  for t in $(head -n "${DEBUG_MAX:-2}" <<<"$CRASHED"); do
+    step "debug" "$OUT/debug.log" timeout 180 cuda-gdb -batch -ex run -ex bt -ex "info threads" --args \
+      "$PY" -m pytest -q -p no:cacheprovider "$t"
+  done
+fi
 write_status
 cat "$OUT/status.json"
 for n in "${ORDER[@]}"; do

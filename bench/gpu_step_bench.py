@@ -1,7 +1,8 @@
 """GPU step benchmark: full decode step, draft step and verify of k+1 tokens on random-weight models
-of realistic shapes, with tok/s and the fraction of the HBM roofline each step reaches.
+of realistic shapes, eager and replayed from CUDA graphs, with tok/s and the fraction of the HBM
+roofline each step reaches.
 
-    python3 bench/gpu_step_bench.py --out results.json [--models llama2-7b,qwen2.5-1.5b]
+    python3 bench/gpu_step_bench.py --out results.json [--models smollm2-135m,llama2-7b,...]
                                     [--contexts 512,2048] [--ks 4,8,12] [--iters 30]
 
 Models are built directly from random tensors generated on the GPU (no checkpoint, no host copy)
@@ -9,7 +10,10 @@ with dotf._C.Model(config, tensors, dtype, device, max_seq_len); the KV cache is
 rows up to the context length instead of running a prefill. Steps are timed as the decoder runs
 them: forward + argmax_top1 + a host read of the token (one synchronisation per step); the
 "pipelined" figure launches steps back to back and synchronises once (launch overhead hidden
-behind the GPU where the host keeps ahead).
+behind the GPU where the host keeps ahead). "graphed" runs the same steps through
+dotf._C.GraphedForward (what generate() uses on CUDA): one input copy + one graph replay per step.
+Per-step overhead = 1 - (GPU time per step) / (step time), with the GPU time taken from graph
+replays launched back to back (the host is then far ahead, so the GPU never waits).
 
 Roofline: bytes a step must move (the weights of the sublayers it runs + the LM head, the KV rows
 its attention layers read and write; embedding rows and activations are negligible) divided by the
@@ -50,9 +54,15 @@ class Shape:
 
 
 SHAPES = {
+    # HuggingFaceTB/SmolLM2-135M config.json (the CPU benchmarks' model), bf16 as a GPU would run it
+    "smollm2-135m": Shape("llama", 49152, 576, 1536, 30, 9, 3, 64, 8192, 1e-5, 100000.0, True, False,
+                          torch.bfloat16),
     # meta-llama/Llama-2-7b-hf config.json
     "llama2-7b": Shape("llama", 32000, 4096, 11008, 32, 32, 32, 128, 4096, 1e-5, 10000.0, False, False,
                        torch.float16),
+    # meta-llama/Llama-2-13b-hf config.json
+    "llama2-13b": Shape("llama", 32000, 5120, 13824, 40, 40, 40, 128, 4096, 1e-5, 10000.0, False, False,
+                        torch.float16),
     # Qwen/Qwen2.5-1.5B config.json
     "qwen2.5-1.5b": Shape("qwen2", 151936, 1536, 8960, 28, 12, 2, 128, 32768, 1e-6, 1000000.0, True, True,
                           torch.bfloat16),
@@ -171,6 +181,20 @@ def time_step(fn, iters: int, warmup: int = 3) -> dict[str, float]:
     return {"seconds": synced, "pipelined_seconds": pipelined}
 
 
+def gpu_seconds(fn, iters: int) -> float:
+    """GPU time per call of fn, launched back to back (for graph replays the host stays far ahead)."""
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(iters):
+        fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3 / iters
+
+
 def bench_model(name: str, s: Shape, device: torch.device, contexts: list[int], ks: list[int], iters: int,
                 bandwidth: float) -> dict:
     max_k = max(ks)
@@ -191,57 +215,74 @@ def bench_model(name: str, s: Shape, device: torch.device, contexts: list[int], 
     }
     print(f"[{name}] built in {build_seconds:.1f} s, {model.weight_bytes / 2**30:.2f} GiB of weights; "
           f"GPU memory {torch.cuda.memory_allocated() / 2**30:.1f} GiB", flush=True)
+    graphs = _C.GraphedForward(model, max_tokens=max_k + 1)
 
     for ctx in contexts:
         cache = fill_cache(model, s, capacity, ctx)
         tok1 = torch.randint(0, s.vocab_size, (1,), generator=g)
 
-        def decode():
-            logits, _, _ = model.forward(tok1, ctx, cache, full, full, similarity=False, logits="last")
-            return _C.ops.argmax_top1(logits, False)[0]
+        def eager(tokens, plan, rows, with_prob):
+            def fn():
+                logits, _, _ = model.forward(tokens, ctx, cache, plan, full, similarity=False, logits=rows)
+                return _C.ops.argmax_top1(logits, with_prob)[0]
+            return fn
 
-        def draft():
-            logits, _, _ = model.forward(tok1, ctx, cache, half, full, similarity=False, logits="last")
-            ids, probs = _C.ops.argmax_top1(logits, True)
-            return ids
+        def graphed(tokens, plan, rows, with_prob, replay_only=False):
+            ids = tokens.tolist()
 
-        entry = {}
-        for kind, fn, layers, tokens in (("decode", decode, L, 1), ("draft", draft, L - skipped, 1)):
-            t = time_step(fn, iters)
-            b = step_bytes(s, layers, ctx, tokens)
-            entry[kind] = {**t, "tokens_per_second": 1.0 / t["seconds"], "bytes": b,
-                           "roofline_fraction": b["total"] / t["seconds"] / bandwidth,
-                           "pipelined_roofline_fraction": b["total"] / t["pipelined_seconds"] / bandwidth}
-        entry["verify"] = {}
+            def fn():
+                logits, _, _ = graphs.forward(ids, ctx, cache, plan, full, False, rows)
+                return logits if replay_only else _C.ops.argmax_top1(logits, with_prob)[0]
+            return fn
+
+        def measure(tokens, plan, rows, with_prob, layers):
+            e = time_step(eager(tokens, plan, rows, with_prob), iters)
+            gr = time_step(graphed(tokens, plan, rows, with_prob), iters)
+            gpu = gpu_seconds(graphed(tokens, plan, rows, with_prob, replay_only=True), iters)
+            b = step_bytes(s, layers, ctx, tokens.numel())
+            return {**e, "tokens_per_second": tokens.numel() / e["seconds"], "bytes": b,
+                    "roofline_fraction": b["total"] / e["seconds"] / bandwidth,
+                    "pipelined_roofline_fraction": b["total"] / e["pipelined_seconds"] / bandwidth,
+                    "graphed_seconds": gr["seconds"], "graphed_pipelined_seconds": gr["pipelined_seconds"],
+                    "graphed_tokens_per_second": tokens.numel() / gr["seconds"],
+                    "graphed_roofline_fraction": b["total"] / gr["seconds"] / bandwidth,
+                    "gpu_seconds": gpu, "gpu_roofline_fraction": b["total"] / gpu / bandwidth,
+                    "eager_overhead_fraction": 1.0 - gpu / e["seconds"],
+                    "graphed_overhead_fraction": 1.0 - gpu / gr["seconds"],
+                    "graph_speedup": e["seconds"] / gr["seconds"]}
+
+        entry = {"decode": measure(tok1, full, "last", False, L), "draft": measure(tok1, half, "last", True, L - skipped),
+                 "verify": {}}
         for k in ks:
             toks = torch.randint(0, s.vocab_size, (k + 1,), generator=g)
-
-            def verify():
-                logits, _, _ = model.forward(toks, ctx, cache, full, full, similarity=False, logits="all")
-                return _C.ops.argmax_top1(logits, False)[0]
-
-            t = time_step(verify, iters)
-            b = step_bytes(s, L, ctx, k + 1)
-            entry["verify"][str(k)] = {**t, "tokens": k + 1, "tokens_per_second": (k + 1) / t["seconds"],
-                                       "cost_vs_decode": t["seconds"] / entry["decode"]["seconds"], "bytes": b,
-                                       "roofline_fraction": b["total"] / t["seconds"] / bandwidth}
-        entry["draft"]["cost_vs_decode"] = entry["draft"]["seconds"] / entry["decode"]["seconds"]
+            v = measure(toks, full, "all", False, L)
+            v["tokens"] = k + 1
+            v["cost_vs_decode"] = v["seconds"] / entry["decode"]["seconds"]
+            v["graphed_cost_vs_decode"] = v["graphed_seconds"] / entry["decode"]["graphed_seconds"]
+            entry["verify"][str(k)] = v
+        d, dr = entry["decode"], entry["draft"]
+        dr["cost_vs_decode"] = dr["seconds"] / d["seconds"]
+        dr["graphed_cost_vs_decode"] = dr["graphed_seconds"] / d["graphed_seconds"]
         # Speculative speedup (standard formula) for a few acceptance rates p, k drafts per round:
-        # E[tokens] = (1 - p^(k+1)) / (1 - p); cost = k * draft + verify(k+1), in decode steps.
-        c = entry["draft"]["cost_vs_decode"]
+        # E[tokens] = (1 - p^(k+1)) / (1 - p); cost = k * draft + verify(k+1), in decode steps (graphed).
         entry["predicted_speedup"] = {
-            f"p={p},k={k}": ((1 - p ** (k + 1)) / (1 - p)) / (k * c + entry["verify"][str(k)]["cost_vs_decode"])
+            f"p={p},k={k}": ((1 - p ** (k + 1)) / (1 - p))
+            / (k * dr["graphed_cost_vs_decode"] + entry["verify"][str(k)]["graphed_cost_vs_decode"])
             for p in (0.6, 0.8, 0.9) for k in ks}
         entry["attention_op"] = bench_attention(model, s, cache, ctx, ks, iters, bandwidth)
         result["contexts"][str(ctx)] = entry
-        d, dr = entry["decode"], entry["draft"]
-        print(f"[{name}] ctx {ctx}: decode {d['seconds'] * 1e3:.2f} ms ({d['tokens_per_second']:.1f} tok/s, "
-              f"{100 * d['roofline_fraction']:.0f}% of roofline; pipelined {d['pipelined_seconds'] * 1e3:.2f} ms), "
-              f"draft {dr['seconds'] * 1e3:.2f} ms ({dr['cost_vs_decode']:.2f}x), verify "
-              + ", ".join(f"k={k}: {v['seconds'] * 1e3:.2f} ms ({v['cost_vs_decode']:.2f}x)"
+        print(f"[{name}] ctx {ctx}: decode eager {d['seconds'] * 1e3:.3f} ms ({100 * d['roofline_fraction']:.0f}% "
+              f"roofline), graphed {d['graphed_seconds'] * 1e3:.3f} ms ({d['graphed_tokens_per_second']:.0f} tok/s, "
+              f"{100 * d['graphed_roofline_fraction']:.0f}%; GPU {d['gpu_seconds'] * 1e3:.3f} ms, overhead "
+              f"{100 * d['eager_overhead_fraction']:.0f}% -> {100 * d['graphed_overhead_fraction']:.1f}%); "
+              f"draft {dr['graphed_seconds'] * 1e3:.3f} ms ({dr['graphed_cost_vs_decode']:.2f}x, bytes "
+              f"{dr['bytes']['total'] / d['bytes']['total']:.2f}x); verify "
+              + ", ".join(f"k={k}: {v['graphed_seconds'] * 1e3:.3f} ms ({v['graphed_cost_vs_decode']:.2f}x)"
                           for k, v in entry["verify"].items()), flush=True)
         del cache
-    del model
+        graphs.clear()
+    result["graph_stats"] = graphs.stats
+    del graphs, model
     torch.cuda.empty_cache()
     return result
 

@@ -33,6 +33,11 @@ py::dict stats_to_dict(const DecodeStats& s) {
   d["seconds"] = s.seconds;
   d["tokens_per_second"] = s.tokens_per_second();
   d["prefill_seconds"] = s.prefill_seconds;
+  d["graph_replays"] = s.graph_replays;
+  d["graph_captures"] = s.graph_captures;
+  d["eager_steps"] = s.eager_steps;
+  d["graph_capture_seconds"] = s.graph_capture_seconds;
+  d["graphs_note"] = s.graphs_note;
   if (s.strategy == "ar") return d;
   d["selection_seconds"] = s.selection_seconds;
   d["draft_seconds"] = s.draft_seconds;
@@ -68,6 +73,16 @@ py::dict stats_to_dict(const DecodeStats& s) {
     d["predicted_gain"] = s.predicted_gain;
     d["plan_acceptance"] = s.plan_acceptance;  // -1 until the chosen plan drafted
   }
+  return d;
+}
+
+py::dict graph_stats_to_dict(const GraphStats& s) {
+  py::dict d;
+  d["captures"] = s.captures;
+  d["replays"] = s.replays;
+  d["eager"] = s.eager;
+  d["capture_seconds"] = s.capture_seconds;
+  d["disabled_reason"] = s.disabled_reason;
   return d;
 }
 
@@ -128,6 +143,7 @@ GenerateRequest request_from_options(const py::dict& options) {
     }
     else if (key == "sensitivity") s.sensitivity = py::cast<double>(v);
     else if (key == "cost_warmup_rounds") s.cost_warmup_rounds = py::cast<int64_t>(v);
+    else if (key == "cuda_graphs") r.cuda_graphs = py::cast<bool>(v);
     else throw ValueError("unknown generate option '" + key + "'");
   }
   return r;
@@ -146,6 +162,12 @@ struct PyModel {
     model = std::make_shared<Transformer>(config, std::move(w), max_seq_len);
     engine = std::make_shared<Engine>(model);
   }
+};
+
+// Step forwards through CUDA graphs, for the GPU benchmark and tests (generate uses the Engine's).
+struct PyGraphedForward {
+  std::shared_ptr<Transformer> model;  // keeps the model alive while graphs point into its weights
+  std::unique_ptr<GraphedForward> graphs;
 };
 
 }  // namespace
@@ -235,6 +257,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           py::arg("tokens"), py::arg("start"), py::arg("cache"), py::arg("attention"), py::arg("mlp"),
           py::arg("similarity") = false, py::arg("logits") = "all", py::arg("weights") = "same",
           "weights: 'same' (the model's) or 'int8' (the derived draft copy)")
+      .def("graph_stats", [](const PyModel& p) { return graph_stats_to_dict(p.engine->graph_stats()); },
+           "CUDA graph totals over this model's generate calls")
+      .def("release_graphs", [](PyModel& p) { p.engine->release_graphs(); },
+           "drop the captured CUDA graphs and the KV cache they write")
       .def_property_readonly("draft_bytes", [](const PyModel& p) { return p.engine->draft_bytes(); })
       .def("release_draft", [](PyModel& p) { p.engine->release_draft(); })
       .def(
@@ -273,6 +299,32 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           py::arg("options") = py::dict(), py::arg("plan_attention") = py::none(), py::arg("plan_mlp") = py::none(),
           py::arg("cache") = nullptr);
 
+  py::class_<PyGraphedForward>(m, "GraphedForward")
+      .def(py::init([](const PyModel& p, bool enabled, int64_t max_tokens, int64_t max_graphs, int64_t min_bucket) {
+             return PyGraphedForward{p.model, std::make_unique<GraphedForward>(
+                                                  *p.model, GraphOptions{enabled, max_tokens, max_graphs, min_bucket})};
+           }),
+           py::arg("model"), py::arg("enabled") = true, py::arg("max_tokens") = 17, py::arg("max_graphs") = 128,
+           py::arg("min_bucket") = 256)
+      .def(
+          "forward",
+          [](PyGraphedForward& g, const std::vector<int64_t>& tokens, int64_t start, KVCache& cache,
+             std::vector<bool> attention, std::vector<bool> mlp, bool similarity, const std::string& logits) {
+            ForwardOutput out;
+            {
+              py::gil_scoped_release release;
+              out = g.graphs->forward(tokens, start, cache, LayerPlan{std::move(attention), std::move(mlp)},
+                                      ForwardOptions{logits_for(logits), similarity});
+            }
+            return py::make_tuple(out.logits, out.similarity, out.last_similarity);
+          },
+          py::arg("tokens"), py::arg("start"), py::arg("cache"), py::arg("attention"), py::arg("mlp"),
+          py::arg("similarity") = false, py::arg("logits") = "all",
+          "Model.forward for tokens given as a list; a replay's outputs are overwritten by the next forward")
+      .def_property_readonly("stats", [](const PyGraphedForward& g) { return graph_stats_to_dict(g.graphs->stats()); })
+      .def_property_readonly("graphs", [](const PyGraphedForward& g) { return g.graphs->graphs(); })
+      .def("clear", [](PyGraphedForward& g) { g.graphs->clear(); });
+
   m.def(
       "select_draft_plan",
       [](const std::vector<double>& similarity, double threshold, double budget, int64_t keep_first) {
@@ -306,12 +358,20 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     return py::make_tuple(h, normed, cos);
   });
   ops.def("rope_qkv_to_cache", [](const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin, int64_t start,
-                                  int64_t num_heads, int64_t num_kv_heads, at::Tensor k_cache, at::Tensor v_cache) {
+                                  int64_t num_heads, int64_t num_kv_heads, at::Tensor k_cache, at::Tensor v_cache,
+                                  const std::optional<at::Tensor>& device_start) {
     at::Tensor q = at::empty({qkv.size(0), num_heads, k_cache.size(2)}, qkv.options());
-    rope_qkv_to_cache(qkv, cos, sin, start, num_heads, num_kv_heads, q, k_cache, v_cache);
+    rope_qkv_to_cache(qkv, cos, sin, start, num_heads, num_kv_heads, q, k_cache, v_cache,
+                      device_start.value_or(at::Tensor()));
     return q;
-  });
-  ops.def("attention_with_cache", &attention_with_cache);
+  }, py::arg("qkv"), py::arg("cos"), py::arg("sin"), py::arg("start"), py::arg("num_heads"), py::arg("num_kv_heads"),
+     py::arg("k_cache"), py::arg("v_cache"), py::arg("device_start") = py::none());
+  ops.def("attention_with_cache", [](const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                                     int64_t start, double scale, const std::optional<at::Tensor>& device_start) {
+    return attention_with_cache(q, k_cache, v_cache, start, scale, device_start.value_or(at::Tensor()));
+  }, py::arg("q"), py::arg("k_cache"), py::arg("v_cache"), py::arg("start"), py::arg("scale"),
+     py::arg("device_start") = py::none(),
+     "device_start: [1] int64 holding the real start (read by the kernel); start is then its upper bound");
   ops.def("greedy_accept", &greedy_accept, py::arg("drafts"), py::arg("target"));
   ops.def("attention_with_cache_cpu", &attention_with_cache_cpu);
   ops.def("attention_with_cache_reference", &attention_with_cache_reference);

@@ -4,8 +4,12 @@
 #include <c10/util/Exception.h>
 #include <ATen/core/Tensor.h>
 
+#include <cstdio>
 #include <sstream>
 #include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
 
 namespace dotf {
 
@@ -19,11 +23,49 @@ struct TypeError : std::invalid_argument {
 };
 
 namespace detail {
+// Numbers are formatted with to_string/snprintf, never through a std::ostream: on the GPU machine
+// (GCC 13 at /opt/gcc) the extension ends up with its own copy of libstdc++'s ostream code, and a
+// number inserted into a stream by that copy crashed in the locale's num_put facet (a segfault
+// instead of the error message). Strings pass through streams safely, so other types (whose c10
+// printers write strings) still use one.
+template <typename T>
+void append(std::string& s, const T& x) {
+  using U = std::decay_t<T>;
+  if constexpr (std::is_same_v<U, bool>) {
+    s += x ? "true" : "false";
+  } else if constexpr (std::is_same_v<U, char>) {
+    s += x;
+  } else if constexpr (std::is_integral_v<U>) {
+    s += std::to_string(x);
+  } else if constexpr (std::is_floating_point_v<U>) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.6g", static_cast<double>(x));
+    s += buf;
+  } else if constexpr (std::is_convertible_v<const T&, std::string_view>) {
+    s += std::string_view(x);
+  } else if constexpr (std::is_same_v<U, c10::ScalarType>) {
+    s += c10::toString(x);
+  } else if constexpr (std::is_same_v<U, c10::Device>) {
+    s += x.str();
+  } else if constexpr (std::is_same_v<U, c10::IntArrayRef> || std::is_same_v<U, std::vector<int64_t>>) {
+    s += '[';
+    for (size_t i = 0; i < x.size(); ++i) {
+      if (i) s += ", ";
+      s += std::to_string(x[i]);
+    }
+    s += ']';
+  } else {
+    std::ostringstream os;
+    os << x;
+    s += os.str();
+  }
+}
+
 template <typename... Args>
 std::string concat(const Args&... args) {
-  std::ostringstream os;
-  (os << ... << args);
-  return os.str();
+  std::string s;
+  (append(s, args), ...);
+  return s;
 }
 }  // namespace detail
 
@@ -46,3 +88,14 @@ std::string concat(const Args&... args) {
                  " (shape ", (t).sizes(), ")")
 #define DOTF_CHECK_DEVICE(t, dev, name) \
   DOTF_CHECK_ARG((t).device() == (dev), name, " must be on ", (dev), ", got ", (t).device())
+
+namespace dotf {
+// A position held on the device for CUDA graph replays: [1] int64 on `like`'s device.
+inline void check_device_start(const at::Tensor& device_start, const at::Tensor& like, const char* op) {
+  DOTF_CHECK_TYPE(device_start.scalar_type() == at::kLong && device_start.numel() == 1, op,
+                  ": device_start must be a one-element int64 tensor, got ", device_start.scalar_type(), " ",
+                  device_start.sizes());
+  DOTF_CHECK_ARG(device_start.device() == like.device(), op, ": device_start must be on ", like.device(), ", got ",
+                 device_start.device());
+}
+}  // namespace dotf

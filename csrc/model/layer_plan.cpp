@@ -28,17 +28,18 @@ void LayerPlan::validate(int64_t num_layers) const {
 }
 
 std::string LayerPlan::key() const {
-  std::ostringstream os;
+  // Built with to_string, not a std::ostream: see detail::append in common/check.h.
+  std::string s;
   auto list = [&](const std::vector<int64_t>& v) {
-    os << '[';
-    for (size_t i = 0; i < v.size(); ++i) os << (i ? "," : "") << v[i];
-    os << ']';
+    s += '[';
+    for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+    s += ']';
   };
-  os << "attn-skip";
+  s += "attn-skip";
   list(skipped_attention());
-  os << " mlp-skip";
+  s += " mlp-skip";
   list(skipped_mlp());
-  return os.str();
+  return s;
 }
 
 }  // namespace dotf

@@ -55,6 +55,14 @@ ForwardOutput Transformer::forward(const at::Tensor& tokens, int64_t start, KVCa
   DOTF_CHECK_ARG(cache.num_layers() == c.num_layers, "cache has ", cache.num_layers(), " layers, model has ",
                  c.num_layers);
   plan.validate(c.num_layers);
+  const bool on_device_start = options.device_start.defined();
+  if (on_device_start) {
+    check_device_start(options.device_start, w.embed, "forward");
+    DOTF_CHECK_ARG(options.max_start >= start && options.max_start + T <= cache.capacity(), "forward: max_start ",
+                   options.max_start, " must be in [start=", start, ", cache capacity - T=", cache.capacity() - T, "]");
+  }
+  // What the kernels are told: the start itself, or its bound plus the device copy they read it from.
+  const int64_t kernel_start = on_device_start ? options.max_start : start;
 
   cache.truncate(start);
   cache.append(T);
@@ -104,8 +112,9 @@ ForwardOutput Transformer::forward(const at::Tensor& tokens, int64_t start, KVCa
     if (is_attention) {
       at::Tensor qkv = lw.qkv(normed);
       at::Tensor k_slab = cache.keys(l), v_slab = cache.values(l);
-      rope_qkv_to_cache(qkv, rope_cos_, rope_sin_, start, c.num_heads, c.num_kv_heads, q, k_slab, v_slab);
-      delta = lw.o(attention_with_cache(q, k_slab, v_slab, start, scale));
+      rope_qkv_to_cache(qkv, rope_cos_, rope_sin_, kernel_start, c.num_heads, c.num_kv_heads, q, k_slab, v_slab,
+                        options.device_start);
+      delta = lw.o(attention_with_cache(q, k_slab, v_slab, kernel_start, scale, options.device_start));
     } else {
       at::Tensor gate_up = lw.gate_up(normed);
       const int64_t I = c.intermediate_size;

@@ -22,6 +22,11 @@ struct ForwardOptions {
   // wall seconds of each sublayer: [2L + 1], entry 2l the attention of layer l, 2l + 1 its MLP (NaN
   // when skipped), 2L the rest (embedding, final norm, LM head). Feeds cost-aware selection.
   std::vector<double>* sublayer_seconds = nullptr;
+  // For CUDA graph capture (model/graphed_forward.h): the kernels read the start position from this
+  // [1] int64 device tensor instead of baking `start` into their launches, and size their launches
+  // for any start up to `max_start` (>= start), so one capture replays at every position up to it.
+  at::Tensor device_start;
+  int64_t max_start = -1;
 };
 
 struct ForwardOutput {

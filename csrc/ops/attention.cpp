@@ -84,7 +84,7 @@ at::Tensor attention_with_cache_cpu(const at::Tensor& q, const at::Tensor& k_cac
 }
 
 at::Tensor attention_with_cache(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
-                                int64_t start, double scale) {
+                                int64_t start, double scale, const at::Tensor& device_start) {
   DOTF_CHECK_DIM(q, 3, "q");
   DOTF_CHECK_DIM(k_cache, 3, "k_cache");
   DOTF_CHECK(v_cache.sizes() == k_cache.sizes(), "v_cache must match k_cache");
@@ -92,9 +92,16 @@ at::Tensor attention_with_cache(const at::Tensor& q, const at::Tensor& k_cache, 
   DOTF_CHECK(q.size(1) % k_cache.size(1) == 0, "query heads must be a multiple of KV heads");
   DOTF_CHECK(start >= 0 && start + q.size(0) <= k_cache.size(0), "attention: rows [0, ", start + q.size(0),
              ") exceed the cache capacity ", k_cache.size(0));
+  if (device_start.defined()) check_device_start(device_start, q, "attention_with_cache");
 #ifdef DOTF_WITH_CUDA
-  if (q.is_cuda()) return attention_with_cache_cuda(q, k_cache, v_cache, start, scale);
+  if (q.is_cuda()) return attention_with_cache_cuda(q, k_cache, v_cache, start, scale, device_start);
 #endif
+  if (device_start.defined()) {  // the CPU reads the value now: same semantics, no graph to replay
+    const int64_t actual = device_start.item<int64_t>();
+    DOTF_CHECK_ARG(actual >= 0 && actual <= start, "attention_with_cache: device_start ", actual,
+                   " must be in [0, start=", start, "]");
+    start = actual;
+  }
   return attention_with_cache_cpu(q, k_cache, v_cache, start, scale);
 }
 

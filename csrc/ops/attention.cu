@@ -34,7 +34,8 @@ struct AttentionArgs {
   int heads;         // H
   int kv_heads;      // KVH
   int head_dim;      // D
-  int64_t start;     // position of query 0
+  int64_t start;     // position of query 0 (an upper bound of it when device_start is set)
+  const int64_t* device_start;  // when set, the position of query 0 is read here (CUDA graph replays)
   float scale;
   int64_t chunk;     // keys per split
   int splits;
@@ -68,11 +69,14 @@ attention_split_kernel(const T* __restrict__ q, const T* __restrict__ k, const T
   const int nrows = min_of(kRows, R - r0);
   const int split = blockIdx.z;
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  // The launch was sized for a.start; a graph replay's actual start may be smaller, which leaves the
+  // splits past it empty (they report -inf log-sum-exp and weigh nothing in the combine).
+  const int64_t start = a.device_start ? *a.device_start : a.start;
 
   // Keys of this block: its split, cut at the last visible key of its last row.
   const int t_last = (r0 + nrows - 1) / G;
   const int64_t s_begin = static_cast<int64_t>(split) * a.chunk;
-  const int64_t s_end = min_of<int64_t>(s_begin + a.chunk, a.start + t_last + 1);
+  const int64_t s_end = min_of<int64_t>(s_begin + a.chunk, start + t_last + 1);
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   float* q_tile = reinterpret_cast<float*>(smem_raw);                            // [kRows][D]
@@ -94,7 +98,7 @@ attention_split_kernel(const T* __restrict__ q, const T* __restrict__ k, const T
   for (int r = 0; r < kRows; ++r) {
     m[r] = -INFINITY;
     l[r] = 0.0f;
-    limit[r] = r < nrows ? a.start + (r0 + r) / G : -1;
+    limit[r] = r < nrows ? start + (r0 + r) / G : -1;
 #pragma unroll
     for (int e = 0; e < kEpl; ++e) acc[r][e] = 0.0f;
   }
@@ -285,7 +289,7 @@ inline void choose_splits(AttentionArgs& a, int64_t blocks_per_split, int sm_cou
 }  // namespace cuda
 
 at::Tensor attention_with_cache_cuda(const at::Tensor& q_in, const at::Tensor& k_cache, const at::Tensor& v_cache,
-                                     int64_t start, double scale) {
+                                     int64_t start, double scale, const at::Tensor& device_start) {
   // Ranks, shapes and bounds are checked by attention_with_cache; devices, dtypes and limits here.
   DOTF_CHECK_SAME_DEVICE(k_cache, q_in, "k_cache");
   DOTF_CHECK_SAME_DEVICE(v_cache, q_in, "v_cache");
@@ -309,6 +313,7 @@ at::Tensor attention_with_cache_cuda(const at::Tensor& q_in, const at::Tensor& k
   a.kv_heads = static_cast<int>(KVH);
   a.head_dim = static_cast<int>(D);
   a.start = start;
+  a.device_start = device_start.defined() ? device_start.data_ptr<int64_t>() : nullptr;
   a.scale = static_cast<float>(scale);
   const int q_tiles = static_cast<int>(cuda::ceil_div(T * (H / KVH), cuda::kRows));
   cuda::choose_splits(a, static_cast<int64_t>(q_tiles) * KVH,

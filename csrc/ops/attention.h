@@ -9,9 +9,11 @@ namespace dotf {
 
 // q: [T, H, D] rotated queries at positions start..start+T-1
 // k_cache, v_cache: [capacity, KVH, D]; rows [0, start + T) are valid
+// device_start: optional [1] int64 on q's device holding the position of query 0, read by the
+//   kernel (CUDA graph replays); `start` is then the largest value it may hold and sizes the launch.
 // returns: [T, H * D]
 at::Tensor attention_with_cache(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
-                                int64_t start, double scale);
+                                int64_t start, double scale, const at::Tensor& device_start = {});
 
 // On the CPU: the fused kernel when it supports the input, else the reference.
 at::Tensor attention_with_cache_cpu(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
@@ -32,7 +34,7 @@ at::Tensor attention_with_cache_fused(const at::Tensor& q, const at::Tensor& k_c
 
 #ifdef DOTF_WITH_CUDA
 at::Tensor attention_with_cache_cuda(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
-                                     int64_t start, double scale);
+                                     int64_t start, double scale, const at::Tensor& device_start = {});
 #endif
 
 }  // namespace dotf

@@ -45,10 +45,10 @@ void rope_qkv_to_cache_cpu(const scalar_t* qkv, const scalar_t* cos, const scala
 
 void rope_qkv_to_cache(const at::Tensor& qkv, const at::Tensor& rope_cos, const at::Tensor& rope_sin,
                        int64_t start, int64_t num_heads, int64_t num_kv_heads, at::Tensor& q_out,
-                       at::Tensor& k_cache, at::Tensor& v_cache) {
+                       at::Tensor& k_cache, at::Tensor& v_cache, const at::Tensor& device_start) {
   DOTF_CHECK_DIM(qkv, 2, "qkv");
   DOTF_CHECK_DIM(k_cache, 3, "k_cache");
-  const RopeQkvShape shape{qkv.size(0), num_heads, num_kv_heads, k_cache.size(2), start};
+  RopeQkvShape shape{qkv.size(0), num_heads, num_kv_heads, k_cache.size(2), start};
   const int64_t D = shape.head_dim;
   DOTF_CHECK_SIZE(qkv, 1, (num_heads + 2 * num_kv_heads) * D, "qkv");
   DOTF_CHECK(start >= 0 && start + shape.tokens <= k_cache.size(0), "rope_qkv_to_cache: rows [", start, ", ",
@@ -60,6 +60,16 @@ void rope_qkv_to_cache(const at::Tensor& qkv, const at::Tensor& rope_cos, const 
   DOTF_CHECK(qkv.is_contiguous() && k_cache.is_contiguous() && v_cache.is_contiguous() && q_out.is_contiguous(),
              "rope_qkv_to_cache: contiguous tensors expected");
   DOTF_CHECK(v_cache.sizes() == k_cache.sizes(), "v_cache must match k_cache");
+  if (device_start.defined()) {
+    check_device_start(device_start, qkv, "rope_qkv_to_cache");
+    if (qkv.is_cuda()) {
+      shape.device_start = device_start.data_ptr<int64_t>();
+    } else {  // the CPU reads the value now: same semantics, no graph to replay
+      shape.start = device_start.item<int64_t>();
+      DOTF_CHECK_ARG(shape.start >= 0 && shape.start <= start, "rope_qkv_to_cache: device_start ", shape.start,
+                     " must be in [0, start=", start, "]");
+    }
+  }
 #ifdef DOTF_WITH_CUDA
   if (qkv.is_cuda()) return rope_qkv_to_cache_cuda(qkv, rope_cos, rope_sin, shape, q_out, k_cache, v_cache);
 #endif

@@ -14,19 +14,21 @@ namespace dotf {
 namespace cuda {
 
 // qkv: [T, (H + 2*KVH) * D]; cos, sin: [P, D/2]; q_out: [T, H, D]
-// k_cache, v_cache: [capacity, KVH, D] (row 0); rows start..start+T-1 are written
+// k_cache, v_cache: [capacity, KVH, D] (row 0); rows start..start+T-1 are written, start read from
+// device_start when it is set (CUDA graph replays)
 // grid: (ceil((H + 2*KVH) * D/2 / blockDim.x), T)
 template <typename T>
 __global__ void rope_qkv_to_cache_kernel(const T* __restrict__ qkv, const T* __restrict__ cos,
                                          const T* __restrict__ sin, T* __restrict__ q_out,
                                          T* __restrict__ k_cache, T* __restrict__ v_cache, int num_heads,
-                                         int num_kv_heads, int head_dim, int64_t start) {
+                                         int num_kv_heads, int head_dim, int64_t start,
+                                         const int64_t* __restrict__ device_start) {
   const int half = head_dim / 2;
   const int pairs = (num_heads + 2 * num_kv_heads) * half;
   const int j = blockIdx.x * blockDim.x + threadIdx.x;
   if (j >= pairs) return;
   const int64_t t = blockIdx.y;
-  const int64_t pos = start + t;
+  const int64_t pos = (device_start ? *device_start : start) + t;
   const int head = j / half;  // 0..H-1 query, H..H+KVH-1 key, then value heads
   const int i = j % half;
   const int64_t row = static_cast<int64_t>(num_heads + 2 * num_kv_heads) * head_dim;
@@ -59,7 +61,7 @@ void launch_rope_qkv_to_cache(const T* qkv, const T* cos, const T* sin, T* q_out
   const dim3 grid(static_cast<unsigned>(ceil_div(pairs, kThreads)), static_cast<unsigned>(s.tokens));
   rope_qkv_to_cache_kernel<T><<<grid, kThreads, 0, stream>>>(
       qkv, cos, sin, q_out, k_cache, v_cache, static_cast<int>(s.num_heads), static_cast<int>(s.num_kv_heads),
-      static_cast<int>(s.head_dim), s.start);
+      static_cast<int>(s.head_dim), s.start, s.device_start);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

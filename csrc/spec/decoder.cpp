@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <memory>
 
 namespace dotf {
 
@@ -71,6 +72,19 @@ at::Tensor token_tensor(const std::vector<int64_t>& tokens) {
   return at::tensor(tokens, at::TensorOptions().dtype(at::kLong));
 }
 
+// The caller's graphs, or an eager stand-in: one code path for both.
+class Steps {
+ public:
+  Steps(const Transformer& model, GraphedForward* graphs)
+      : own_(graphs ? nullptr : std::make_unique<GraphedForward>(model, GraphOptions{false})),
+        graphs_(graphs ? graphs : own_.get()) {}
+  GraphedForward* operator->() { return graphs_; }
+
+ private:
+  std::unique_ptr<GraphedForward> own_;
+  GraphedForward* graphs_;
+};
+
 void check_prompt(const Transformer& model, const at::Tensor& prompt, const KVCache& cache, int64_t extra) {
   DOTF_CHECK_DIM(prompt, 1, "input_ids");
   DOTF_CHECK_DTYPE(prompt, at::kLong, "input_ids");
@@ -114,7 +128,7 @@ void validate(const SpecOptions& o, const AdaptiveGamma& g, int64_t num_layers) 
 }
 
 DecodeResult decode_ar(const Transformer& model, const at::Tensor& prompt, KVCache& cache,
-                       const DecodeOptions& options) {
+                       const DecodeOptions& options, GraphedForward* graphs) {
   validate(options, model.config().vocab_size);
   check_prompt(model, prompt, cache, options.max_new_tokens);
   const auto t0 = Clock::now();
@@ -123,13 +137,14 @@ DecodeResult decode_ar(const Transformer& model, const at::Tensor& prompt, KVCac
   result.stats.prompt_tokens = prompt.size(0);
   Emitter emitter(options, result);
   const LayerPlan full = LayerPlan::full(model.config().num_layers);
+  Steps steps(model, graphs);
 
   ForwardOutput out;
   std::vector<int64_t> next = prefill(model, prompt, cache, false, out);
   result.stats.prefill_seconds = seconds_since(t0);
   while (!emitter.emit(next)) {
     emitter.check_interrupt();
-    out = model.forward(token_tensor(next), cache.length(), cache, full, ForwardOptions{LogitsFor::Last, false});
+    out = steps->forward(next, cache.length(), cache, full, ForwardOptions{LogitsFor::Last, false});
     next = greedy_ids(out.logits);
   }
   result.stats.new_tokens = static_cast<int64_t>(result.tokens.size());
@@ -145,9 +160,10 @@ enum Source { kModel = 0, kLookup = 1 };
 class SpeculativeLoop {
  public:
   SpeculativeLoop(const Transformer& model, const at::Tensor& prompt, KVCache& cache, const DecodeOptions& options,
-                  const SpecOptions& spec, AdaptiveGamma& gamma, DecodeResult& result)
+                  const SpecOptions& spec, AdaptiveGamma& gamma, DecodeResult& result, GraphedForward* graphs)
       : model_(model), cache_(cache), options_(options), spec_(spec), gamma_(gamma), result_(result),
-        st_(result.stats), emitter_(options, result), full_(LayerPlan::full(model.config().num_layers)) {
+        st_(result.stats), emitter_(options, result), full_(LayerPlan::full(model.config().num_layers)),
+        steps_(model, graphs) {
     at::Tensor p = prompt.contiguous();
     history_.assign(p.data_ptr<int64_t>(), p.data_ptr<int64_t>() + p.numel());
   }
@@ -219,12 +235,12 @@ class SpeculativeLoop {
     std::vector<int64_t> input{next[0]};
     input.insert(input.end(), drafts.begin(), drafts.end());
     const bool measure = spec_.reselect_every > 0 && !drafts.empty();
-    const at::Tensor input_ids = token_tensor(input).to(model_.device());
-    ForwardOutput v = model_.forward(input_ids, n, cache_, full_, ForwardOptions{LogitsFor::All, measure});
+    ForwardOutput v = steps_->forward(input, n, cache_, full_, ForwardOptions{LogitsFor::All, measure});
     const int64_t k = static_cast<int64_t>(drafts.size());
     // Accept on the device: one host read of (accepted, bonus) per round.
     const at::Tensor target = argmax_top1(v.logits, /*with_prob=*/false).first;
-    const std::vector<int64_t> verdict = to_host(greedy_accept(input_ids.narrow(0, 1, k), target));
+    const at::Tensor drafted = token_tensor(drafts).to(model_.device());
+    const std::vector<int64_t> verdict = to_host(greedy_accept(drafted, target));
     const int64_t accepted = verdict[0], bonus = verdict[1];
     DOTF_CHECK(bonus >= 0, "the model produced non-finite logits (NaN or inf) while verifying; the weights or "
                "the dtype cannot represent this computation");
@@ -269,8 +285,8 @@ class SpeculativeLoop {
       const LogitsFor rows = feed.size() > 1 ? LogitsFor::All : LogitsFor::Last;
       // A cost measurement wants a plain one-token draft step of every sublayer.
       const bool profile = profile_pending_ && feed.size() == 1 && plan_.is_full();
-      ForwardOutput d = model_.forward(token_tensor(feed), pos, cache_, plan_,
-                                       ForwardOptions{rows, false, profile ? &profile_ : nullptr}, spec_.draft_weights);
+      ForwardOutput d = steps_->forward(feed, pos, cache_, plan_,
+                                        ForwardOptions{rows, false, profile ? &profile_ : nullptr}, spec_.draft_weights);
       if (profile) profile_pending_ = false, profiled_ = true;
       auto [ids_t, probs_t] = argmax_top1(d.logits, /*with_prob=*/true);
       const std::vector<int64_t> ids = to_host(ids_t);
@@ -417,6 +433,7 @@ class SpeculativeLoop {
   DecodeStats& st_;
   Emitter emitter_;
   const LayerPlan full_;
+  Steps steps_;
   LayerPlan plan_;
   bool model_draft_ = false;
   std::vector<int64_t> history_;  // prompt + emitted tokens, for n-gram lookup
@@ -441,7 +458,8 @@ class SpeculativeLoop {
 }  // namespace
 
 DecodeResult decode_speculative(const Transformer& model, const at::Tensor& prompt, KVCache& cache,
-                                const DecodeOptions& options, const SpecOptions& spec, AdaptiveGamma& gamma) {
+                                const DecodeOptions& options, const SpecOptions& spec, AdaptiveGamma& gamma,
+                                GraphedForward* graphs) {
   const int64_t L = model.config().num_layers;
   validate(options, model.config().vocab_size);
   validate(spec, gamma, L);
@@ -455,7 +473,7 @@ DecodeResult decode_speculative(const Transformer& model, const at::Tensor& prom
   st.accepted_at.assign(spec.max_draft, 0);
   st.initial_gamma = gamma.gamma;
   gamma.m = 0.0;  // Draft & Verify restarts the acceptance average each call; gamma itself may carry over
-  SpeculativeLoop(model, prompt, cache, options, spec, gamma, result).run(prompt);
+  SpeculativeLoop(model, prompt, cache, options, spec, gamma, result, graphs).run(prompt);
   st.final_gamma = gamma.gamma;
   st.new_tokens = static_cast<int64_t>(result.tokens.size());
   st.seconds = seconds_since(t0);

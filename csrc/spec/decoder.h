@@ -5,6 +5,7 @@
 // prefix plus the full model's next token -> roll the cache back by moving its length.
 // Both loops return exactly the full model's greedy tokens.
 #include "cache/kv_cache.h"
+#include "model/graphed_forward.h"
 #include "model/transformer.h"
 #include "spec/adaptive_gamma.h"
 #include "spec/break_even.h"
@@ -59,10 +60,14 @@ void validate(const DecodeOptions& options, int64_t vocab_size);
 void validate(const SpecOptions& options, const AdaptiveGamma& gamma, int64_t num_layers);
 
 // prompt: [P] int64. The cache must be empty-able and hold P + max_new_tokens (+ max_draft for asd).
-DecodeResult decode_ar(const Transformer& model, const at::Tensor& prompt, KVCache& cache, const DecodeOptions& options);
+// `graphs`, when given, runs the decode/draft/verify forwards (CUDA graph replays on a CUDA model);
+// without it every forward is eager. The tokens are the same either way.
+DecodeResult decode_ar(const Transformer& model, const at::Tensor& prompt, KVCache& cache, const DecodeOptions& options,
+                       GraphedForward* graphs = nullptr);
 // The speculative loop; SpecOptions{} with a selection is the paper's ASD. `gamma` is read and
 // updated in place so that callers can carry it across calls.
 DecodeResult decode_speculative(const Transformer& model, const at::Tensor& prompt, KVCache& cache,
-                                const DecodeOptions& options, const SpecOptions& spec, AdaptiveGamma& gamma);
+                                const DecodeOptions& options, const SpecOptions& spec, AdaptiveGamma& gamma,
+                                GraphedForward* graphs = nullptr);
 
 }  // namespace dotf

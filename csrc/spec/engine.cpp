@@ -43,6 +43,17 @@ void Engine::release_draft() {
   int8_draft_.reset();  // calls in flight keep their own reference alive
 }
 
+GraphStats Engine::graph_stats() const {
+  std::lock_guard<std::mutex> lock(graphs_mutex_);
+  return graphs_ ? graphs_->stats() : GraphStats{};
+}
+
+void Engine::release_graphs() {
+  std::lock_guard<std::mutex> lock(graphs_mutex_);
+  graphs_.reset();
+  graph_cache_ = KVCache();
+}
+
 DecodeResult Engine::generate(const at::Tensor& prompt, const GenerateRequest& request, KVCache* cache) {
   const Transformer& m = *model_;
   validate(request.decode, m.config().vocab_size);
@@ -50,12 +61,48 @@ DecodeResult Engine::generate(const at::Tensor& prompt, const GenerateRequest& r
   const int64_t rows = cache_rows(prompt.size(0), request);
   DOTF_CHECK_ARG(rows <= m.max_seq_len(), "prompt (", prompt.size(0), " tokens) + max_new_tokens (",
                  request.decode.max_new_tokens, ") = ", rows, " exceeds max_seq_len ", m.max_seq_len());
+
+  // CUDA graphs, when free: they and the cache they were captured with serve this call.
+  std::unique_lock<std::mutex> graph_lock(graphs_mutex_, std::defer_lock);
+  GraphedForward* graphs = nullptr;
+  std::string graphs_note;
+  if (!request.cuda_graphs) graphs_note = "cuda_graphs=False";
+  else if (!m.device().is_cuda()) graphs_note = "CPU model";
+  else if (!graph_lock.try_lock()) graphs_note = "another call holds this model's graphs";
+  else {
+    if (!graphs_) graphs_ = std::make_unique<GraphedForward>(m);
+    graphs = graphs_.get();
+    if (!cache) {
+      // Grown in steps of 1024 rows so that a slightly longer request keeps the captured graphs.
+      if (!graph_cache_.defined() || graph_cache_.capacity() < rows)
+        graph_cache_ = m.new_cache(std::min(m.max_seq_len(), (rows + 1023) / 1024 * 1024));
+      cache = &graph_cache_;
+    }
+  }
   KVCache local;
   if (!cache) {
     local = m.new_cache(rows);
     cache = &local;
   }
-  if (request.strategy == Strategy::AR) return decode_ar(m, prompt, *cache, request.decode);
+  const GraphStats before = graphs ? graphs->stats() : GraphStats{};
+  auto record_graphs = [&](DecodeResult& result) {
+    DecodeStats& st = result.stats;
+    if (!graphs) {
+      st.graphs_note = graphs_note;
+      return;
+    }
+    const GraphStats& after = graphs->stats();
+    st.graph_replays = after.replays - before.replays;
+    st.graph_captures = after.captures - before.captures;
+    st.eager_steps = after.eager - before.eager;
+    st.graph_capture_seconds = after.capture_seconds - before.capture_seconds;
+    st.graphs_note = after.disabled_reason;
+  };
+  if (request.strategy == Strategy::AR) {
+    DecodeResult result = decode_ar(m, prompt, *cache, request.decode, graphs);
+    record_graphs(result);
+    return result;
+  }
 
   // A fixed gamma neither reads nor overwrites the carried one, so it cannot honour carry_gamma.
   DOTF_CHECK_ARG(request.adaptive_gamma || !request.carry_gamma,
@@ -69,7 +116,8 @@ DecodeResult Engine::generate(const at::Tensor& prompt, const GenerateRequest& r
     std::lock_guard<std::mutex> lock(mutex_);
     if (carried_gamma_ > 0) gamma.gamma = carried_gamma_;
   }
-  DecodeResult result = decode_speculative(m, prompt, *cache, request.decode, spec, gamma);
+  DecodeResult result = decode_speculative(m, prompt, *cache, request.decode, spec, gamma, graphs);
+  record_graphs(result);
   result.stats.strategy = request.strategy == Strategy::ASD ? "asd" : "dotf";
   if (!request.adaptive_gamma) return result;
   std::lock_guard<std::mutex> lock(mutex_);

@@ -1,7 +1,10 @@
 #pragma once
-// One loaded model and what persists between generate calls: the carried-over gamma and the draft
-// weights derived from the model (built on first use). Each call gets its own KV cache sized to the
-// request, so concurrent calls on one Engine never share mutable state.
+// One loaded model and what persists between generate calls: the carried-over gamma, the draft
+// weights derived from the model (built on first use) and, on CUDA, the captured step graphs with
+// the KV cache they write. A CUDA call that finds the graphs free takes them and their cache for the
+// call (graphs stay valid across calls only if the cache does); a call that finds them busy (a
+// concurrent call) or a CPU call gets its own cache sized to the request and runs eagerly, so
+// concurrent calls never share mutable state.
 #include "model/transformer.h"
 #include "spec/decoder.h"
 
@@ -28,6 +31,7 @@ struct GenerateRequest {
   double alpha = 0.9;
   bool carry_gamma = false;  // start from (and update) the gamma the previous call ended with
   bool adaptive_gamma = true;  // false: gamma stays at `gamma` for the whole call (needs carry_gamma off)
+  bool cuda_graphs = true;     // CUDA models: replay decode/draft/verify steps from CUDA graphs
 };
 
 class Engine {
@@ -46,11 +50,19 @@ class Engine {
   // The derived draft weights (built on first use); nullptr for the model's own.
   std::shared_ptr<const ModelWeights> draft_weights(DraftWeights kind);
 
+  // Totals of the step graphs over this Engine's calls (all zero on CPU), and a way to free them.
+  GraphStats graph_stats() const;
+  void release_graphs();
+
  private:
   std::shared_ptr<const Transformer> model_;
   mutable std::mutex mutex_;
   double carried_gamma_ = -1;  // < 0: nothing carried yet
   std::shared_ptr<const ModelWeights> int8_draft_;
+  // CUDA step graphs and the cache they were captured with; graphs_mutex_ is held for a whole call.
+  mutable std::mutex graphs_mutex_;
+  std::unique_ptr<GraphedForward> graphs_;
+  KVCache graph_cache_;
 };
 
 }  // namespace dotf

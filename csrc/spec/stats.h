@@ -37,6 +37,11 @@ struct DecodeStats {
   int64_t cost_selections = 0;
   std::string plan_note;                 // why the plan is what it is (e.g. nothing passed the threshold)
 
+  // CUDA graphs (model/graphed_forward.h) during this call.
+  int64_t graph_replays = 0, graph_captures = 0, eager_steps = 0;
+  double graph_capture_seconds = 0;
+  std::string graphs_note;               // why graphs were not used, when they were not
+
   double acceptance_rate() const { return drafted ? static_cast<double>(accepted) / drafted : 0.0; }
   double mean_accepted_length() const { return rounds ? static_cast<double>(round_tokens) / rounds : 0.0; }
   double tokens_per_second() const { return seconds > 0 ? new_tokens / seconds : 0.0; }

@@ -42,6 +42,9 @@ DEFAULTS = {
     "dotf": {**_ASD_DEFAULTS, "draft": "int8", "threshold": 1.0, "lookup": True, "break_even": True, "gamma": 0.2,
              "max_draft": 8},
 }
+# On a GPU the int8 draft is not available (its kernels are CPU ones): "dotf" drafts with the model's
+# own weights under the paper's attention skipping, plus lookup drafts and the break-even fallback.
+_DOTF_CUDA_DEFAULTS = {**DEFAULTS["dotf"], "draft": "same", "threshold": _ASD_DEFAULTS["threshold"]}
 _FLOAT_OPTIONS = {"threshold", "budget", "gamma", "alpha", "sensitivity"}
 _INT_OPTIONS = {"keep_first", "max_draft", "lookup_max_ngram", "lookup_min_ngram", "reselect_every",
                 "cost_warmup_rounds"}
@@ -202,7 +205,9 @@ class Model:
         n-gram lookup drafts and a break-even fallback). Options not given take DEFAULTS[strategy];
         more_options: budget, keep_first, similarity ("mean"|"last"), adaptive_gamma (False keeps gamma fixed),
         carry_gamma, draft ("same"|"int8"), lookup, lookup_max_ngram, lookup_min_ngram, break_even, reselect_every,
-        selection ("threshold"|"cost"), sensitivity, cost_warmup_rounds (the cost model, see README).
+        selection ("threshold"|"cost"), sensitivity, cost_warmup_rounds (the cost model, see README),
+        cuda_graphs (default True: on a CUDA model, steps replay captured CUDA graphs; any strategy).
+        On CUDA, "dotf" drafts with the model's own weights (draft="same", threshold 0.99): int8 is CPU-only.
         draft_attention / draft_mlp: a fixed draft layer plan (one bool per layer) instead of selection.
         on_tokens(list[int]) receives each accepted chunk as it is produced."""
         ids = self._input_ids(input_ids)
@@ -216,8 +221,12 @@ class Model:
                              f"max_seq_len={self.max_seq_len}")
         if on_tokens is not None and not callable(on_tokens):
             raise TypeError(f"on_tokens must be callable, got {type(on_tokens).__name__}")
+        cuda_graphs = more_options.pop("cuda_graphs", True)
+        if not isinstance(cuda_graphs, bool):
+            raise TypeError(f"cuda_graphs must be a bool, got {type(cuda_graphs).__name__}")
         given = dict(threshold=threshold, max_draft=max_draft, gamma=gamma, alpha=alpha, **more_options)
-        options = self._options(strategy, {k: v for k, v in given.items() if v is not None})
+        options = self._options(strategy, {k: v for k, v in given.items() if v is not None}, self.device)
+        options["cuda_graphs"] = cuda_graphs
         plans = [None if p is None else self._plan(p, name)
                  for p, name in ((draft_attention, "draft_attention"), (draft_mlp, "draft_mlp"))]
         tokens, stats = self._impl.generate(ids, strategy, max_new_tokens, self._eos(eos_token_id), on_tokens,
@@ -225,11 +234,11 @@ class Model:
         return GenerateResult(tokens=list(tokens), stats=dict(stats))
 
     @staticmethod
-    def _options(strategy: str, given: dict) -> dict:
+    def _options(strategy: str, given: dict, device: torch.device) -> dict:
         if strategy == "ar":  # "ar" ignores the speculative options, but not a misspelt or mistyped one
-            Model._options("asd", given)
+            Model._options("asd", given, device)
             return {}
-        defaults = DEFAULTS[strategy]
+        defaults = _DOTF_CUDA_DEFAULTS if strategy == "dotf" and device.type == "cuda" else DEFAULTS[strategy]
         unknown = sorted(set(given) - set(defaults))
         if unknown:
             raise TypeError(f"generate() got unknown option(s) {', '.join(unknown)}; known: {', '.join(defaults)}")
@@ -257,6 +266,15 @@ class Model:
     def release_draft(self) -> None:
         """Free derived draft weights; the next call that needs them rebuilds them."""
         self._impl.release_draft()
+
+    def graph_stats(self) -> dict:
+        """CUDA graph totals over this model's generate calls: captures, replays, eager forwards,
+        capture_seconds, and disabled_reason (empty while graphs work; all zero on CPU)."""
+        return dict(self._impl.graph_stats())
+
+    def release_graphs(self) -> None:
+        """Free the captured CUDA graphs and the KV cache they write; the next call re-captures."""
+        self._impl.release_graphs()
 
     # ---- text helpers ------------------------------------------------------------------------
     @property
