@@ -5,10 +5,11 @@
 #
 # Expects the H100 machine's environment (see /work/shared/notes/build.md): python3 with torch
 # (+cu130), nvcc 13, CMake >= 3.26, ninja, pybind11, transformers, safetensors; no internet.
-# Writes to OUTDIR (eight files, the most a device session brings back): env.txt (machine, versions,
-# dotf.build_info()), build.log, pytest_ops.log (kernels), pytest_e2e.log (end to end and CUDA
-# graphs), debug.log (a native backtrace of any test that crashed its worker), gpu_step_bench.json/.log,
-# status.json (each step's exit code and seconds). Runs every step even
+# Writes to OUTDIR (at most eight files, the most a device session brings back): env.txt (machine,
+# versions, dotf.build_info()), build.log, pytest_ops.log (kernels; the C++ tests too), pytest_e2e.log
+# (end to end and CUDA graphs; native backtraces of tests that crashed their worker),
+# gpu_step_bench.json/.log, dotf_bench.json (the C++ microbenchmarks' CUDA cases, when .gpu_deps was
+# carried: see bench/gpu_deps.sh), status.json (each step's exit code and seconds). Runs every step even
 # when an earlier one fails (except that nothing runs without a successful build); exits non-zero
 # when any step failed.
 # Knobs: PYTHON (default python3), TORCH_CUDA_ARCH_LIST (default 9.0), DOTF_JOBS, SKIP_BUILD=1 (rerun
@@ -21,7 +22,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-python3}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
-rm -f "$OUT"/{env.txt,build.log,pytest_ops.log,pytest_e2e.log,debug.log,gpu_step_bench.json,gpu_step_bench.log,status.json}
+rm -f "$OUT"/{env.txt,build.log,pytest_ops.log,pytest_e2e.log,gpu_step_bench.json,gpu_step_bench.log,dotf_bench.json,status.json}
 cd "$ROOT"
 
 declare -A RC SECS
@@ -62,6 +63,18 @@ write_status() {
   git -C "$ROOT" status --short 2>/dev/null | head -50 || true
 } > "$OUT/env.txt" 2>&1
 
+# GoogleTest and Google Benchmark, when bench/gpu_deps.sh fetched them into .gpu_deps (carried):
+# unpacked here, and the C++ tests and microbenchmarks are built too.
+CPP=0
+if compgen -G "$ROOT/.gpu_deps/*.deb" >/dev/null; then
+  DEPS=/tmp/dotf-gpu-deps
+  for f in "$ROOT"/.gpu_deps/*.deb; do dpkg -x "$f" "$DEPS"; done
+  export CMAKE_PREFIX_PATH="$DEPS/usr${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+  export LD_LIBRARY_PATH="$DEPS/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export DOTF_BUILD_TESTS=1 DOTF_BUILD_BENCH=1
+  CPP=1
+fi
+
 # Build and install (a .so built elsewhere does not load here: other Python and torch).
 export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
 export DOTF_CUDA=ON
@@ -92,11 +105,22 @@ step pytest_e2e "$OUT/pytest_e2e.log" "$PY" -m pytest tests/test_cuda_graphs.py 
   "${PYTEST_ARGS[@]}"
 # shellcheck disable=SC2086
 step bench "$OUT/gpu_step_bench.log" "$PY" bench/gpu_step_bench.py --out "$OUT/gpu_step_bench.json" ${BENCH_ARGS:-}
+if [[ $CPP == 1 ]]; then
+  BIN="$(cat "$ROOT/build/LAST")"
+  # The CUDA cases of the op and step microbenchmarks (GPU time from CUDA events); console output
+  # goes to the step benchmark's log, JSON to dotf_bench.json.
+  step cpp_bench "$OUT/gpu_step_bench.log" timeout "${CPP_BENCH_SECONDS:-150}" "$BIN/dotf_bench" \
+    --benchmark_filter="${CPP_BENCH_FILTER:-/cuda/}" --benchmark_min_time=0.05 \
+    --benchmark_out="$OUT/dotf_bench.json" --benchmark_out_format=json
+fi
 step pytest_ops "$OUT/pytest_ops.log" "$PY" -m pytest tests/test_cuda_ops.py "${PYTEST_ARGS[@]}"
+if [[ $CPP == 1 ]]; then
+  step cpp_tests "$OUT/pytest_ops.log" "$(cat "$ROOT/build/LAST")/dotf_tests"
+fi
 CRASHED=$(grep -ho "worker '[^']*' crashed while running '[^']*'" "$OUT"/pytest_*.log | sed "s/.*running '//; s/'$//" | sort -u)
 if [[ -n "$CRASHED" && "${DEBUG_CRASHES:-1}" == 1 ]] && command -v cuda-gdb >/dev/null; then
   for t in $(head -n "${DEBUG_MAX:-2}" <<<"$CRASHED"); do
-    step "debug" "$OUT/debug.log" timeout 180 cuda-gdb -batch -ex run -ex bt -ex "info threads" --args \
+    step "debug" "$OUT/pytest_e2e.log" timeout 180 cuda-gdb -batch -ex run -ex bt -ex "info threads" --args \
       "$PY" -m pytest -q -p no:cacheprovider "$t"
   done
 fi
