@@ -195,8 +195,30 @@ def gpu_seconds(fn, iters: int) -> float:
     return start.elapsed_time(end) / 1e3 / iters
 
 
+def kernel_breakdown(fn, steps: int = 5, top: int = 15) -> list[dict]:
+    """GPU time per step of each CUDA kernel fn launches (torch.profiler over `steps` calls), largest
+    first: where a step's time goes beyond its bytes (small kernels, GEMMs below bandwidth)."""
+    from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            fn()
+        torch.cuda.synchronize()
+    def device_us(e) -> float:
+        return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0.0)
+
+    events = list(prof.key_averages())
+    kernels = [e for e in events if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA]
+    rows = [{"kernel": e.key[:120], "calls_per_step": e.count / steps, "us_per_step": device_us(e) / steps}
+            for e in (kernels or [e for e in events if device_us(e) > 0])]
+    rows.sort(key=lambda r: -r["us_per_step"])
+    return rows[:top]
+
+
 def bench_model(name: str, s: Shape, device: torch.device, contexts: list[int], ks: list[int], iters: int,
-                bandwidth: float) -> dict:
+                bandwidth: float, kernels: bool = True) -> dict:
     max_k = max(ks)
     capacity = max(contexts) + max_k + 2
     t0 = time.perf_counter()
@@ -270,6 +292,14 @@ def bench_model(name: str, s: Shape, device: torch.device, contexts: list[int], 
             / (k * dr["graphed_cost_vs_decode"] + entry["verify"][str(k)]["graphed_cost_vs_decode"])
             for p in (0.6, 0.8, 0.9) for k in ks}
         entry["attention_op"] = bench_attention(model, s, cache, ctx, ks, iters, bandwidth)
+        if kernels and ctx == contexts[0]:  # eager steps: the kernels a graph replays, one by one
+            entry["kernels"] = {"decode": kernel_breakdown(eager(tok1, full, "last", False)),
+                                f"verify_k{max_k}": kernel_breakdown(eager(
+                                    torch.randint(0, s.vocab_size, (max_k + 1,), generator=g), full, "all", False))}
+            top = entry["kernels"]["decode"][:4]
+            print(f"[{name}] decode kernels (us/step): "
+                  + "; ".join(f"{r['kernel'][:48]} x{r['calls_per_step']:.0f} {r['us_per_step']:.0f}" for r in top),
+                  flush=True)
         result["contexts"][str(ctx)] = entry
         print(f"[{name}] ctx {ctx}: decode eager {d['seconds'] * 1e3:.3f} ms ({100 * d['roofline_fraction']:.0f}% "
               f"roofline), graphed {d['graphed_seconds'] * 1e3:.3f} ms ({d['graphed_tokens_per_second']:.0f} tok/s, "
@@ -317,6 +347,7 @@ def main(argv=None) -> int:
     ap.add_argument("--contexts", default="512,2048", help="KV context lengths (comma-separated)")
     ap.add_argument("--ks", default="4,8,12", help="draft lengths k; verify runs k+1 tokens")
     ap.add_argument("--iters", type=int, default=30)
+    ap.add_argument("--no-kernels", action="store_true", help="skip the per-kernel breakdown (torch.profiler)")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("gpu_step_bench: no CUDA device", file=sys.stderr)
@@ -342,7 +373,8 @@ def main(argv=None) -> int:
             return 2
         s = SHAPES[name]
         usable = [c for c in contexts if c + max(ks) + 2 <= s.max_position_embeddings]
-        report["models"][name] = bench_model(name, s, device, usable, ks, args.iters, bandwidth)
+        report["models"][name] = bench_model(name, s, device, usable, ks, args.iters, bandwidth,
+                                             kernels=not args.no_kernels)
         with open(args.out, "w") as f:  # written after each model: a later failure keeps earlier results
             json.dump(report, f, indent=2)
     print(f"wrote {args.out}")
