@@ -35,7 +35,8 @@ cmake --build "$BUILD" -j "$JOBS"
 # The module must exist, and the core library must define every CUDA entry point.
 SO=$(ls "$BUILD"/out/_C*.so)
 SYMS=$(nm -C --defined-only "$BUILD/libdotf_core.a")
-for sym in add_rmsnorm_cossim_cuda rope_qkv_to_cache_cuda attention_with_cache_cuda argmax_top1_cuda greedy_accept_cuda; do
+for sym in add_rmsnorm_cossim_cuda rope_qkv_to_cache_cuda attention_with_cache_cuda argmax_top1_cuda greedy_accept_cuda \
+           silu_mul_cuda; do
   grep -q " T dotf::$sym(" <<<"$SYMS" || { echo "cuda_check: dotf::$sym is not defined in libdotf_core.a" >&2; exit 1; }
 done
 # Device code for sm_90 must be embedded.

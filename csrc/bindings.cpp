@@ -2,6 +2,7 @@
 #include "common/check.h"
 #include "model/transformer.h"
 #include "ops/accept.h"
+#include "ops/activation.h"
 #include "ops/attention.h"
 #include "ops/rmsnorm.h"
 #include "ops/rope.h"
@@ -373,6 +374,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
      py::arg("device_start") = py::none(),
      "device_start: [1] int64 holding the real start (read by the kernel); start is then its upper bound");
   ops.def("greedy_accept", &greedy_accept, py::arg("drafts"), py::arg("target"));
+  ops.def("silu_mul", &silu_mul, py::arg("gate_up"), "silu(gate) * up of a [T, 2I] gate|up tensor");
   ops.def("attention_with_cache_cpu", &attention_with_cache_cpu);
   ops.def("attention_with_cache_reference", &attention_with_cache_reference);
   ops.def("fused_attention_supports", &fused_attention_supports, py::arg("q"), py::arg("k_cache"));

@@ -1,6 +1,7 @@
 #include "model/transformer.h"
 
 #include "common/check.h"
+#include "ops/activation.h"
 #include "ops/attention.h"
 #include "ops/rmsnorm.h"
 #include "ops/rope.h"
@@ -12,7 +13,6 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/full.h>
-#include <ATen/ops/silu.h>
 #include <ATen/ops/sin.h>
 
 #include <chrono>
@@ -116,9 +116,7 @@ ForwardOutput Transformer::forward(const at::Tensor& tokens, int64_t start, KVCa
                         options.device_start);
       delta = lw.o(attention_with_cache(q, k_slab, v_slab, kernel_start, scale, options.device_start));
     } else {
-      at::Tensor gate_up = lw.gate_up(normed);
-      const int64_t I = c.intermediate_size;
-      delta = lw.down(at::silu(gate_up.narrow(1, 0, I)).mul_(gate_up.narrow(1, I, I)));
+      delta = lw.down(silu_mul(lw.gate_up(normed)));
     }
     at::Tensor cos_row = options.similarity ? cos[2 * l + (is_attention ? 0 : 1)] : at::Tensor();
     add_rmsnorm_cossim(h, delta.contiguous(), norm_weight(i + 1), eps, normed, cos_row);
