@@ -36,13 +36,7 @@ def interp(x: float, points: list[tuple[float, float]]) -> float:
     return pts[0][1]
 
 
-def step_model(gpu: dict, shape: str, context: str) -> tuple[dict, int]:
-    model = gpu["models"][shape]
-    entry = model["contexts"][context]
-    return entry, model["shape"]["num_layers"]
-
-
-def project(record: dict, entry: dict, num_layers: int, skipped_in_half: int) -> tuple[float, float]:
+def project(record: dict, entry: dict, skipped_in_half: int) -> tuple[float, float]:
     s = record["stats"]
     t_decode = entry["decode"]["graphed_seconds"]
     t_half = entry["draft"]["graphed_seconds"]
@@ -72,7 +66,7 @@ def main(argv=None) -> int:
     for spec in args.cpu:
         path, shape = spec.split("=")
         cpu = json.load(open(path))
-        entry, L = step_model(gpu, shape, args.context)
+        entry = gpu["models"][shape]["contexts"][args.context]
         skipped_in_half = gpu["models"][shape]["draft_skipped_attention"]
         by_task: dict[str, list] = {}
         for rec in cpu["records"]:
@@ -81,7 +75,7 @@ def main(argv=None) -> int:
         for task, recs in sorted(by_task.items()):
             ratios, acc, tpv = [], [], []
             for rec in recs:
-                ar, asd = project(rec, entry, L, skipped_in_half)
+                ar, asd = project(rec, entry, skipped_in_half)
                 ratios.append(ar / asd)
                 acc.append(rec["stats"]["acceptance_rate"])
                 tpv.append(1 + rec["stats"]["drafted"] / rec["stats"]["rounds"])

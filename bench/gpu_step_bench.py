@@ -143,20 +143,26 @@ def step_bytes(s: Shape, attention_layers: int, context: int, tokens: int) -> di
 
 
 # ---- timing ------------------------------------------------------------------------------------
-def copy_bandwidth(device: torch.device, nbytes: int = 1 << 30, iters: int = 20) -> float:
-    """Device-to-device copy bandwidth in bytes/s, counting read + write."""
-    src = torch.empty(nbytes // 2, dtype=torch.float16, device=device).normal_()
-    dst = torch.empty_like(src)
+def gpu_seconds(fn, iters: int) -> float:
+    """GPU time per call of fn over `iters` calls launched back to back (CUDA events, after 3 warm-up
+    calls); for graph replays the host stays far ahead, so this is the GPU's own time."""
     for _ in range(3):
-        dst.copy_(src)
+        fn()
     torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
     for _ in range(iters):
-        dst.copy_(src)
+        fn()
     end.record()
     end.synchronize()
-    seconds = start.elapsed_time(end) / 1e3 / iters
+    return start.elapsed_time(end) / 1e3 / iters
+
+
+def copy_bandwidth(device: torch.device, nbytes: int = 1 << 30, iters: int = 20) -> float:
+    """Device-to-device copy bandwidth in bytes/s, counting read + write."""
+    src = torch.empty(nbytes // 2, dtype=torch.float16, device=device).normal_()
+    dst = torch.empty_like(src)
+    seconds = gpu_seconds(lambda: dst.copy_(src), iters)
     del src, dst
     torch.cuda.empty_cache()
     return 2 * nbytes / seconds
@@ -179,20 +185,6 @@ def time_step(fn, iters: int, warmup: int = 3) -> dict[str, float]:
     pipelined = (time.perf_counter() - t0) / iters
     del out
     return {"seconds": synced, "pipelined_seconds": pipelined}
-
-
-def gpu_seconds(fn, iters: int) -> float:
-    """GPU time per call of fn, launched back to back (for graph replays the host stays far ahead)."""
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(iters):
-        fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / 1e3 / iters
 
 
 def kernel_breakdown(fn, steps: int = 5, top: int = 15) -> list[dict]:
@@ -325,16 +317,7 @@ def bench_attention(model, s: Shape, cache, ctx: int, ks: list[int], iters: int,
     out = {}
     for T in sorted({1, *(k + 1 for k in ks)}):
         q = torch.randn(T, s.num_heads, s.head_dim, device=k_slab.device).to(s.dtype)
-        for _ in range(3):
-            _C.ops.attention_with_cache(q, k_slab, v_slab, ctx, scale)
-        torch.cuda.synchronize()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(iters):
-            _C.ops.attention_with_cache(q, k_slab, v_slab, ctx, scale)
-        end.record()
-        end.synchronize()
-        seconds = start.elapsed_time(end) / 1e3 / iters
+        seconds = gpu_seconds(lambda: _C.ops.attention_with_cache(q, k_slab, v_slab, ctx, scale), iters)
         nbytes = 2 * (ctx + T) * s.num_kv_heads * s.head_dim * e
         out[str(T)] = {"seconds": seconds, "kv_bytes": nbytes, "roofline_fraction": nbytes / seconds / bandwidth}
     return out

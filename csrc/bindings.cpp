@@ -34,11 +34,11 @@ py::dict stats_to_dict(const DecodeStats& s) {
   d["seconds"] = s.seconds;
   d["tokens_per_second"] = s.tokens_per_second();
   d["prefill_seconds"] = s.prefill_seconds;
-  d["graph_replays"] = s.graph_replays;
-  d["graph_captures"] = s.graph_captures;
-  d["eager_steps"] = s.eager_steps;
-  d["graph_capture_seconds"] = s.graph_capture_seconds;
-  d["graphs_note"] = s.graphs_note;
+  d["graph_replays"] = s.graphs.replays;
+  d["graph_captures"] = s.graphs.captures;
+  d["eager_steps"] = s.graphs.eager;
+  d["graph_capture_seconds"] = s.graphs.capture_seconds;
+  d["graphs_note"] = s.graphs.disabled_reason;
   if (s.strategy == "ar") return d;
   d["selection_seconds"] = s.selection_seconds;
   d["draft_seconds"] = s.draft_seconds;

@@ -29,6 +29,7 @@ STEP_TOL = {torch.float32: 1e-5, torch.bfloat16: 3e-2}
 
 ops = _C.ops
 HAS_CUDA = torch.cuda.is_available() and _C.build_info()["cuda"]
+needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device and a CUDA build")
 
 
 # ---- the ops' device_start (CPU: read at once; CUDA: read by the kernel) ------------------------
@@ -104,7 +105,7 @@ def test_graphed_forward_on_cpu_runs_eagerly():
 # ---- CUDA: replays equal eager steps -----------------------------------------------------------
 @pytest.mark.parametrize("arch", ["llama-gqa", "qwen2-bias", "llama-d128", "qwen2-d128"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device and a CUDA build")
+@needs_cuda
 def test_replayed_steps_equal_eager_steps(arch, dtype):
     m = loaded(arch, "cuda", dtype)
     L = m.num_layers
@@ -149,7 +150,7 @@ def test_replayed_steps_equal_eager_steps(arch, dtype):
     assert st["captures"] < st["replays"], st
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device and a CUDA build")
+@needs_cuda
 def test_graphs_follow_a_new_cache():
     m = loaded("llama-gqa", "cuda")
     gf = _C.GraphedForward(m._impl)
@@ -165,7 +166,7 @@ def test_graphs_follow_a_new_cache():
     assert gf.stats["captures"] == 2
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device and a CUDA build")
+@needs_cuda
 @pytest.mark.parametrize("strategy", ["ar", "asd", "dotf"])
 def test_generate_with_graphs_is_lossless_and_reuses_captures(strategy):
     arch = "llama-d128"
@@ -187,7 +188,7 @@ def test_generate_with_graphs_is_lossless_and_reuses_captures(strategy):
     assert third.tokens == eager.tokens and third.stats["graph_captures"] > 0
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device and a CUDA build")
+@needs_cuda
 def test_concurrent_calls_share_no_graphs():
     import threading
 

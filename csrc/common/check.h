@@ -98,4 +98,11 @@ inline void check_device_start(const at::Tensor& device_start, const at::Tensor&
   DOTF_CHECK_ARG(device_start.device() == like.device(), op, ": device_start must be on ", like.device(), ", got ",
                  device_start.device());
 }
+// On the CPU there is no graph to replay: the ops read the position at once. `bound` is the start the
+// caller sized the call for; the position must lie in [0, bound].
+inline int64_t read_device_start(const at::Tensor& device_start, int64_t bound, const char* op) {
+  const int64_t start = device_start.item<int64_t>();
+  DOTF_CHECK_ARG(start >= 0 && start <= bound, op, ": device_start ", start, " must be in [0, start=", bound, "]");
+  return start;
+}
 }  // namespace dotf

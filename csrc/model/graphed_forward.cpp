@@ -2,8 +2,6 @@
 
 #include "common/check.h"
 
-#include <ATen/ops/tensor.h>
-
 #include <chrono>
 #include <map>
 #include <tuple>
@@ -25,17 +23,11 @@ int64_t graph_bucket_max_start(int64_t start, int64_t tokens, int64_t capacity, 
   return std::min(keys, capacity) - tokens;
 }
 
-namespace {
-at::Tensor host_tokens(const std::vector<int64_t>& tokens) {
-  return at::tensor(tokens, at::TensorOptions().dtype(at::kLong));
-}
-}  // namespace
-
 ForwardOutput GraphedForward::eager(const std::vector<int64_t>& tokens, int64_t start, KVCache& cache,
                                     const LayerPlan& plan, const ForwardOptions& options,
                                     const ModelWeights* weights) {
   stats_.eager += 1;
-  return model_.forward(host_tokens(tokens).to(model_.device()), start, cache, plan, options, weights);
+  return model_.forward(token_tensor(tokens).to(model_.device()), start, cache, plan, options, weights);
 }
 
 #ifdef DOTF_WITH_CUDA
@@ -106,16 +98,10 @@ ForwardOutput GraphedForward::forward(const std::vector<int64_t>& tokens, int64_
                                       const ModelWeights* weights) {
   const auto T = static_cast<int64_t>(tokens.size());
   if (!serves(T, options)) return eager(tokens, start, cache, plan, options, weights);
-  // What Transformer::forward checks before it touches anything; a replay skips that function.
-  DOTF_CHECK_ARG(start >= 0 && start <= cache.length(), "start position ", start, " must be in [0, cache length ",
-                 cache.length(), "]");
-  DOTF_CHECK_ARG(start + T <= cache.capacity(), "positions up to ", start + T, " exceed the cache capacity ",
-                 cache.capacity());
-  DOTF_CHECK_ARG(cache.num_layers() == model_.config().num_layers, "cache has ", cache.num_layers(),
-                 " layers, model has ", model_.config().num_layers);
+  // A replay skips Transformer::forward: its checks first, and the cache must be on the model's device.
+  model_.check_forward_args(T, start, cache, plan);
   DOTF_CHECK_ARG(cache.key_buffer().device() == model_.device(), "cache is on ", cache.key_buffer().device(),
                  ", the model on ", model_.device());
-  plan.validate(model_.config().num_layers);
 
   Impl& s = *impl_;
   const c10::cuda::CUDAGuard device_guard(model_.device());
@@ -129,7 +115,7 @@ ForwardOutput GraphedForward::forward(const std::vector<int64_t>& tokens, int64_
   host.insert(host.end(), tokens.begin(), tokens.end());
   // Stream-ordered before the replay, and no host wait: a copy from pageable memory is staged before
   // cudaMemcpyAsync returns, so the temporary host tensor may go right away.
-  s.inputs.narrow(0, 0, T + 1).copy_(host_tokens(host), /*non_blocking=*/true);
+  s.inputs.narrow(0, 0, T + 1).copy_(token_tensor(host), /*non_blocking=*/true);
 
   const int64_t max_start = graph_bucket_max_start(start, T, cache.capacity(), options_.min_bucket);
   const Impl::Key key{plan.key(), T, options.logits, options.similarity, weights, max_start};

@@ -38,6 +38,12 @@ struct GraphStats {
   int64_t eager = 0;             // forwards run eagerly (see above)
   double capture_seconds = 0;    // host time spent capturing (warm-up included)
   std::string disabled_reason;   // why graphs are off; empty while they are on
+
+  // What happened since `before` (counts and seconds), with the current disabled_reason.
+  GraphStats since(const GraphStats& before) const {
+    return {captures - before.captures, replays - before.replays, eager - before.eager,
+            capture_seconds - before.capture_seconds, disabled_reason};
+  }
 };
 
 class GraphedForward {

@@ -2,8 +2,6 @@
 
 #include "common/check.h"
 
-#include <sstream>
-
 namespace dotf {
 
 namespace {
@@ -32,7 +30,10 @@ std::string LayerPlan::key() const {
   std::string s;
   auto list = [&](const std::vector<int64_t>& v) {
     s += '[';
-    for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (i) s += ',';
+      s += std::to_string(v[i]);
+    }
     s += ']';
   };
   s += "attn-skip";

@@ -14,6 +14,7 @@
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/sin.h>
+#include <ATen/ops/tensor.h>
 
 #include <chrono>
 #include <cmath>
@@ -40,6 +41,21 @@ KVCache Transformer::new_cache(int64_t capacity) const {
   return KVCache(config_.num_layers, capacity, config_.num_kv_heads, config_.head_dim, dtype(), device());
 }
 
+at::Tensor token_tensor(const std::vector<int64_t>& tokens) {
+  return at::tensor(tokens, at::TensorOptions().dtype(at::kLong));
+}
+
+void Transformer::check_forward_args(int64_t T, int64_t start, const KVCache& cache, const LayerPlan& plan) const {
+  DOTF_CHECK_ARG(T > 0, "tokens must not be empty");
+  DOTF_CHECK_ARG(start >= 0 && start <= cache.length(), "start position ", start, " must be in [0, cache length ",
+                 cache.length(), "]");
+  DOTF_CHECK_ARG(start + T <= cache.capacity(), "positions up to ", start + T, " exceed the cache capacity ",
+                 cache.capacity());
+  DOTF_CHECK_ARG(cache.num_layers() == config_.num_layers, "cache has ", cache.num_layers(), " layers, model has ",
+                 config_.num_layers);
+  plan.validate(config_.num_layers);
+}
+
 ForwardOutput Transformer::forward(const at::Tensor& tokens, int64_t start, KVCache& cache, const LayerPlan& plan,
                                    const ForwardOptions& options, const ModelWeights* override_weights) const {
   const ModelConfig& c = config_;
@@ -47,14 +63,7 @@ ForwardOutput Transformer::forward(const at::Tensor& tokens, int64_t start, KVCa
   DOTF_CHECK_DIM(tokens, 1, "tokens");
   DOTF_CHECK_DTYPE(tokens, at::kLong, "tokens");
   const int64_t T = tokens.size(0);
-  DOTF_CHECK_ARG(T > 0, "tokens must not be empty");
-  DOTF_CHECK_ARG(start >= 0 && start <= cache.length(), "start position ", start, " must be in [0, cache length ",
-                 cache.length(), "]");
-  DOTF_CHECK_ARG(start + T <= cache.capacity(), "positions up to ", start + T, " exceed the cache capacity ",
-                 cache.capacity());
-  DOTF_CHECK_ARG(cache.num_layers() == c.num_layers, "cache has ", cache.num_layers(), " layers, model has ",
-                 c.num_layers);
-  plan.validate(c.num_layers);
+  check_forward_args(T, start, cache, plan);
   const bool on_device_start = options.device_start.defined();
   if (on_device_start) {
     check_device_start(options.device_start, w.embed, "forward");

@@ -35,6 +35,9 @@ struct ForwardOutput {
   at::Tensor last_similarity;  // [L, 2] float32, the last position's value
 };
 
+// Host token ids as the [T] int64 CPU tensor forward() takes.
+at::Tensor token_tensor(const std::vector<int64_t>& tokens);
+
 class Transformer {
  public:
   // weights must already be in their final dtype/device; max_seq_len bounds positions (rotary table).
@@ -47,6 +50,10 @@ class Transformer {
   int64_t max_seq_len() const { return max_seq_len_; }
 
   KVCache new_cache(int64_t capacity) const;
+
+  // The checks forward() makes before it touches anything (also made by graph replays, which skip it):
+  // T >= 1 tokens at start <= cache.length(), within the capacity, a cache and plan of this model.
+  void check_forward_args(int64_t T, int64_t start, const KVCache& cache, const LayerPlan& plan) const;
 
   // tokens: [T] int64 at positions start..start+T-1. Rewrites the cache from `start` (which must be
   // <= cache.length()) for every layer whose attention runs; afterwards cache.length() == start + T.

@@ -96,12 +96,7 @@ at::Tensor attention_with_cache(const at::Tensor& q, const at::Tensor& k_cache, 
 #ifdef DOTF_WITH_CUDA
   if (q.is_cuda()) return attention_with_cache_cuda(q, k_cache, v_cache, start, scale, device_start);
 #endif
-  if (device_start.defined()) {  // the CPU reads the value now: same semantics, no graph to replay
-    const int64_t actual = device_start.item<int64_t>();
-    DOTF_CHECK_ARG(actual >= 0 && actual <= start, "attention_with_cache: device_start ", actual,
-                   " must be in [0, start=", start, "]");
-    start = actual;
-  }
+  if (device_start.defined()) start = read_device_start(device_start, start, "attention_with_cache");
   return attention_with_cache_cpu(q, k_cache, v_cache, start, scale);
 }
 

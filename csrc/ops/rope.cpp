@@ -64,10 +64,8 @@ void rope_qkv_to_cache(const at::Tensor& qkv, const at::Tensor& rope_cos, const 
     check_device_start(device_start, qkv, "rope_qkv_to_cache");
     if (qkv.is_cuda()) {
       shape.device_start = device_start.data_ptr<int64_t>();
-    } else {  // the CPU reads the value now: same semantics, no graph to replay
-      shape.start = device_start.item<int64_t>();
-      DOTF_CHECK_ARG(shape.start >= 0 && shape.start <= start, "rope_qkv_to_cache: device_start ", shape.start,
-                     " must be in [0, start=", start, "]");
+    } else {
+      shape.start = read_device_start(device_start, start, "rope_qkv_to_cache");
     }
   }
 #ifdef DOTF_WITH_CUDA

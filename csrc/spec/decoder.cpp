@@ -5,7 +5,6 @@
 #include "ops/sampling.h"
 
 #include <ATen/ops/cat.h>
-#include <ATen/ops/tensor.h>
 #include <ATen/TensorOperators.h>
 
 #include <algorithm>
@@ -66,10 +65,6 @@ std::vector<int64_t> greedy_ids(const at::Tensor& logits) {
     DOTF_CHECK(ids[i] >= 0, "the model produced non-finite logits (NaN or inf) at output row ", i,
                "; the weights or the dtype cannot represent this computation");
   return ids;
-}
-
-at::Tensor token_tensor(const std::vector<int64_t>& tokens) {
-  return at::tensor(tokens, at::TensorOptions().dtype(at::kLong));
 }
 
 // The caller's graphs, or an eager stand-in: one code path for both.

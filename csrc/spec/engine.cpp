@@ -86,17 +86,8 @@ DecodeResult Engine::generate(const at::Tensor& prompt, const GenerateRequest& r
   }
   const GraphStats before = graphs ? graphs->stats() : GraphStats{};
   auto record_graphs = [&](DecodeResult& result) {
-    DecodeStats& st = result.stats;
-    if (!graphs) {
-      st.graphs_note = graphs_note;
-      return;
-    }
-    const GraphStats& after = graphs->stats();
-    st.graph_replays = after.replays - before.replays;
-    st.graph_captures = after.captures - before.captures;
-    st.eager_steps = after.eager - before.eager;
-    st.graph_capture_seconds = after.capture_seconds - before.capture_seconds;
-    st.graphs_note = after.disabled_reason;
+    if (graphs) result.stats.graphs = graphs->stats().since(before);
+    else result.stats.graphs.disabled_reason = graphs_note;
   };
   if (request.strategy == Strategy::AR) {
     DecodeResult result = decode_ar(m, prompt, *cache, request.decode, graphs);

@@ -1,5 +1,7 @@
 #pragma once
 // Figures about one generate call, filled in by the decode loops and handed to Python as a dict.
+#include "model/graphed_forward.h"
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -37,10 +39,8 @@ struct DecodeStats {
   int64_t cost_selections = 0;
   std::string plan_note;                 // why the plan is what it is (e.g. nothing passed the threshold)
 
-  // CUDA graphs (model/graphed_forward.h) during this call.
-  int64_t graph_replays = 0, graph_captures = 0, eager_steps = 0;
-  double graph_capture_seconds = 0;
-  std::string graphs_note;               // why graphs were not used, when they were not
+  // CUDA graphs during this call; graphs.disabled_reason says why they were not used, when they were not.
+  GraphStats graphs;
 
   double acceptance_rate() const { return drafted ? static_cast<double>(accepted) / drafted : 0.0; }
   double mean_accepted_length() const { return rounds ? static_cast<double>(round_tokens) / rounds : 0.0; }
