@@ -1,5 +1,6 @@
 // The only pybind11 file: exposes the C++ core as dotf._C. Python (python/dotf/) stays thin.
 #include "common/check.h"
+#include "common/memory.h"
 #include "model/transformer.h"
 #include "ops/accept.h"
 #include "ops/activation.h"
@@ -195,6 +196,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     d["cuda_archs"] = std::string();
 #endif
     d["parallel"] = at::get_parallel_info();
+    // Packed weights ask for transparent huge pages (common/memory.h).
+    d["huge_pages"] = huge_pages_enabled();
+    d["transparent_huge_pages"] = transparent_huge_page_mode();
     return d;
   });
 

@@ -1,6 +1,7 @@
 #include "ops/linear_avx2.h"
 
 #include "common/check.h"
+#include "common/memory.h"
 #include "ops/cpu_simd.h"
 #include "ops/linear.h"
 
@@ -330,8 +331,10 @@ int64_t panel_grain(int64_t Kp) { return std::max<int64_t>(1, (int64_t(1) << 16)
 at::Tensor pack_panels(const at::Tensor& w) {
   const at::Tensor padded = pad_for_panels(w, kSegments);
   const int64_t P = padded.size(0) / kPanel, Kp = padded.size(1);
-  // [P, 16, Kp] -> [P, Kp, 16]
-  return padded.view({P, kPanel, Kp}).transpose(1, 2).contiguous();
+  // [P, 16, Kp] -> [P, Kp, 16], on huge pages: every decode step streams it (common/memory.h)
+  at::Tensor panels = empty_on_huge_pages({P, Kp, kPanel}, padded.options());
+  panels.copy_(padded.view({P, kPanel, Kp}).transpose(1, 2));
+  return panels;
 }
 
 at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, const std::optional<at::Tensor>& bias, int64_t N) {
@@ -373,7 +376,7 @@ Int8Panels quantize_int8_panels(const at::Tensor& w) {
   // [P, h, j, k2, kk] (column 8h + j, k = 2 k2 + kk) -> [P, k2, j, kk, h]: byte 4j + 2kk + h of a step.
   const at::Tensor steps = q.view({P, 2, kPanel / 2, Kp / 2, 2}).permute({0, 3, 2, 4, 1});
   // One spare byte in front: the kernel reads each step's even bytes with a load one byte early.
-  at::Tensor storage = at::zeros({kInt8Lead + q.numel()}, q.options());
+  at::Tensor storage = empty_on_huge_pages({kInt8Lead + q.numel()}, q.options()).zero_();
   out.packed = storage.narrow(0, kInt8Lead, q.numel()).view(steps.sizes());
   out.packed.copy_(steps);
   out.scale = at::zeros({P * kPanel}, wf.options());

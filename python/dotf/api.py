@@ -52,7 +52,9 @@ _BOOL_OPTIONS = {"adaptive_gamma", "carry_gamma", "lookup", "break_even"}
 
 
 def build_info() -> dict:
-    """torch version, whether CUDA kernels were built, their archs, and libtorch's threading."""
+    """torch version, whether CUDA kernels were built, their archs, libtorch's threading, and whether
+    packed weights ask for transparent huge pages (huge_pages; DOTF_HUGE_PAGES=0 turns it off) under
+    the kernel's mode (transparent_huge_pages: "always", "madvise", "never" or "unavailable")."""
     info = dict(_C.build_info())
     info["torch"] = torch.__version__
     return info
