@@ -17,7 +17,7 @@ namespace dotf {
 
 bool huge_pages_enabled() {
 #ifdef __linux__
-  const char* v = std::getenv("DOTF_HUGE_PAGES");  // read per call: only allocations of packs and caches ask
+  const char* v = std::getenv("DOTF_HUGE_PAGES");  // read per call: only weight packing asks
   return v == nullptr || std::strcmp(v, "0") != 0;
 #else
   return false;
