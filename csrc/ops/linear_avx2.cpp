@@ -376,7 +376,8 @@ Int8Panels quantize_int8_panels(const at::Tensor& w) {
   // [P, h, j, k2, kk] (column 8h + j, k = 2 k2 + kk) -> [P, k2, j, kk, h]: byte 4j + 2kk + h of a step.
   const at::Tensor steps = q.view({P, 2, kPanel / 2, Kp / 2, 2}).permute({0, 3, 2, 4, 1});
   // One spare byte in front: the kernel reads each step's even bytes with a load one byte early.
-  at::Tensor storage = empty_on_huge_pages({kInt8Lead + q.numel()}, q.options()).zero_();
+  at::Tensor storage = empty_on_huge_pages({kInt8Lead + q.numel()}, q.options());
+  storage.narrow(0, 0, kInt8Lead).zero_();  // the panels after it are all written by the copy
   out.packed = storage.narrow(0, kInt8Lead, q.numel()).view(steps.sizes());
   out.packed.copy_(steps);
   out.scale = at::zeros({P * kPanel}, wf.options());
