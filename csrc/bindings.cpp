@@ -52,6 +52,7 @@ py::dict stats_to_dict(const DecodeStats& s) {
   d["mean_accepted_length"] = s.mean_accepted_length();
   d["drafted_at"] = s.drafted_at;
   d["accepted_at"] = s.accepted_at;
+  d["draft_exit"] = s.draft_exit;
   d["initial_gamma"] = s.initial_gamma;
   d["final_gamma"] = s.final_gamma;
   d["skipped_attention_layers"] = s.skipped_attention;
@@ -129,6 +130,8 @@ GenerateRequest request_from_options(const py::dict& options) {
     }
     else if (key == "max_draft") s.max_draft = py::cast<int64_t>(v);
     else if (key == "gamma") r.gamma = py::cast<double>(v);
+    else if (key == "margin") r.margin = py::cast<double>(v);
+    else if (key == "draft_exit") s.draft_exit = draft_exit_from_string(py::cast<std::string>(v));
     else if (key == "alpha") r.alpha = py::cast<double>(v);
     else if (key == "carry_gamma") r.carry_gamma = py::cast<bool>(v);
     else if (key == "adaptive_gamma") r.adaptive_gamma = py::cast<bool>(v);
@@ -386,4 +389,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     auto [ids, probs] = argmax_top1(logits, with_prob);
     return py::make_tuple(ids, probs);
   }, py::arg("logits"), py::arg("with_prob") = true);
+  ops.def("top1_margin", &top1_margin, py::arg("logits"), py::arg("ids"),
+          "top-1 logit minus the largest other logit per row (the margin draft exit's confidence)");
 }

@@ -94,6 +94,7 @@ DOTF_VARIANTS = [
     {"selection": "cost", "cost_warmup_rounds": 1, "reselect_every": 4},
     {"lookup": False, "break_even": False},
     {"draft": "same", "threshold": 1.0, "lookup": True},  # nothing skipped, same weights: lookup drafts only
+    {"draft_exit": "margin", "margin": 0.2},  # dotf's margin exit on the int8 draft
 ]
 
 
@@ -112,6 +113,29 @@ def test_dotf_lossless_float64_real_prompts(index):
         assert drafted["lookup"] == 0 and drafted["model"] > 0, (name, options, drafted)
     if options.get("draft") == "same":
         assert drafted["model"] == 0, (name, options, drafted)
+
+
+@pytest.mark.parametrize("draft", ["same", "int8"])
+def test_margin_exit_is_lossless_and_thresholds_the_logit_margin(draft):
+    m = dotf.load(make_tiny_hf("llama-gqa"))
+    ids = list(range(30, 50))
+    ar = m.generate(ids, max_new_tokens=60)
+    kw = dict(strategy="dotf", draft=draft, threshold=0.0, budget=1.0, lookup=False, break_even=False,
+              draft_exit="margin", adaptive_gamma=False, max_draft=6)
+    # No real margin reaches 1e6: every round stops after its first draft token.
+    stop_at_once = m.generate(ids, max_new_tokens=60, margin=1e6, **kw)
+    assert stop_at_once.tokens == ar.tokens
+    s = stop_at_once.stats
+    assert s["draft_exit"] == "margin" and s["initial_gamma"] == s["final_gamma"] == 1e6
+    assert s["rounds"] > 1 and s["drafted_at"][0] == s["rounds"] and sum(s["drafted_at"][1:]) == 0, s
+    # Margin 0 never stops a draft (a tie gives 0, not less): rounds run to max_draft.
+    never_stop = m.generate(ids, max_new_tokens=60, margin=0.0, **kw)
+    assert never_stop.tokens == ar.tokens
+    assert never_stop.stats["drafted_at"][5] > 0, never_stop.stats
+    # Both strategies default to the paper's probability exit (README "Draft exit": the margin rule
+    # measured no faster).
+    for strategy in ("asd", "dotf"):
+        assert m.generate(ids, max_new_tokens=8, strategy=strategy).stats["draft_exit"] == "probability"
 
 
 @pytest.mark.parametrize("draft", ["same", "int8"])

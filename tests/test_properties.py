@@ -128,6 +128,8 @@ def spec_options(draw, num_layers: int):
     o = dict(
         threshold=draw(st.floats(-1.0, 1.0)),
         gamma=draw(st.floats(0.01, 0.99)),
+        draft_exit=draw(st.sampled_from(["probability", "margin"])),
+        margin=draw(st.floats(0.0, 5.0)),
         alpha=draw(st.floats(0.01, 1.0)),
         max_draft=draw(st.integers(1, 12)),
         budget=draw(st.floats(0.0, 1.0)),

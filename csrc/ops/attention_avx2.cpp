@@ -34,23 +34,58 @@ using simd::load8;
 
 constexpr int64_t kKeyBlock = 32;  // keys per block: their K (or V) rows stay in L1 while every row uses them
 
-// <q, k> over D = 8n lanes in a fixed order (two accumulators, even and odd chunks, halve the FMA chain).
-template <typename T>
-DOTF_AVX2 inline float dot(const float* q, const T* k, int64_t D) {
-  __m256 even = _mm256_mul_ps(_mm256_loadu_ps(q), load8(k));
-  __m256 odd = _mm256_setzero_ps();
-  for (int64_t d = 8; d < D; d += 16) {
-    odd = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), load8(k + d), odd);
-    if (d + 8 < D) even = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + 8), load8(k + d + 8), even);
+// The lane sums of four vectors, [sum(a0), sum(a1), sum(a2), sum(a3)], each added in the order
+// ((0+1)+(2+3))+((4+5)+(6+7)) whichever slot it sits in, so a score never depends on its neighbours.
+DOTF_AVX2 inline __m128 hsum4x8(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
+  const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+  return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+}
+
+// scores[r][s + j] = <q_r, k_{s+j}> for R query rows (D apart in q) and the four keys s..s+3, each
+// summed over D = 8n lanes in one fixed order (chunk 0, 1, ... then hsum4x8). Keys past last_key
+// are read as last_key (their scores are never used), so the block never reads beyond the rows this
+// forward wrote. Four keys per pass amortize the lane reduction; two rows share each key load.
+template <typename T, int R>
+DOTF_AVX2 inline void score_keys4(const float* q, int64_t D, const T* k, int64_t stride, int64_t s, int64_t last_key,
+                                  float* scores, int64_t ld_scores) {
+  const T* k0 = k + std::min(s, last_key) * stride;
+  const T* k1 = k + std::min(s + 1, last_key) * stride;
+  const T* k2 = k + std::min(s + 2, last_key) * stride;
+  const T* k3 = k + std::min(s + 3, last_key) * stride;
+  const __m256 z = _mm256_setzero_ps();
+  __m256 a00 = z, a01 = z, a02 = z, a03 = z, a10 = z, a11 = z, a12 = z, a13 = z;
+  for (int64_t d = 0; d < D; d += 8) {
+    const __m256 q0 = _mm256_loadu_ps(q + d);
+    const __m256 q1 = R > 1 ? _mm256_loadu_ps(q + D + d) : z;
+    const __m256 v0 = load8(k0 + d), v1 = load8(k1 + d), v2 = load8(k2 + d), v3 = load8(k3 + d);
+    a00 = _mm256_fmadd_ps(q0, v0, a00);
+    a01 = _mm256_fmadd_ps(q0, v1, a01);
+    a02 = _mm256_fmadd_ps(q0, v2, a02);
+    a03 = _mm256_fmadd_ps(q0, v3, a03);
+    if constexpr (R > 1) {
+      a10 = _mm256_fmadd_ps(q1, v0, a10);
+      a11 = _mm256_fmadd_ps(q1, v1, a11);
+      a12 = _mm256_fmadd_ps(q1, v2, a12);
+      a13 = _mm256_fmadd_ps(q1, v3, a13);
+    }
   }
-  return simd::hsum8(_mm256_add_ps(even, odd));
+  _mm_storeu_ps(scores + s, hsum4x8(a00, a01, a02, a03));
+  if constexpr (R > 1) _mm_storeu_ps(scores + ld_scores + s, hsum4x8(a10, a11, a12, a13));
 }
 
 // scores[s] <- exp(scores[s] - max) for s < keys (max over those keys); returns their sum.
 // scores has room for keys rounded up to 8.
 DOTF_AVX2 float softmax_numerators(float* scores, int64_t keys) {
-  float max_score = -std::numeric_limits<float>::infinity();
-  for (int64_t s = 0; s < keys; ++s) max_score = std::max(max_score, scores[s]);  // NaN propagates through exp
+  // The maximum is exact in any order; a NaN score is skipped here (max_ps returns its second operand,
+  // as std::max returns its first) and propagates through exp instead.
+  __m256 vmax = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  int64_t t = 0;
+  for (; t + 8 <= keys; t += 8) vmax = _mm256_max_ps(_mm256_loadu_ps(scores + t), vmax);
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, vmax);
+  float max_score = lanes[0];
+  for (int i = 1; i < 8; ++i) max_score = std::max(max_score, lanes[i]);
+  for (; t < keys; ++t) max_score = std::max(max_score, scores[t]);
   const int64_t padded = (keys + 7) / 8 * 8;
   std::fill(scores + keys, scores + padded, -std::numeric_limits<float>::infinity());  // exp -> exactly 0
   const __m256 shift = _mm256_set1_ps(max_score);
@@ -98,6 +133,8 @@ DOTF_AVX2 void accumulate_row(const float* weights, const T* v, int64_t stride, 
 
 // All G*T query rows of one KV head. Keys go in blocks shared by every row, so K and V stream from
 // memory once per head (not once per row); within a row the order over keys is always ascending.
+// (Serving several heads per key block reads the cache rows in address order, but its working set
+// grows with the head count: no faster for SmolLM2's 3 KV heads, 1.8x slower for Llama-2-7B's 32.)
 // q: [T, H, D] (strides q_t, q_h); k, v: this head's rows, `stride` elements apart; out: [T, H * D].
 template <typename T>
 DOTF_AVX2 void attend_kv_head(const T* q, int64_t q_t, int64_t q_h, const T* k, const T* v, int64_t stride,
@@ -111,10 +148,19 @@ DOTF_AVX2 void attend_kv_head(const T* q, int64_t q_t, int64_t q_h, const T* k, 
     const T* qi = q + (i % T_rows) * q_t + (kvh * G + i / T_rows) * q_h;
     for (int64_t d = 0; d < D; ++d) qf[i * D + d] = static_cast<float>(qi[d]) * scale;
   }
-  for (int64_t s0 = 0; s0 < max_keys; s0 += kKeyBlock)
-    for (int64_t i = 0; i < rows; ++i)
-      for (int64_t s = s0, s1 = std::min(s0 + kKeyBlock, keys(i)); s < s1; ++s)
-        scores[i * padded + s] = dot(qf.data() + i * D, k + s * stride, D);
+  for (int64_t s0 = 0; s0 < max_keys; s0 += kKeyBlock) {
+    for (int64_t i = 0; i < rows; i += 2) {  // two rows share each key load
+      const bool pair = i + 1 < rows;
+      const int64_t s1 = std::min(s0 + kKeyBlock, pair ? std::max(keys(i), keys(i + 1)) : keys(i));
+      float* si = scores.data() + i * padded;
+      for (int64_t s = s0; s < s1; s += 4) {
+        if (pair)
+          score_keys4<T, 2>(qf.data() + i * D, D, k, stride, s, max_keys - 1, si, padded);
+        else
+          score_keys4<T, 1>(qf.data() + i * D, D, k, stride, s, max_keys - 1, si, padded);
+      }
+    }
+  }
   std::vector<float> inv_sum(rows);
   for (int64_t i = 0; i < rows; ++i) inv_sum[i] = 1.0f / softmax_numerators(scores.data() + i * padded, keys(i));
   for (int64_t s0 = 0; s0 < max_keys; s0 += kKeyBlock)

@@ -11,6 +11,7 @@
 #include <ATen/ops/zeros.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -37,8 +38,9 @@ namespace {
 // broadcasts of a k step for all rows share a line.
 //
 // Micro-kernel: a 6 x 16 tile of y in 12 ymm registers; per k step, 2 weight loads and 2 FMAs per
-// row of x (a broadcast). Weights come from DRAM once per call: for M > 6 the row blocks reuse each
-// 64-step chunk (16 KB fp32) from L1. Bias is the tile's initial value.
+// row of x (a broadcast); fp32 weights also have a 7 x 16 tile (kFloatRowBlock7 below). Weights come
+// from DRAM once per call: for more rows than one block holds, the row blocks reuse each 64-step chunk
+// (16 KB fp32) from L1. Bias is the tile's initial value.
 //
 // Batch invariant: every output is summed in the same order (bias, then per chunk k = 0.., segments
 // 0..3 in turn) whatever M, the row block a row lands in, or the thread count, so a row of a verify
@@ -48,9 +50,21 @@ constexpr int64_t kPanel = 16;    // output columns per panel
 constexpr int64_t kSegments = 4;  // concurrent DRAM streams per panel
 constexpr int64_t kChunk = 64;    // k steps per segment per pass: a 16 KB fp32 chunk stays in L1 across row blocks
 constexpr int64_t kRowBlock = 6;  // rows of x per micro-kernel call
+// fp32 weights and exactly 7 rows (a verify of 6 drafts): one 7-row block, so each chunk streams from
+// DRAM while all rows use it. As 6 + 1 rows the second block re-reads the chunk from L1 and the DRAM
+// stream idles meanwhile: a 7-row verify of SmolLM2-135M took 1.83-1.89 decode steps that way and
+// 1.55-1.69 in one block (3 interleaved runs each, 25 repetitions, context 304).
+constexpr int64_t kFloatRowBlock7 = 7;
 
 #ifdef DOTF_HAVE_AVX2_KERNEL
 using simd::load8;
+
+// acc = x * (8 fp32 at w) + acc with w as the FMA's memory operand: no register holds it, which is
+// what lets 7 rows x 16 columns of accumulators (14) plus w0 and a broadcast fit AVX2's 16 registers.
+// The same fused multiply-add as _mm256_fmadd_ps, so the sums are bitwise those of the 6-row kernel.
+DOTF_AVX2 inline void fmadd_from_memory(__m256 x, const float* w, __m256& acc) {
+  asm("vfmadd231ps %[w], %[x], %[acc]" : [acc] "+x"(acc) : [x] "x"(x), [w] "m"(*reinterpret_cast<const __m256*>(w)));
+}
 
 // c[MB][16] (row stride ldc) += sum over the 4 segments s and k < kc of
 //   x[s * xseg + k * ldx + i] * p[(s * q + k) * 16 + j].
@@ -59,7 +73,7 @@ DOTF_AVX2 inline void avx2_micro(const WT* __restrict p, int64_t q, int64_t kc, 
                                  int64_t xseg, float* __restrict c, int64_t ldc) {
   // Named registers, not arrays: GCC keeps arrays of __m256 in registers but also stores them to the
   // stack on every iteration.
-  __m256 a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51;
+  __m256 a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51, a60, a61;
 #define DOTF_LOADC(i)                                                            \
   if constexpr (MB > i) {                                                        \
     a##i##0 = _mm256_loadu_ps(c + i * ldc);                                      \
@@ -69,25 +83,27 @@ DOTF_AVX2 inline void avx2_micro(const WT* __restrict p, int64_t q, int64_t kc, 
   if constexpr (MB > i) {                                                        \
     const __m256 xv = _mm256_broadcast_ss(xk + i);                               \
     a##i##0 = _mm256_fmadd_ps(xv, w0, a##i##0);                                  \
-    a##i##1 = _mm256_fmadd_ps(xv, w1, a##i##1);                                  \
+    if constexpr (MB == 7) fmadd_from_memory(xv, ws + 8, a##i##1);  /* WT = float */ \
+    else a##i##1 = _mm256_fmadd_ps(xv, w1, a##i##1);                             \
   }
 #define DOTF_STEP(s)                                                             \
   {                                                                              \
     const WT* ws = p + ((s) * q + k) * kPanel;                                   \
     const float* xk = x + (s) * xseg + k * ldx;                                  \
-    const __m256 w0 = load8(ws), w1 = load8(ws + 8);                             \
-    DOTF_FMA(0) DOTF_FMA(1) DOTF_FMA(2) DOTF_FMA(3) DOTF_FMA(4) DOTF_FMA(5)      \
+    const __m256 w0 = load8(ws);                                                 \
+    [[maybe_unused]] const __m256 w1 = MB == 7 ? w0 : load8(ws + 8);             \
+    DOTF_FMA(0) DOTF_FMA(1) DOTF_FMA(2) DOTF_FMA(3) DOTF_FMA(4) DOTF_FMA(5) DOTF_FMA(6) \
   }
 #define DOTF_STOREC(i)                                                           \
   if constexpr (MB > i) {                                                        \
     _mm256_storeu_ps(c + i * ldc, a##i##0);                                      \
     _mm256_storeu_ps(c + i * ldc + 8, a##i##1);                                  \
   }
-  DOTF_LOADC(0) DOTF_LOADC(1) DOTF_LOADC(2) DOTF_LOADC(3) DOTF_LOADC(4) DOTF_LOADC(5)
+  DOTF_LOADC(0) DOTF_LOADC(1) DOTF_LOADC(2) DOTF_LOADC(3) DOTF_LOADC(4) DOTF_LOADC(5) DOTF_LOADC(6)
   for (int64_t k = 0; k < kc; ++k) {
     DOTF_STEP(0) DOTF_STEP(1) DOTF_STEP(2) DOTF_STEP(3)
   }
-  DOTF_STOREC(0) DOTF_STOREC(1) DOTF_STOREC(2) DOTF_STOREC(3) DOTF_STOREC(4) DOTF_STOREC(5)
+  DOTF_STOREC(0) DOTF_STOREC(1) DOTF_STOREC(2) DOTF_STOREC(3) DOTF_STOREC(4) DOTF_STOREC(5) DOTF_STOREC(6)
 #undef DOTF_LOADC
 #undef DOTF_FMA
 #undef DOTF_STEP
@@ -97,6 +113,9 @@ DOTF_AVX2 inline void avx2_micro(const WT* __restrict p, int64_t q, int64_t kc, 
 template <typename WT>
 DOTF_AVX2 void avx2_micro_rows(int64_t mb, const WT* p, int64_t q, int64_t kc, const float* x, int64_t ldx, int64_t xseg,
                                float* c, int64_t ldc) {
+  if constexpr (std::is_same_v<WT, float>) {
+    if (mb == kFloatRowBlock7) return avx2_micro<WT, kFloatRowBlock7>(p, q, kc, x, ldx, xseg, c, ldc);
+  }
   switch (mb) {
     case 6: return avx2_micro<WT, 6>(p, q, kc, x, ldx, xseg, c, ldc);
     case 5: return avx2_micro<WT, 5>(p, q, kc, x, ldx, xseg, c, ldc);
@@ -124,8 +143,9 @@ DOTF_AVX2 void avx2_linear_panels(const float* xs, int64_t M, int64_t q, int64_t
     const WT* panel = packed + pi * kSegments * q * kPanel;
     for (int64_t k0 = 0; k0 < q; k0 += kChunk) {
       const int64_t kc = std::min(kChunk, q - k0);
-      for (int64_t m0 = 0; m0 < M; m0 += kRowBlock) {
-        avx2_micro_rows<WT>(std::min(kRowBlock, M - m0), panel + k0 * kPanel, q, kc, xs + k0 * M + m0, M, xseg,
+      const int64_t block = std::is_same_v<WT, float> && M == kFloatRowBlock7 ? kFloatRowBlock7 : kRowBlock;
+      for (int64_t m0 = 0; m0 < M; m0 += block) {
+        avx2_micro_rows<WT>(std::min(block, M - m0), panel + k0 * kPanel, q, kc, xs + k0 * M + m0, M, xseg,
                             c + m0 * ldc, ldc);
       }
     }

@@ -5,9 +5,12 @@
 #include "ops/dispatch.h"
 
 #include <ATen/ops/empty.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/topk.h>
 #include <ATen/Parallel.h>
 
 #include <cmath>
+#include <limits>
 #include <type_traits>
 
 namespace dotf {
@@ -50,7 +53,33 @@ DOTF_AVX2 int64_t simd_argmax(const float* x, int64_t n, float* max_out) {
     if (x[t] == best) return t;
   return -1;  // unreachable for finite input
 }
+
+// max of x[0, n) (-inf when n == 0); exact in any order.
+DOTF_AVX2 float simd_max(const float* x, int64_t n) {
+  __m256 mx = _mm256_set1_ps(-INFINITY);
+  int64_t v = 0;
+  for (; v + 8 <= n; v += 8) mx = _mm256_max_ps(mx, _mm256_loadu_ps(x + v));
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, mx);
+  float best = lanes[0];
+  for (float l : lanes) best = std::max(best, l);
+  for (; v < n; ++v) best = std::max(best, x[v]);
+  return best;
+}
 #endif
+
+// The largest of row[0, n) (-inf when empty).
+template <typename scalar_t>
+double max_of(const scalar_t* row, int64_t n) {
+#ifdef DOTF_HAVE_AVX2_KERNEL
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (cpu_has_avx2_fma()) return simd_max(row, n);
+  }
+#endif
+  double best = -std::numeric_limits<double>::infinity();
+  for (int64_t v = 0; v < n; ++v) best = std::max(best, static_cast<double>(row[v]));
+  return best;
+}
 
 // First index of the maximum (like torch.argmax) into *best, or -1 when the row holds NaN or inf.
 template <typename scalar_t>
@@ -104,6 +133,43 @@ void argmax_top1_cpu(const scalar_t* logits, int64_t rows, int64_t vocab, int64_
       probs[r] = ids[r] >= 0 && with_prob ? 1.0f / softmax_denominator(row, vocab, best) : 0.0f;
     }
   });
+}
+
+at::Tensor top1_margin(const at::Tensor& logits, const at::Tensor& ids) {
+  DOTF_CHECK_DIM(logits, 2, "logits");
+  DOTF_CHECK_DIM(ids, 1, "ids");
+  DOTF_CHECK_DTYPE(ids, at::kLong, "ids");
+  DOTF_CHECK_ARG(ids.size(0) == logits.size(0) && ids.device() == logits.device(), "ids must be [", logits.size(0),
+                 "] on the logits' device, got ", ids.sizes(), " on ", ids.device());
+  DOTF_CHECK(logits.size(1) > 0, "logits must have a non-empty vocabulary");
+  const int64_t rows = logits.size(0), vocab = logits.size(1);
+  if (vocab == 1) return at::full({rows}, std::numeric_limits<float>::infinity(), logits.options().dtype(at::kFloat));
+  if (!logits.device().is_cpu()) {
+    // Off the CPU the two largest come from ATen's topk (a -1 id marks a non-finite row: margin 0).
+    const auto [values, indices] = at::topk(logits.to(at::kFloat), 2, /*dim=*/1);
+    const at::Tensor margin = values.select(1, 0).sub(values.select(1, 1));
+    return margin.masked_fill(ids.lt(0), 0.0);
+  }
+  at::Tensor x = logits.contiguous();
+  at::Tensor id = ids.contiguous();
+  at::Tensor out = at::empty({rows}, x.options().dtype(at::kFloat));
+  DOTF_DISPATCH_FLOATING(x.scalar_type(), "top1_margin", [&] {
+    const scalar_t* base = x.data_ptr<scalar_t>();
+    const int64_t* best = id.data_ptr<int64_t>();
+    float* margin = out.data_ptr<float>();
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t b = best[r];
+      DOTF_CHECK_ARG(b < vocab, "ids[", r, "] = ", b, " is outside the vocabulary [0, ", vocab, ")");
+      const scalar_t* row = base + r * vocab;
+      if (b < 0) {
+        margin[r] = 0.0f;
+        continue;
+      }
+      const double second = std::max(max_of(row, b), max_of(row + b + 1, vocab - b - 1));
+      margin[r] = static_cast<float>(static_cast<double>(row[b]) - second);
+    }
+  });
+  return out;
 }
 
 std::pair<at::Tensor, at::Tensor> argmax_top1(const at::Tensor& logits, bool with_prob) {

@@ -13,6 +13,12 @@ namespace dotf {
 // A row holding NaN or +-inf gets id -1 so that callers can report it instead of emitting garbage.
 std::pair<at::Tensor, at::Tensor> argmax_top1(const at::Tensor& logits, bool with_prob = true);
 
+// logits: [T, V], ids: [T] int64 (argmax_top1's ids) -> [T] float32: logits[r, ids[r]] minus the
+// largest other logit of row r (0 on a tie, +inf for V = 1, 0 for a row whose id is -1). The
+// draft-exit confidence of a quantized self-draft (README "Draft exit"): it disagrees with the full
+// model only where its top two logits are closer than its rounding moves them.
+at::Tensor top1_margin(const at::Tensor& logits, const at::Tensor& ids);
+
 template <typename scalar_t>
 void argmax_top1_cpu(const scalar_t* logits, int64_t rows, int64_t vocab, int64_t* ids, float* probs, bool with_prob);
 

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <memory>
 
 namespace dotf {
@@ -109,10 +110,21 @@ void validate(const DecodeOptions& o, int64_t vocab_size) {
     DOTF_CHECK_ARG(id >= 0 && id < vocab_size, "eos_token_id ", id, " is outside the vocabulary [0, ", vocab_size, ")");
 }
 
+std::string to_string(DraftExit exit) { return exit == DraftExit::Margin ? "margin" : "probability"; }
+
+DraftExit draft_exit_from_string(const std::string& name) {
+  if (name == "probability") return DraftExit::Probability;
+  if (name == "margin") return DraftExit::Margin;
+  throw ValueError("draft_exit must be 'probability' or 'margin', got '" + name + "'");
+}
+
 void validate(const SpecOptions& o, const AdaptiveGamma& g, int64_t num_layers) {
   validate(o.selection);
   DOTF_CHECK_ARG(o.max_draft >= 1, "max_draft must be >= 1, got ", o.max_draft);
-  DOTF_CHECK_ARG(g.gamma > 0.0 && g.gamma < 1.0, "gamma must be in (0, 1), got ", g.gamma);
+  if (o.draft_exit == DraftExit::Probability)
+    DOTF_CHECK_ARG(g.gamma > 0.0 && g.gamma < 1.0, "gamma must be in (0, 1), got ", g.gamma);
+  else
+    DOTF_CHECK_ARG(g.gamma >= 0.0 && std::isfinite(g.gamma), "margin must be a finite number >= 0, got ", g.gamma);
   DOTF_CHECK_ARG(g.alpha > 0.0 && g.alpha <= 1.0, "alpha must be in (0, 1], got ", g.alpha);
   if (o.plan) o.plan->validate(num_layers);
   DOTF_CHECK_ARG(o.reselect_every >= 0, "reselect_every must be >= 0, got ", o.reselect_every);
@@ -263,8 +275,8 @@ class SpeculativeLoop {
     return finished;
   }
 
-  // Draft with the draft model (its weights, the plan) until its top-1 probability drops below gamma,
-  // max_k, or EOS. Lookup drafts, when present, are first checked by the draft model in one pass over
+  // Draft with the draft model (its weights, the plan) until its confidence (spec_.draft_exit: top-1
+  // probability or top-two logit margin) drops below gamma, max_k, or EOS. Lookup drafts, when present, are first checked by the draft model in one pass over
   // [last, l1..lm]: they are kept while the draft model agrees, and the draft model's own token
   // replaces the first one it disagrees with. Wrong lookups thus cost one cheap draft pass instead of
   // a wasted verify, while right ones come for the price of one draft step.
@@ -283,9 +295,10 @@ class SpeculativeLoop {
       ForwardOutput d = steps_->forward(feed, pos, cache_, plan_,
                                         ForwardOptions{rows, false, profile ? &profile_ : nullptr}, spec_.draft_weights);
       if (profile) profile_pending_ = false, profiled_ = true;
-      auto [ids_t, probs_t] = argmax_top1(d.logits, /*with_prob=*/true);
+      const bool margin_exit = spec_.draft_exit == DraftExit::Margin;
+      auto [ids_t, probs_t] = argmax_top1(d.logits, /*with_prob=*/!margin_exit);
       const std::vector<int64_t> ids = to_host(ids_t);
-      at::Tensor probs = probs_t.to(at::kCPU);
+      const at::Tensor confidence = (margin_exit ? top1_margin(d.logits, ids_t) : probs_t).to(at::kCPU);
       // Row i predicts the token after feed[i]; rows before the last check the lookup drafts.
       int64_t row = 0;
       if (feed.size() > 1) {
@@ -301,7 +314,7 @@ class SpeculativeLoop {
       if (token < 0) break;  // a non-finite draft proposes nothing; the verify pass reports real trouble
       drafts.push_back(token);
       sources.push_back(kModel);
-      if (probs[row].item<float>() < gamma_.gamma || is_eos(options_, token)) break;
+      if (confidence[row].item<float>() < gamma_.gamma || is_eos(options_, token)) break;
       feed = {token};
     }
     if (static_cast<int64_t>(drafts.size()) > max_k) {  // the agreement pass can add one past max_k
@@ -466,6 +479,7 @@ DecodeResult decode_speculative(const Transformer& model, const at::Tensor& prom
   st.prompt_tokens = prompt.size(0);
   st.drafted_at.assign(spec.max_draft, 0);
   st.accepted_at.assign(spec.max_draft, 0);
+  st.draft_exit = to_string(spec.draft_exit);
   st.initial_gamma = gamma.gamma;
   gamma.m = 0.0;  // Draft & Verify restarts the acceptance average each call; gamma itself may carry over
   SpeculativeLoop(model, prompt, cache, options, spec, gamma, result, graphs).run(prompt);

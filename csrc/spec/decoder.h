@@ -16,6 +16,7 @@
 
 #include <functional>
 #include <optional>
+#include <string>
 #include <vector>
 
 namespace dotf {
@@ -29,8 +30,17 @@ struct DecodeOptions {
   std::function<void()> check_interrupt;
 };
 
+// When the model draft stops (after the token that trips it):
+//   Probability: its top-1 probability < gamma (the paper's rule, Draft & Verify's);
+//   Margin: its top-1 logit minus the runner-up < gamma (in logits; dotf's rule for a quantized
+//   self-draft, which disagrees with the full model only where rounding can swap its top two).
+enum class DraftExit { Probability, Margin };
+std::string to_string(DraftExit exit);
+DraftExit draft_exit_from_string(const std::string& name);  // ValueError for unknown names
+
 struct SpecOptions {
   SelectionOptions selection;
+  DraftExit draft_exit = DraftExit::Probability;  // what gamma (AdaptiveGamma) thresholds
   bool use_last_position = false;   // aggregate similarity at the last prompt position instead of the mean
   int64_t max_draft = 12;           // K_max
   std::optional<LayerPlan> plan;    // a fixed draft plan (skips selection), for experiments and tests

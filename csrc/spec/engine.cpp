@@ -3,6 +3,7 @@
 #include "common/check.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace dotf {
 
@@ -102,19 +103,24 @@ DecodeResult Engine::generate(const at::Tensor& prompt, const GenerateRequest& r
   // Held for the whole call: release_draft() from another thread cannot pull it away.
   const std::shared_ptr<const ModelWeights> draft = draft_weights(request.draft);
   spec.draft_weights = draft.get();
-  AdaptiveGamma gamma{request.gamma, request.alpha, 0.0, request.adaptive_gamma};
+  DOTF_CHECK_ARG(request.margin >= 0.0 && std::isfinite(request.margin), "margin must be a finite number >= 0, got ",
+                 request.margin);
+  const bool margin_exit = spec.draft_exit == DraftExit::Margin;
+  AdaptiveGamma gamma{margin_exit ? request.margin : request.gamma, request.alpha, 0.0, request.adaptive_gamma};
+  double& carried = margin_exit ? carried_margin_ : carried_gamma_;
   if (request.carry_gamma) {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (carried_gamma_ > 0) gamma.gamma = carried_gamma_;
+    if (carried >= 0) gamma.gamma = carried;
   }
   DecodeResult result = decode_speculative(m, prompt, *cache, request.decode, spec, gamma, graphs);
   record_graphs(result);
   result.stats.strategy = request.strategy == Strategy::ASD ? "asd" : "dotf";
   if (!request.adaptive_gamma) return result;
   std::lock_guard<std::mutex> lock(mutex_);
-  // Draft & Verify's rule has no bounds: a long call can end with gamma outside (0, 1), which the
-  // next call's validation would then reject as if the caller had passed it. Carry a valid value.
-  carried_gamma_ = std::clamp(gamma.gamma, 0.01, 0.99);
+  // Draft & Verify's rule has no bounds: a long call can end with gamma outside (0, 1) (or a margin
+  // below 0), which the next call's validation would then reject as if the caller had passed it.
+  // Carry a valid value.
+  carried = margin_exit ? std::max(gamma.gamma, 0.0) : std::clamp(gamma.gamma, 0.01, 0.99);
   return result;
 }
 

@@ -27,7 +27,8 @@ struct GenerateRequest {
   DecodeOptions decode;
   SpecOptions spec;           // draft_weights is filled in by the Engine from `draft`
   DraftWeights draft = DraftWeights::Same;
-  double gamma = 0.6;
+  double gamma = 0.6;   // draft-exit threshold under DraftExit::Probability
+  double margin = 0.1;  // ... and under DraftExit::Margin (logits)
   double alpha = 0.9;
   bool carry_gamma = false;  // start from (and update) the gamma the previous call ended with
   bool adaptive_gamma = true;  // false: gamma stays at `gamma` for the whole call (needs carry_gamma off)
@@ -57,7 +58,8 @@ class Engine {
  private:
   std::shared_ptr<const Transformer> model_;
   mutable std::mutex mutex_;
-  double carried_gamma_ = -1;  // < 0: nothing carried yet
+  double carried_gamma_ = -1;   // < 0: nothing carried yet
+  double carried_margin_ = -1;  // the same for the margin exit (another scale)
   std::shared_ptr<const ModelWeights> int8_draft_;
   // CUDA step graphs and the cache they were captured with; graphs_mutex_ is held for a whole call.
   mutable std::mutex graphs_mutex_;

@@ -22,6 +22,7 @@ struct DecodeStats {
   int64_t round_tokens = 0;              // tokens emitted by rounds (accepted drafts + one each)
   std::vector<int64_t> drafted_at;       // [max_draft]: rounds that drafted a token at position i
   std::vector<int64_t> accepted_at;      // [max_draft]: rounds that accepted the draft at position i
+  std::string draft_exit;  // "probability" or "margin": what the gamma values below threshold
   double initial_gamma = 0, final_gamma = 0;
   // Where drafts came from: index 0 the draft model, 1 n-gram lookup.
   int64_t drafted_by_source[2] = {0, 0};

@@ -20,7 +20,9 @@ _ASD_DEFAULTS = {
     "keep_first": 1,       # never drop the first k layers' attention
     "similarity": "mean",  # aggregate the prefill similarity over positions ("mean") or take the last
     "max_draft": 12,       # K_max
-    "gamma": 0.6,          # initial draft-exit confidence threshold
+    "gamma": 0.6,          # initial draft-exit threshold on the draft's top-1 probability
+    "draft_exit": "probability",  # stop drafting on a low top-1 "probability" (the paper) or logit "margin"
+    "margin": 0.1,         # initial draft-exit threshold on the top-1 minus runner-up logit (draft_exit="margin")
     "alpha": 0.9,          # acceptance target of the adaptive gamma rule
     "adaptive_gamma": True,  # False: gamma stays at its initial value (the fixed-gamma ablation)
     "carry_gamma": False,  # start from the gamma the previous call ended with (needs adaptive_gamma)
@@ -44,11 +46,13 @@ DEFAULTS = {
 }
 # On a GPU the int8 draft is not available (its kernels are CPU ones): "dotf" drafts with the model's
 # own weights under the paper's attention skipping, plus lookup drafts and the break-even fallback.
-_DOTF_CUDA_DEFAULTS = {**DEFAULTS["dotf"], "draft": "same", "threshold": _ASD_DEFAULTS["threshold"]}
-_FLOAT_OPTIONS = {"threshold", "budget", "gamma", "alpha", "sensitivity"}
+_DOTF_CUDA_DEFAULTS = {**DEFAULTS["dotf"], "draft": "same", "threshold": _ASD_DEFAULTS["threshold"],
+                       "draft_exit": "probability"}
+_FLOAT_OPTIONS = {"threshold", "budget", "gamma", "margin", "alpha", "sensitivity"}
 _INT_OPTIONS = {"keep_first", "max_draft", "lookup_max_ngram", "lookup_min_ngram", "reselect_every",
                 "cost_warmup_rounds"}
 _BOOL_OPTIONS = {"adaptive_gamma", "carry_gamma", "lookup", "break_even"}
+_STR_OPTIONS = {"similarity", "draft", "draft_exit", "selection"}
 
 
 def build_info() -> dict:
@@ -252,6 +256,9 @@ class Model:
         for k in _BOOL_OPTIONS:
             if not isinstance(options[k], bool):
                 raise TypeError(f"{k} must be a bool, got {type(options[k]).__name__}")
+        for k in _STR_OPTIONS:
+            if not isinstance(options[k], str):
+                raise TypeError(f"{k} must be a str, got {type(options[k]).__name__}")
         return options
 
     def _plan(self, plan: Sequence[bool], name: str) -> list[bool]:
