@@ -137,8 +137,10 @@ GenerateRequest request_from_options(const py::dict& options) {
     else if (key == "adaptive_gamma") r.adaptive_gamma = py::cast<bool>(v);
     else if (key == "draft") r.draft = draft_weights_from_string(py::cast<std::string>(v));
     else if (key == "lookup") s.lookup = py::cast<bool>(v);
+    else if (key == "lookup_every_step") s.lookup_every_step = py::cast<bool>(v);
     else if (key == "lookup_max_ngram") s.lookup_options.max_ngram = py::cast<int64_t>(v);
     else if (key == "lookup_min_ngram") s.lookup_options.min_ngram = py::cast<int64_t>(v);
+    else if (key == "lookup_max_tokens") s.lookup_options.max_tokens = py::cast<int64_t>(v);
     else if (key == "break_even") s.break_even = py::cast<bool>(v);
     else if (key == "reselect_every") s.reselect_every = py::cast<int64_t>(v);
     else if (key == "selection") {

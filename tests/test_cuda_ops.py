@@ -302,6 +302,24 @@ def test_argmax_top1_refuses_fp64():
         ops.argmax_top1(torch.randn(1, 10, dtype=torch.float64, device=DEV), True)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("vocab", [1, 7, 32001, 151936])
+def test_top1_margin_matches_cpu(dtype, vocab):
+    # On CUDA the margin comes from ATen's topk; it must agree with the CPU op, ties and bad rows included.
+    g = seeded("margin", dtype, vocab)
+    logits = (torch.randn(4, vocab, generator=g) * 3).to(dtype)
+    if vocab >= 7:
+        top = logits[0].float().max() + 1
+        logits[0, 2] = logits[0, vocab - 1] = top  # a tie: margin 0
+        logits[1, 3] = float("nan")                 # id -1: margin 0
+    ids_ref, _ = ops.argmax_top1(logits, False)
+    ref = ops.top1_margin(logits, ids_ref)
+    ids, _ = ops.argmax_top1(logits.to(DEV), False)
+    got = ops.top1_margin(logits.to(DEV), ids)
+    assert got.is_cuda and got.dtype == torch.float32
+    torch.testing.assert_close(got.cpu(), ref, rtol=1e-5, atol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------
 # greedy_accept (bound once the decoder wires it: ops.greedy_accept(drafts, target))
 # ---------------------------------------------------------------------------------------------

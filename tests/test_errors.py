@@ -385,6 +385,8 @@ def test_unknown_strategy(model, reference, strategy):
     ("keep_first", -1, ValueError, "keep_first must be >= 0"),
     ("reselect_every", -2, ValueError, "reselect_every must be >= 0"),
     ("lookup_min_ngram", 0, ValueError, "min_ngram"),
+    ("lookup_max_tokens", 0, ValueError, "lookup_max_tokens must be >= 1, got 0"),
+    ("lookup_every_step", 1, TypeError, "lookup_every_step must be a bool, got int"),
     ("lookup", 1, TypeError, "lookup must be a bool, got int"),
     ("adaptive_gamma", 0, TypeError, "adaptive_gamma must be a bool, got int"),
     ("adaptive_gamma", "no", TypeError, "adaptive_gamma must be a bool, got str"),

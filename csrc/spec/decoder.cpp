@@ -132,6 +132,7 @@ void validate(const SpecOptions& o, const AdaptiveGamma& g, int64_t num_layers) 
   DOTF_CHECK_ARG(o.cost_warmup_rounds >= 1, "cost_warmup_rounds must be >= 1, got ", o.cost_warmup_rounds);
   DOTF_CHECK_ARG(o.lookup_options.min_ngram >= 1 && o.lookup_options.max_ngram >= o.lookup_options.min_ngram,
                  "lookup n-gram sizes must satisfy 1 <= min_ngram <= max_ngram");
+  DOTF_CHECK_ARG(o.lookup_options.max_tokens >= 1, "lookup_max_tokens must be >= 1, got ", o.lookup_options.max_tokens);
 }
 
 DecodeResult decode_ar(const Transformer& model, const at::Tensor& prompt, KVCache& cache,
@@ -232,7 +233,7 @@ class SpeculativeLoop {
     std::vector<int64_t> drafts;
     std::vector<Source> sources;
     if (max_k > 0 && spec_.lookup) {
-      drafts = ngram_lookup(history_, max_k, spec_.lookup_options);
+      drafts = ngram_lookup(history_, std::min(max_k, spec_.lookup_options.max_tokens), spec_.lookup_options);
       sources.assign(drafts.size(), kLookup);
     }
     if (max_k > 0 && model_draft_) draft_with_model(next[0], n, max_k, drafts, sources);
@@ -285,10 +286,11 @@ class SpeculativeLoop {
     const auto t = Clock::now();
     std::vector<int64_t> feed{last};
     feed.insert(feed.end(), drafts.begin(), drafts.end());
-    const int64_t looked_up = static_cast<int64_t>(drafts.size());
+    int64_t looked_up = static_cast<int64_t>(drafts.size());  // unchecked lookup drafts at the end of drafts
     int64_t pos = n;
-    // The first pass always runs: it checks the lookup drafts even when they already fill max_k.
-    for (bool first_pass = true; first_pass || static_cast<int64_t>(drafts.size()) < max_k; first_pass = false) {
+    // A pass runs while lookup drafts wait for their check (even when they already fill max_k) or
+    // there is room for another model token.
+    while (looked_up > 0 || static_cast<int64_t>(drafts.size()) < max_k) {
       const LogitsFor rows = feed.size() > 1 ? LogitsFor::All : LogitsFor::Last;
       // A cost measurement wants a plain one-token draft step of every sublayer.
       const bool profile = profile_pending_ && feed.size() == 1 && plan_.is_full();
@@ -316,6 +318,20 @@ class SpeculativeLoop {
       sources.push_back(kModel);
       if (confidence[row].item<float>() < gamma_.gamma || is_eos(options_, token)) break;
       feed = {token};
+      looked_up = 0;
+      // Mid-round lookup: the output plus this round's drafts may now continue an n-gram seen before;
+      // its tokens ride in the next pass, which checks them as it drafts the token after `token`.
+      const int64_t room = max_k - static_cast<int64_t>(drafts.size());
+      if (spec_.lookup && spec_.lookup_every_step && room > 0) {
+        std::vector<int64_t> context = history_;
+        context.insert(context.end(), drafts.begin(), drafts.end());
+        const std::vector<int64_t> more =
+            ngram_lookup(context, std::min(room, spec_.lookup_options.max_tokens), spec_.lookup_options);
+        looked_up = static_cast<int64_t>(more.size());
+        drafts.insert(drafts.end(), more.begin(), more.end());
+        sources.insert(sources.end(), more.size(), kLookup);
+        feed.insert(feed.end(), more.begin(), more.end());
+      }
     }
     if (static_cast<int64_t>(drafts.size()) > max_k) {  // the agreement pass can add one past max_k
       drafts.resize(max_k);

@@ -48,6 +48,7 @@ struct SpecOptions {
   // Beyond the paper (all off for strategy "asd"):
   const ModelWeights* draft_weights = nullptr;  // e.g. an int8 copy; nullptr drafts with the model's own
   bool lookup = false;              // n-gram lookup drafts from prompt + output, before the model draft
+  bool lookup_every_step = false;   // ... and again after every model draft token, not only at round start
   NgramLookupOptions lookup_options;
   bool break_even = false;          // decode plainly while speculation is slower than plain steps
   BreakEven::Options break_even_options;
