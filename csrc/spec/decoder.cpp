@@ -277,10 +277,11 @@ class SpeculativeLoop {
   }
 
   // Draft with the draft model (its weights, the plan) until its confidence (spec_.draft_exit: top-1
-  // probability or top-two logit margin) drops below gamma, max_k, or EOS. Lookup drafts, when present, are first checked by the draft model in one pass over
-  // [last, l1..lm]: they are kept while the draft model agrees, and the draft model's own token
-  // replaces the first one it disagrees with. Wrong lookups thus cost one cheap draft pass instead of
-  // a wasted verify, while right ones come for the price of one draft step.
+  // probability or top-two logit margin) drops below gamma, max_k, or EOS. Lookup drafts, when
+  // present, are first checked by the draft model in one pass over [last, l1..lm]: they are kept while
+  // the draft model agrees, and the draft model's own token replaces the first one it disagrees with.
+  // Wrong lookups thus cost one draft pass of 1 + m rows instead of a wasted verify, while right ones
+  // come for the price of that pass. With lookup_every_step a lookup follows every model token too.
   void draft_with_model(int64_t last, int64_t n, int64_t max_k, std::vector<int64_t>& drafts,
                         std::vector<Source>& sources) {
     const auto t = Clock::now();
