@@ -405,6 +405,17 @@ def test_options_out_of_range(model, reference, strategy, option, value, exc, ma
     assert_usable(model, reference)
 
 
+@pytest.mark.parametrize("draft_exit,option,value,match", [
+    ("margin", "gamma", 1.5, r"gamma must be in \(0, 1\), got 1.5"),
+    ("probability", "margin", -1.0, "margin must be a finite number >= 0, got -1"),
+])
+def test_inactive_exit_threshold_is_still_checked(model, reference, draft_exit, option, value, match):
+    # Both thresholds are options of every call: the one the chosen exit ignores is range-checked too.
+    with pytest.raises(ValueError, match=match):
+        model.generate(PROMPT, max_new_tokens=4, strategy="dotf", draft_exit=draft_exit, **{option: value})
+    assert_usable(model, reference)
+
+
 @pytest.mark.parametrize("strategy", ["asd", "dotf"])
 def test_fixed_gamma_cannot_be_carried(model, reference, strategy):
     with pytest.raises(ValueError, match="carry_gamma=True needs adaptive_gamma=True"):

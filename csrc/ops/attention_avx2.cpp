@@ -76,16 +76,7 @@ DOTF_AVX2 inline void score_keys4(const float* q, int64_t D, const T* k, int64_t
 // scores[s] <- exp(scores[s] - max) for s < keys (max over those keys); returns their sum.
 // scores has room for keys rounded up to 8.
 DOTF_AVX2 float softmax_numerators(float* scores, int64_t keys) {
-  // The maximum is exact in any order; a NaN score is skipped here (max_ps returns its second operand,
-  // as std::max returns its first) and propagates through exp instead.
-  __m256 vmax = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
-  int64_t t = 0;
-  for (; t + 8 <= keys; t += 8) vmax = _mm256_max_ps(_mm256_loadu_ps(scores + t), vmax);
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, vmax);
-  float max_score = lanes[0];
-  for (int i = 1; i < 8; ++i) max_score = std::max(max_score, lanes[i]);
-  for (; t < keys; ++t) max_score = std::max(max_score, scores[t]);
+  const float max_score = simd::max_of(scores, keys);  // skips a NaN score, which propagates through exp
   const int64_t padded = (keys + 7) / 8 * 8;
   std::fill(scores + keys, scores + padded, -std::numeric_limits<float>::infinity());  // exp -> exactly 0
   const __m256 shift = _mm256_set1_ps(max_score);

@@ -6,6 +6,7 @@
 #include <c10/util/Half.h>
 
 #include <cstdint>
+#include <limits>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -38,6 +39,20 @@ DOTF_AVX2 inline __m256 load8(const uint16_t* bf16) {  // bf16 is the top half o
 DOTF_AVX2 inline __m256 load8(const c10::BFloat16* p) { return load8(reinterpret_cast<const uint16_t*>(p)); }
 DOTF_AVX2 inline __m256 load8(const c10::Half* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+// The largest of x[0, n) (-inf when n == 0); exact in any order. A NaN element is skipped, as
+// std::max(best, NaN) skips it (max_ps returns its second operand when either is NaN).
+DOTF_AVX2 inline float max_of(const float* x, int64_t n) {
+  __m256 vmax = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  int64_t t = 0;
+  for (; t + 8 <= n; t += 8) vmax = _mm256_max_ps(_mm256_loadu_ps(x + t), vmax);
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, vmax);
+  float best = lanes[0];
+  for (int i = 1; i < 8; ++i) best = best < lanes[i] ? lanes[i] : best;
+  for (; t < n; ++t) best = best < x[t] ? x[t] : best;
+  return best;
 }
 
 // Sum of the 8 lanes in one fixed order ((0+4)+(2+6))+((1+5)+(3+7)), so equal inputs give equal sums.

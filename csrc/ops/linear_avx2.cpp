@@ -11,10 +11,10 @@
 #include <ATen/ops/zeros.h>
 
 #include <algorithm>
-#include <type_traits>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -132,6 +132,7 @@ template <typename WT>
 DOTF_AVX2 void avx2_linear_panels(const float* xs, int64_t M, int64_t q, int64_t xseg, const WT* packed, int64_t N,
                                   const float* bias, float* y, int64_t p_begin, int64_t p_end) {
   alignas(32) float tail[kAvx2MaxM * kPanel];
+  const int64_t block = std::is_same_v<WT, float> && M == kFloatRowBlock7 ? kFloatRowBlock7 : kRowBlock;
   for (int64_t pi = p_begin; pi < p_end; ++pi) {
     const int64_t n0 = pi * kPanel, cols = std::min(kPanel, N - n0);
     const bool full = cols == kPanel;
@@ -143,7 +144,6 @@ DOTF_AVX2 void avx2_linear_panels(const float* xs, int64_t M, int64_t q, int64_t
     const WT* panel = packed + pi * kSegments * q * kPanel;
     for (int64_t k0 = 0; k0 < q; k0 += kChunk) {
       const int64_t kc = std::min(kChunk, q - k0);
-      const int64_t block = std::is_same_v<WT, float> && M == kFloatRowBlock7 ? kFloatRowBlock7 : kRowBlock;
       for (int64_t m0 = 0; m0 < M; m0 += block) {
         avx2_micro_rows<WT>(std::min(block, M - m0), panel + k0 * kPanel, q, kc, xs + k0 * M + m0, M, xseg,
                             c + m0 * ldc, ldc);

@@ -53,19 +53,6 @@ DOTF_AVX2 int64_t simd_argmax(const float* x, int64_t n, float* max_out) {
     if (x[t] == best) return t;
   return -1;  // unreachable for finite input
 }
-
-// max of x[0, n) (-inf when n == 0); exact in any order.
-DOTF_AVX2 float simd_max(const float* x, int64_t n) {
-  __m256 mx = _mm256_set1_ps(-INFINITY);
-  int64_t v = 0;
-  for (; v + 8 <= n; v += 8) mx = _mm256_max_ps(mx, _mm256_loadu_ps(x + v));
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, mx);
-  float best = lanes[0];
-  for (float l : lanes) best = std::max(best, l);
-  for (; v < n; ++v) best = std::max(best, x[v]);
-  return best;
-}
 #endif
 
 // The largest of row[0, n) (-inf when empty).
@@ -73,7 +60,7 @@ template <typename scalar_t>
 double max_of(const scalar_t* row, int64_t n) {
 #ifdef DOTF_HAVE_AVX2_KERNEL
   if constexpr (std::is_same_v<scalar_t, float>) {
-    if (cpu_has_avx2_fma()) return simd_max(row, n);
+    if (cpu_has_avx2_fma()) return simd::max_of(row, n);
   }
 #endif
   double best = -std::numeric_limits<double>::infinity();

@@ -118,13 +118,18 @@ DraftExit draft_exit_from_string(const std::string& name) {
   throw ValueError("draft_exit must be 'probability' or 'margin', got '" + name + "'");
 }
 
+void validate_exit_threshold(DraftExit exit, double threshold) {
+  if (exit == DraftExit::Probability)
+    DOTF_CHECK_ARG(threshold > 0.0 && threshold < 1.0, "gamma must be in (0, 1), got ", threshold);
+  else
+    DOTF_CHECK_ARG(threshold >= 0.0 && std::isfinite(threshold), "margin must be a finite number >= 0, got ",
+                   threshold);
+}
+
 void validate(const SpecOptions& o, const AdaptiveGamma& g, int64_t num_layers) {
   validate(o.selection);
   DOTF_CHECK_ARG(o.max_draft >= 1, "max_draft must be >= 1, got ", o.max_draft);
-  if (o.draft_exit == DraftExit::Probability)
-    DOTF_CHECK_ARG(g.gamma > 0.0 && g.gamma < 1.0, "gamma must be in (0, 1), got ", g.gamma);
-  else
-    DOTF_CHECK_ARG(g.gamma >= 0.0 && std::isfinite(g.gamma), "margin must be a finite number >= 0, got ", g.gamma);
+  validate_exit_threshold(o.draft_exit, g.gamma);
   DOTF_CHECK_ARG(g.alpha > 0.0 && g.alpha <= 1.0, "alpha must be in (0, 1], got ", g.alpha);
   if (o.plan) o.plan->validate(num_layers);
   DOTF_CHECK_ARG(o.reselect_every >= 0, "reselect_every must be >= 0, got ", o.reselect_every);

@@ -68,6 +68,8 @@ struct DecodeResult {
 
 // Throws ValueError for options out of range.
 void validate(const DecodeOptions& options, int64_t vocab_size);
+// gamma in (0, 1) for the probability exit, a finite margin >= 0 for the margin exit.
+void validate_exit_threshold(DraftExit exit, double threshold);
 void validate(const SpecOptions& options, const AdaptiveGamma& gamma, int64_t num_layers);
 
 // prompt: [P] int64. The cache must be empty-able and hold P + max_new_tokens (+ max_draft for asd).

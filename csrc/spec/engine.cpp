@@ -3,7 +3,6 @@
 #include "common/check.h"
 
 #include <algorithm>
-#include <cmath>
 
 namespace dotf {
 
@@ -103,8 +102,10 @@ DecodeResult Engine::generate(const at::Tensor& prompt, const GenerateRequest& r
   // Held for the whole call: release_draft() from another thread cannot pull it away.
   const std::shared_ptr<const ModelWeights> draft = draft_weights(request.draft);
   spec.draft_weights = draft.get();
-  DOTF_CHECK_ARG(request.margin >= 0.0 && std::isfinite(request.margin), "margin must be a finite number >= 0, got ",
-                 request.margin);
+  // Both thresholds are options of every call, whichever exit uses one (the decoder checks that one again,
+  // carried or not).
+  validate_exit_threshold(DraftExit::Probability, request.gamma);
+  validate_exit_threshold(DraftExit::Margin, request.margin);
   const bool margin_exit = spec.draft_exit == DraftExit::Margin;
   AdaptiveGamma gamma{margin_exit ? request.margin : request.gamma, request.alpha, 0.0, request.adaptive_gamma};
   double& carried = margin_exit ? carried_margin_ : carried_gamma_;

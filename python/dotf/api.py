@@ -49,8 +49,7 @@ DEFAULTS = {
 }
 # On a GPU the int8 draft is not available (its kernels are CPU ones): "dotf" drafts with the model's
 # own weights under the paper's attention skipping, plus lookup drafts and the break-even fallback.
-_DOTF_CUDA_DEFAULTS = {**DEFAULTS["dotf"], "draft": "same", "threshold": _ASD_DEFAULTS["threshold"],
-                       "draft_exit": "probability"}
+_DOTF_CUDA_DEFAULTS = {**DEFAULTS["dotf"], "draft": "same", "threshold": _ASD_DEFAULTS["threshold"]}
 _FLOAT_OPTIONS = {"threshold", "budget", "gamma", "margin", "alpha", "sensitivity"}
 _INT_OPTIONS = {"keep_first", "max_draft", "lookup_max_ngram", "lookup_min_ngram", "lookup_max_tokens",
                 "reselect_every", "cost_warmup_rounds"}
