@@ -87,6 +87,20 @@ __device__ __forceinline__ void cp_async_wait_all() {
 #endif
 }
 
+// dot[r] += q_tile[r][offset, offset + N) . kf for the tile's first nrows rows (nrows is warp-uniform):
+// the N key elements a lane unpacked serve every query row.
+template <int N>
+__device__ __forceinline__ void add_to_row_dots(float (&dot)[kRows], const float (&kf)[N], const float* q_tile,
+                                                int D, int offset, int nrows) {
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    if (r >= nrows) break;
+    const float* qc = q_tile + r * D + offset;
+#pragma unroll
+    for (int e = 0; e < N; ++e) dot[r] = fmaf(qc[e], kf[e], dot[r]);
+  }
+}
+
 // q: [T, H, D]; k, v: [capacity, KVH, D] (only rows < start + T are read)
 // out: [T, H * D] when splits == 1; else part_o: [splits, T * H, D] float32, part_lse: [splits, T * H]
 // grid: (ceil(T * G / kRows), KVH, splits), block: kAttnThreads
@@ -202,13 +216,7 @@ attention_split_kernel(const T* __restrict__ q, const T* __restrict__ k, const T
           float kf[kVecElems];
 #pragma unroll
           for (int w = 0; w < 4; ++w) Word<T>::unpack(words[w], kf + w * kWordElems);
-#pragma unroll
-          for (int r = 0; r < kRows; ++r) {
-            if (r >= nrows) break;  // warp-uniform
-            const float* qc = q_tile + r * D + c * kVecElems;
-#pragma unroll
-            for (int e = 0; e < kVecElems; ++e) dot[r] = fmaf(qc[e], kf[e], dot[r]);
-          }
+          add_to_row_dots(dot, kf, q_tile, D, c * kVecElems, nrows);
         }
       } else {
         const uint32_t* kw = reinterpret_cast<const uint32_t*>(kr);
@@ -216,13 +224,7 @@ attention_split_kernel(const T* __restrict__ q, const T* __restrict__ k, const T
         for (int w = 0; w < k_words; ++w) {
           float kf[kWordElems];
           Word<T>::unpack(kw[w], kf);
-#pragma unroll
-          for (int r = 0; r < kRows; ++r) {
-            if (r >= nrows) break;  // warp-uniform
-            const float* qc = q_tile + r * D + w * kWordElems;
-#pragma unroll
-            for (int e = 0; e < kWordElems; ++e) dot[r] = fmaf(qc[e], kf[e], dot[r]);
-          }
+          add_to_row_dots(dot, kf, q_tile, D, w * kWordElems, nrows);
         }
       }
     }
