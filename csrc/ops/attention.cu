@@ -181,8 +181,9 @@ attention_split_kernel(const T* __restrict__ q, const T* __restrict__ k, const T
   for (int64_t tile = s_begin + warp * kTileKeys; tile < s_end; tile += kBlockKeys) {
     const int nk = static_cast<int>(min_of<int64_t>(kTileKeys, s_end - tile));
 
-    // Stage the tile's rows [tile, tile + nk): only visible keys are copied, so a non-finite row
-    // cached past them (a rejected draft) never enters shared memory.
+    // Stage the tile's rows [tile, tile + nk): only keys the block's last row may see are copied, so
+    // a row cached past them (a rejected draft's, maybe non-finite) never enters shared memory; keys
+    // staged but past an earlier row's position are skipped for that row below.
     if constexpr (VEC) {
       for (int i = lane; i < nk * row_vecs; i += kWarpSize) {
         const int j = i / row_vecs, c = i % row_vecs;
