@@ -15,7 +15,7 @@ attention sublayer; t_verify(T) interpolates between the measured T = 1, 5 and 9
 out (the same pass for both). This is a projection, not a measurement: the acceptance comes from
 float32 on the CPU, the GPU steps run bf16 weights of the same shape.
 
-    python3 bench/gpu_projection.py --gpu bench/results/gpu-h200/gpu_step_bench.json \
+    python3 bench/gpu_projection.py --gpu bench/results/gpu-h100/gpu_step_bench.json \
         --cpu bench/results/smollm2-cpu/results.json=smollm2-135m \
         --cpu bench/results/qwen1.5b-cpu/results.json=qwen2.5-1.5b [--context 512] [--out table.md]
 """
