@@ -238,7 +238,7 @@ class SpeculativeLoop {
     std::vector<int64_t> drafts;
     std::vector<Source> sources;
     if (max_k > 0 && spec_.lookup) {
-      drafts = ngram_lookup(history_, std::min(max_k, spec_.lookup_options.max_tokens), spec_.lookup_options);
+      drafts = ngram_lookup(history_, max_k, spec_.lookup_options);
       sources.assign(drafts.size(), kLookup);
     }
     if (max_k > 0 && model_draft_) draft_with_model(next[0], n, max_k, drafts, sources);
@@ -331,8 +331,7 @@ class SpeculativeLoop {
       if (spec_.lookup && spec_.lookup_every_step && room > 0) {
         std::vector<int64_t> context = history_;
         context.insert(context.end(), drafts.begin(), drafts.end());
-        const std::vector<int64_t> more =
-            ngram_lookup(context, std::min(room, spec_.lookup_options.max_tokens), spec_.lookup_options);
+        const std::vector<int64_t> more = ngram_lookup(context, room, spec_.lookup_options);
         looked_up = static_cast<int64_t>(more.size());
         drafts.insert(drafts.end(), more.begin(), more.end());
         sources.insert(sources.end(), more.size(), kLookup);

@@ -4,9 +4,10 @@
 
 namespace dotf {
 
-std::vector<int64_t> ngram_lookup(const std::vector<int64_t>& history, int64_t max_tokens,
+std::vector<int64_t> ngram_lookup(const std::vector<int64_t>& history, int64_t room,
                                   const NgramLookupOptions& options) {
   const int64_t len = static_cast<int64_t>(history.size());
+  const int64_t max_tokens = std::min(room, options.max_tokens);
   if (max_tokens <= 0) return {};
   for (int64_t n = std::min(options.max_ngram, len - 1); n >= std::max<int64_t>(options.min_ngram, 1); --n) {
     const int64_t suffix = len - n;

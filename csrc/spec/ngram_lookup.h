@@ -10,14 +10,15 @@ namespace dotf {
 struct NgramLookupOptions {
   int64_t max_ngram = 3;  // try the longest suffix first
   int64_t min_ngram = 2;  // shorter matches are too often coincidences to pay for their verify rows
-  // Tokens proposed per lookup (the decoder caps its calls with it): the draft model checks m of them in
+  // Tokens proposed per lookup (whatever room the caller gives): the draft model checks m of them in
   // one pass of 1 + m rows, and from 3 rows an int8 draft pass costs about rows / 3 + 0.3 one-row passes
   // (compute-bound; SmolLM2, context 304), so a long wrong guess costs more than a right one saves.
   int64_t max_tokens = 4;
 };
 
-// history: prompt + emitted tokens. Returns up to max_tokens continuation tokens (maybe none).
-std::vector<int64_t> ngram_lookup(const std::vector<int64_t>& history, int64_t max_tokens,
+// history: prompt + emitted tokens. Returns up to min(room, options.max_tokens) continuation tokens
+// (maybe none).
+std::vector<int64_t> ngram_lookup(const std::vector<int64_t>& history, int64_t room,
                                   const NgramLookupOptions& options);
 
 }  // namespace dotf
