@@ -1,4 +1,4 @@
-"""Packed weights on transparent huge pages versus ordinary pages (csrc/common/memory.h).
+"""Packed weights on transparent huge pages versus ordinary pages (csrc/core/memory.h).
 
     python bench/huge_pages.py --model smollm2-135m --out bench/results/huge_pages_smollm2.json
 

@@ -1,6 +1,6 @@
 // The only pybind11 file: exposes the C++ core as dotf._C. Python (python/dotf/) stays thin.
-#include "common/check.h"
-#include "common/memory.h"
+#include "core/check.h"
+#include "core/memory.h"
 #include "model/transformer.h"
 #include "ops/accept.h"
 #include "ops/activation.h"
@@ -8,8 +8,8 @@
 #include "ops/rmsnorm.h"
 #include "ops/rope.h"
 #include "ops/sampling.h"
-#include "spec/engine.h"
-#include "spec/selection.h"
+#include "speculative/engine.h"
+#include "speculative/selection.h"
 
 #include <torch/csrc/utils/pybind.h>
 #include <pybind11/functional.h>
@@ -201,7 +201,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     d["cuda_archs"] = std::string();
 #endif
     d["parallel"] = at::get_parallel_info();
-    // Packed weights ask for transparent huge pages (common/memory.h).
+    // Packed weights ask for transparent huge pages (core/memory.h).
     d["huge_pages"] = huge_pages_enabled();
     d["transparent_huge_pages"] = transparent_huge_page_mode();
     return d;

@@ -1,6 +1,6 @@
 #include "cache/kv_cache.h"
 
-#include "common/check.h"
+#include "core/check.h"
 
 #include <ATen/ops/empty.h>
 

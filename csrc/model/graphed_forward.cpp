@@ -1,6 +1,6 @@
 #include "model/graphed_forward.h"
 
-#include "common/check.h"
+#include "core/check.h"
 
 #include <chrono>
 #include <map>

@@ -1,6 +1,6 @@
 #include "model/layer_plan.h"
 
-#include "common/check.h"
+#include "core/check.h"
 
 namespace dotf {
 
@@ -26,7 +26,7 @@ void LayerPlan::validate(int64_t num_layers) const {
 }
 
 std::string LayerPlan::key() const {
-  // Built with to_string, not a std::ostream: see detail::append in common/check.h.
+  // Built with to_string, not a std::ostream: see detail::append in core/check.h.
   std::string s;
   auto list = [&](const std::vector<int64_t>& v) {
     s += '[';

@@ -1,6 +1,6 @@
 #include "model/transformer.h"
 
-#include "common/check.h"
+#include "core/check.h"
 #include "ops/activation.h"
 #include "ops/attention.h"
 #include "ops/rmsnorm.h"

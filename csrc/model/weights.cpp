@@ -1,6 +1,6 @@
 #include "model/weights.h"
 
-#include "common/check.h"
+#include "core/check.h"
 
 #include <ATen/ops/cat.h>
 

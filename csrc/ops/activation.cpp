@@ -1,6 +1,6 @@
 #include "ops/activation.h"
 
-#include "common/check.h"
+#include "core/check.h"
 
 #include <ATen/ops/empty.h>
 #include <ATen/ops/silu.h>

@@ -1,6 +1,6 @@
 #include "ops/attention.h"
 
-#include "common/check.h"
+#include "core/check.h"
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/arange.h>

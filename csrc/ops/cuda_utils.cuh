@@ -6,7 +6,7 @@
 // nvcc runs with -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__
 // -D__CUDA_NO_BFLOAT16_CONVERSIONS__: every conversion goes through c10::Half / c10::BFloat16,
 // whose float conversions are host+device and round to nearest even, exactly as on the CPU.
-#include "common/check.h"
+#include "core/check.h"
 
 #include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAException.h>

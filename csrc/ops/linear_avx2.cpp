@@ -1,7 +1,7 @@
 #include "ops/linear_avx2.h"
 
-#include "common/check.h"
-#include "common/memory.h"
+#include "core/check.h"
+#include "core/memory.h"
 #include "ops/cpu_simd.h"
 #include "ops/linear.h"
 
@@ -351,7 +351,7 @@ int64_t panel_grain(int64_t Kp) { return std::max<int64_t>(1, (int64_t(1) << 16)
 at::Tensor pack_panels(const at::Tensor& w) {
   const at::Tensor padded = pad_for_panels(w, kSegments);
   const int64_t P = padded.size(0) / kPanel, Kp = padded.size(1);
-  // [P, 16, Kp] -> [P, Kp, 16], on huge pages: every decode step streams it (common/memory.h)
+  // [P, 16, Kp] -> [P, Kp, 16], on huge pages: every decode step streams it (core/memory.h)
   at::Tensor panels = empty_on_huge_pages({P, Kp, kPanel}, padded.options());
   panels.copy_(padded.view({P, kPanel, Kp}).transpose(1, 2));
   return panels;

@@ -1,6 +1,6 @@
 #include "ops/rope.h"
 
-#include "common/check.h"
+#include "core/check.h"
 #include "ops/dispatch.h"
 
 #include <ATen/Parallel.h>

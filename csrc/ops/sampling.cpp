@@ -1,6 +1,6 @@
 #include "ops/sampling.h"
 
-#include "common/check.h"
+#include "core/check.h"
 #include "ops/cpu_simd.h"
 #include "ops/dispatch.h"
 

@@ -1,6 +1,6 @@
 // KV cache invariants: truncate is O(1) and exact; re-appending after a rollback reproduces logits.
 #include "cache/kv_cache.h"
-#include "common/check.h"
+#include "core/check.h"
 #include "tiny_model.h"
 
 #include <ATen/ops/arange.h>

@@ -1,7 +1,7 @@
 // Every linear path against a float64 reference computed with at::linear on the same weights (for
 // int8: the dequantized weights FBGEMM actually holds), over shapes, batch sizes M, bias on/off and
 // 1 or 2 threads. Error metric: max |y - ref| / max |ref| over the output.
-#include "common/check.h"
+#include "core/check.h"
 #include "ops/cpu_simd.h"
 #include "ops/linear.h"
 

@@ -1,5 +1,5 @@
-// empty_on_huge_pages: the buffers packed weights live in (common/memory.h).
-#include "common/memory.h"
+// empty_on_huge_pages: the buffers packed weights live in (core/memory.h).
+#include "core/memory.h"
 #include "ops/cpu_simd.h"
 #include "ops/linear.h"
 

@@ -1,8 +1,8 @@
 // Draft selection rules, the adaptive gamma rule, and ASD == AR on a tiny model.
-#include "spec/adaptive_gamma.h"
-#include "spec/cost_model.h"
-#include "spec/decoder.h"
-#include "spec/selection.h"
+#include "speculative/adaptive_gamma.h"
+#include "speculative/cost_model.h"
+#include "speculative/decoder.h"
+#include "speculative/selection.h"
 #include "tiny_model.h"
 
 #include <ATen/ops/arange.h>

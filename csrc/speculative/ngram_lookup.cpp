@@ -1,4 +1,4 @@
-#include "spec/ngram_lookup.h"
+#include "speculative/ngram_lookup.h"
 
 #include <algorithm>
 

@@ -1,6 +1,6 @@
-#include "spec/engine.h"
+#include "speculative/engine.h"
 
-#include "common/check.h"
+#include "core/check.h"
 
 #include <algorithm>
 

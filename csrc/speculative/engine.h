@@ -6,7 +6,7 @@
 // concurrent call) or a CPU call gets its own cache sized to the request and runs eagerly, so
 // concurrent calls never share mutable state.
 #include "model/transformer.h"
-#include "spec/decoder.h"
+#include "speculative/decoder.h"
 
 #include <memory>
 #include <mutex>

@@ -1,6 +1,6 @@
-#include "spec/cost_model.h"
+#include "speculative/cost_model.h"
 
-#include "common/check.h"
+#include "core/check.h"
 
 #include <algorithm>
 #include <cmath>

@@ -7,12 +7,12 @@
 #include "cache/kv_cache.h"
 #include "model/graphed_forward.h"
 #include "model/transformer.h"
-#include "spec/adaptive_gamma.h"
-#include "spec/break_even.h"
-#include "spec/cost_model.h"
-#include "spec/ngram_lookup.h"
-#include "spec/selection.h"
-#include "spec/stats.h"
+#include "speculative/adaptive_gamma.h"
+#include "speculative/break_even.h"
+#include "speculative/cost_model.h"
+#include "speculative/ngram_lookup.h"
+#include "speculative/selection.h"
+#include "speculative/stats.h"
 
 #include <functional>
 #include <optional>
@@ -54,7 +54,7 @@ struct SpecOptions {
   BreakEven::Options break_even_options;
   int64_t reselect_every = 0;       // re-select the plan from verify-pass similarities every N rounds (0: never)
   // How the plan is chosen: the paper's similarity threshold (`selection`), or dotf's cost model
-  // (spec/cost_model.h) after `cost_warmup_rounds` rounds that measure the unskipped draft's acceptance.
+  // (speculative/cost_model.h) after `cost_warmup_rounds` rounds that measure the unskipped draft's acceptance.
   enum class Rule { Threshold, Cost };
   Rule rule = Rule::Threshold;
   double sensitivity = 10.0;        // lambda of the cost model

@@ -1,6 +1,6 @@
-#include "spec/decoder.h"
+#include "speculative/decoder.h"
 
-#include "common/check.h"
+#include "core/check.h"
 #include "ops/accept.h"
 #include "ops/sampling.h"
 

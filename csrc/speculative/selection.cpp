@@ -1,6 +1,6 @@
-#include "spec/selection.h"
+#include "speculative/selection.h"
 
-#include "common/check.h"
+#include "core/check.h"
 
 #include <algorithm>
 #include <cmath>

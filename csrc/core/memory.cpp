@@ -1,4 +1,4 @@
-#include "common/memory.h"
+#include "core/memory.h"
 
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
