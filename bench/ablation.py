@@ -23,7 +23,7 @@ from common import grouped_bar_chart, machine  # noqa: E402
 
 import dotf  # noqa: E402
 from dotf import data  # noqa: E402
-from dotf.api import DEFAULTS  # noqa: E402
+from dotf import defaults  # noqa: E402
 
 TASKS = {"summarize": "aclsum train", "code": "HumanEval's first problems"}
 FIXED_GAMMAS = (0.2, 0.4, 0.6, 0.8)  # issue #4: adaptive gamma versus these fixed values
@@ -34,7 +34,7 @@ def sweeps(prefix: str, base: dict) -> dict:
     """Issue #4's sweeps on top of one strategy's defaults: fixed gamma, then K_max. The sweep keeps
     its default point (K_max=12) so that a --configs subset shows the whole curve; it repeats the
     default configuration, which also shows the run-to-run noise."""
-    default_max_draft = DEFAULTS[base["strategy"]]["max_draft"]
+    default_max_draft = defaults(base["strategy"])["max_draft"]
     configs = {f"{prefix} fixed gamma={g}": {**base, "gamma": g, "adaptive_gamma": False} for g in FIXED_GAMMAS}
     for k in MAX_DRAFTS:
         configs[f"{prefix} K_max={k}" + (" (default)" if k == default_max_draft else "")] = {**base, "max_draft": k}

@@ -31,15 +31,30 @@ def task_prompts(tokenizer, task: str, n: int, split: str = "validation",
     return [(item["id"], data.encode_prompt(tokenizer, item, chat=chat)) for item in items]
 
 
+# CPU features that choose kernels (dotf's AVX2 paths; oneDNN's AVX-512, VNNI, BF16 and AMX paths).
+CPU_FEATURES = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16",
+                "amx_int8")
+
+
 def machine() -> dict:
-    cpu = ""
+    """The machine a benchmark ran on: CPU model and the kernel-choosing features it has, cores, threads,
+    versions, time. Printed to stderr as well, so every benchmark's output says where it ran."""
+    cpu, flags = "", set()
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+            for line in f:
+                if line.startswith("model name") and not cpu:
+                    cpu = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    info = {"cpu": cpu, "cpu_features": [f for f in CPU_FEATURES if f in flags], "cores": os.cpu_count(),
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
+            "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    print(f"[machine] {info['cpu']} | features: {' '.join(info['cpu_features']) or 'none of ' + ','.join(CPU_FEATURES)}"
+          f" | {info['cores']} cores, {info['threads']} threads | torch {info['torch']}", file=sys.stderr)
+    return info
 
 
 def _streaming_gbs(arrays: list[torch.Tensor], read, reps: int) -> float:

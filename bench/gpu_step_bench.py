@@ -11,7 +11,7 @@ rows up to the context length instead of running a prefill. Steps are timed as t
 them: forward + argmax_top1 + a host read of the token (one synchronisation per step); the
 "pipelined" figure launches steps back to back and synchronises once (launch overhead hidden
 behind the GPU where the host keeps ahead). "graphed" runs the same steps through
-dotf._C.GraphedForward (what generate() uses on CUDA): one input copy + one graph replay per step.
+dotf._C.testing.GraphedForward (what generate() uses on CUDA): one input copy + one graph replay per step.
 Per-step overhead = 1 - (GPU time per step) / (step time), with the GPU time taken from graph
 replays launched back to back (the host is then far ahead, so the GPU never waits).
 
@@ -229,7 +229,7 @@ def bench_model(name: str, s: Shape, device: torch.device, contexts: list[int], 
     }
     print(f"[{name}] built in {build_seconds:.1f} s, {model.weight_bytes / 2**30:.2f} GiB of weights; "
           f"GPU memory {torch.cuda.memory_allocated() / 2**30:.1f} GiB", flush=True)
-    graphs = _C.GraphedForward(model, max_tokens=max_k + 1)
+    graphs = _C.testing.GraphedForward(model, max_tokens=max_k + 1)
 
     for ctx in contexts:
         cache = fill_cache(model, s, capacity, ctx)
@@ -238,7 +238,7 @@ def bench_model(name: str, s: Shape, device: torch.device, contexts: list[int], 
         def eager(tokens, plan, rows, with_prob):
             def fn():
                 logits, _, _ = model.forward(tokens, ctx, cache, plan, full, similarity=False, logits=rows)
-                return _C.ops.argmax_top1(logits, with_prob)[0]
+                return _C.testing.ops.argmax_top1(logits, with_prob)[0]
             return fn
 
         def graphed(tokens, plan, rows, with_prob, replay_only=False):
@@ -246,7 +246,7 @@ def bench_model(name: str, s: Shape, device: torch.device, contexts: list[int], 
 
             def fn():
                 logits, _, _ = graphs.forward(ids, ctx, cache, plan, full, False, rows)
-                return logits if replay_only else _C.ops.argmax_top1(logits, with_prob)[0]
+                return logits if replay_only else _C.testing.ops.argmax_top1(logits, with_prob)[0]
             return fn
 
         def measure(tokens, plan, rows, with_prob, layers):
@@ -317,7 +317,7 @@ def bench_attention(model, s: Shape, cache, ctx: int, ks: list[int], iters: int,
     out = {}
     for T in sorted({1, *(k + 1 for k in ks)}):
         q = torch.randn(T, s.num_heads, s.head_dim, device=k_slab.device).to(s.dtype)
-        seconds = gpu_seconds(lambda: _C.ops.attention_with_cache(q, k_slab, v_slab, ctx, scale), iters)
+        seconds = gpu_seconds(lambda: _C.testing.ops.attention_with_cache(q, k_slab, v_slab, ctx, scale), iters)
         nbytes = 2 * (ctx + T) * s.num_kv_heads * s.head_dim * e
         out[str(T)] = {"seconds": seconds, "kv_bytes": nbytes, "roofline_fraction": nbytes / seconds / bandwidth}
     return out

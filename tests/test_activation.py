@@ -7,7 +7,7 @@ import torch
 
 from dotf import _C
 
-ops = _C.ops
+ops = _C.testing.ops
 HAS_CUDA = torch.cuda.is_available() and _C.build_info()["cuda"]
 SHAPES = [(1, 1), (1, 7), (5, 1536), (3, 8960), (300, 576)]
 

@@ -16,22 +16,22 @@ SETTINGS = [(0.99, 12), (0.985, 4), (0.995, 8), (0.98, 12)]
 # ---- draft selection rules -------------------------------------------------------------------
 def test_selection_threshold_keep_first_and_budget():
     s = [0.999, 0.5, 0.99, 0.995, 0.97, 0.999, 0.992, 0.98]
-    assert _C.select_draft_plan(s, threshold=0.99, budget=1.0, keep_first=1) == [2, 3, 5, 6]
-    assert _C.select_draft_plan(s, threshold=0.99, budget=1.0, keep_first=0) == [0, 2, 3, 5, 6]
-    assert _C.select_draft_plan(s, threshold=0.99, budget=1.0, keep_first=3) == [3, 5, 6]
+    assert _C.testing.select_draft_plan(s, threshold=0.99, budget=1.0, keep_first=1) == [2, 3, 5, 6]
+    assert _C.testing.select_draft_plan(s, threshold=0.99, budget=1.0, keep_first=0) == [0, 2, 3, 5, 6]
+    assert _C.testing.select_draft_plan(s, threshold=0.99, budget=1.0, keep_first=3) == [3, 5, 6]
     # Budget 0.25 of 8 layers = 2: the two most similar candidates (5: 0.999, 3: 0.995).
-    assert _C.select_draft_plan(s, threshold=0.99, budget=0.25, keep_first=1) == [3, 5]
-    assert _C.select_draft_plan(s, threshold=0.99, budget=0.0, keep_first=1) == []
-    assert _C.select_draft_plan(s, threshold=1.0, budget=1.0, keep_first=0) == []
+    assert _C.testing.select_draft_plan(s, threshold=0.99, budget=0.25, keep_first=1) == [3, 5]
+    assert _C.testing.select_draft_plan(s, threshold=0.99, budget=0.0, keep_first=1) == []
+    assert _C.testing.select_draft_plan(s, threshold=1.0, budget=1.0, keep_first=0) == []
     # NaN (unmeasured) is never dropped; equality with tau counts as passing.
-    assert _C.select_draft_plan([0.9, math.nan, 0.99], threshold=0.99, budget=1.0, keep_first=0) == [2]
+    assert _C.testing.select_draft_plan([0.9, math.nan, 0.99], threshold=0.99, budget=1.0, keep_first=0) == [2]
 
 
 def test_selection_rejects_out_of_range_options():
     with pytest.raises(ValueError, match="threshold"):
-        _C.select_draft_plan([0.9], threshold=1.5)
+        _C.testing.select_draft_plan([0.9], threshold=1.5)
     with pytest.raises(ValueError, match="budget"):
-        _C.select_draft_plan([0.9], threshold=0.9, budget=-0.1)
+        _C.testing.select_draft_plan([0.9], threshold=0.9, budget=-0.1)
 
 
 # ---- adaptive gamma ----------------------------------------------------------------------------
@@ -48,7 +48,7 @@ def _gamma_by_hand(gamma, alpha, rounds):
 def test_adaptive_gamma_matches_hand_computed_sequence():
     rounds = [(1, 4, False), (4, 4, False), (12, 12, True), (12, 12, True), (12, 12, True), (6, 6, False),
               (0, 3, False)]
-    got = _C.gamma_sequence(0.6, 0.9, rounds)
+    got = _C.testing.gamma_sequence(0.6, 0.9, rounds)
     assert got == pytest.approx(_gamma_by_hand(0.6, 0.9, rounds), abs=1e-15)
     # m runs 0.125, 0.5625, 0.78125, 0.890625 (< alpha: gamma rises by 0.001 each round), then
     # 0.9453 at max length (gamma holds), 0.9727 short of max (gamma falls), 0.4863 (rises again).

@@ -15,7 +15,7 @@ import torch
 
 from dotf import _C
 
-ops = _C.ops
+ops = _C.testing.ops
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 DT_IDS = ["fp32", "bf16", "fp16"]

@@ -27,7 +27,7 @@ from test_cuda_e2e import draft_plan, hf_model, loaded, prompt_ids, rel_err  # n
 
 STEP_TOL = {torch.float32: 1e-5, torch.bfloat16: 3e-2}
 
-ops = _C.ops
+ops = _C.testing.ops
 HAS_CUDA = torch.cuda.is_available() and _C.build_info()["cuda"]
 needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device and a CUDA build")
 
@@ -91,7 +91,7 @@ def test_device_start_bad_input(device):
 
 def test_graphed_forward_on_cpu_runs_eagerly():
     m = loaded("llama-gqa", "cpu")
-    gf = _C.GraphedForward(m._impl)
+    gf = _C.testing.GraphedForward(m._impl)
     cache, twin = m.new_cache(32), m.new_cache(32)
     ids = prompt_ids("llama-gqa", 6)
     full = [True] * m.num_layers
@@ -111,7 +111,7 @@ def test_replayed_steps_equal_eager_steps(arch, dtype):
     L = m.num_layers
     full, half = [True] * L, draft_plan(L)
     # Small buckets so that the walk below crosses several of them (and the capacity clip).
-    gf = _C.GraphedForward(m._impl, min_bucket=16)
+    gf = _C.testing.GraphedForward(m._impl, min_bucket=16)
     cap = min(200, m.max_seq_len)
     cache, twin = m.new_cache(cap), m.new_cache(cap)
     ids = prompt_ids(arch, cap, seed=2)
@@ -156,7 +156,7 @@ def test_replayed_steps_equal_eager_steps(arch, dtype):
 @needs_cuda
 def test_graphs_follow_a_new_cache():
     m = loaded("llama-gqa", "cuda")
-    gf = _C.GraphedForward(m._impl)
+    gf = _C.testing.GraphedForward(m._impl)
     full = [True] * m.num_layers
     ids = prompt_ids("llama-gqa", 12)
     outs = []

@@ -1,4 +1,4 @@
-"""CUDA kernels vs their CPU references (dotf._C.ops), over parametrized grids.
+"""CUDA kernels vs their CPU references (dotf._C.testing.ops), over parametrized grids.
 
 Every case draws fresh random inputs, poisons the memory the op's outputs will be carved from
 (the caching allocator's free blocks are filled with 0xFF bytes: NaN in every float format), and
@@ -16,7 +16,7 @@ import torch
 import dotf
 from dotf import _C
 
-ops = _C.ops
+ops = _C.testing.ops
 
 pytestmark = [
     pytest.mark.cuda,
@@ -336,7 +336,7 @@ ACCEPT_CASES = [
 ]
 
 
-@pytest.mark.skipif(not hasattr(ops, "greedy_accept"), reason="greedy_accept is not bound in dotf._C.ops yet")
+@pytest.mark.skipif(not hasattr(ops, "greedy_accept"), reason="greedy_accept is not bound in dotf._C.testing.ops yet")
 @pytest.mark.parametrize("drafts,target,expected", ACCEPT_CASES)
 def test_greedy_accept(drafts, target, expected):
     d = torch.tensor(drafts, dtype=torch.int64)
@@ -348,7 +348,7 @@ def test_greedy_accept(drafts, target, expected):
     assert tuple(out.cpu().tolist()) == expected
 
 
-@pytest.mark.skipif(not hasattr(ops, "greedy_accept"), reason="greedy_accept is not bound in dotf._C.ops yet")
+@pytest.mark.skipif(not hasattr(ops, "greedy_accept"), reason="greedy_accept is not bound in dotf._C.testing.ops yet")
 def test_greedy_accept_random_against_cpu():
     g = torch.Generator().manual_seed(0)
     for _ in range(200):

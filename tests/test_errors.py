@@ -452,7 +452,7 @@ def test_low_level_forward_bad_arguments(model, reference):
     cache = model.new_cache(64)
     with pytest.raises(ValueError, match=r"start position 5 must be in \[0, cache length 0\]"):
         model.forward(PROMPT, 5, cache)
-    with pytest.raises(ValueError, match="logits must be 'all', 'last' or 'none'"):
+    with pytest.raises(ValueError, match="logits must be one of 'all', 'last', 'none', got 'first'"):
         model.forward(PROMPT, 0, cache, logits="first")
     with pytest.raises(ValueError, match=r"exceed the cache capacity 64"):
         model.forward(list(range(70)), 0, cache)

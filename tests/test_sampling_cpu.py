@@ -15,7 +15,7 @@ def test_matches_torch(dtype, vocab):
     x = (torch.randn(4, vocab, generator=g) * 3).to(dtype)
     if vocab > 2:  # a tie for the maximum: the first index wins, as in torch.argmax
         x[1, vocab // 2] = x[1, vocab - 1] = x[1].max() + 1
-    ids, probs = _C.ops.argmax_top1(x, True)
+    ids, probs = _C.testing.ops.argmax_top1(x, True)
     assert torch.equal(ids, x.argmax(-1))
     ref = torch.softmax(x.double(), -1).max(-1).values
     torch.testing.assert_close(probs.double(), ref, rtol=1e-5, atol=1e-6)
@@ -27,7 +27,7 @@ def test_nonfinite_rows_give_minus_one(dtype):
     x[1, 3] = float("nan")
     x[2, 999] = float("inf")   # in the scalar tail of the vector loop
     x[3, 16] = -float("inf")
-    ids, _ = _C.ops.argmax_top1(x, True)
+    ids, _ = _C.testing.ops.argmax_top1(x, True)
     assert ids.tolist()[1:] == [-1, -1, -1] and ids[0] == x[0].argmax()
 
 
@@ -39,19 +39,19 @@ def test_margin_is_top1_minus_runner_up(dtype, vocab):
     x = (torch.randn(5, vocab, generator=g) * 3).to(dtype)
     x[2, 0] = x[2].max() + 2   # the maximum first, in the vector loop, and last (scalar tail)
     x[3, vocab - 1] = x[3].max() + 0.5
-    ids, _ = _C.ops.argmax_top1(x, False)
+    ids, _ = _C.testing.ops.argmax_top1(x, False)
     top2 = x.double().topk(2, dim=-1).values
-    torch.testing.assert_close(_C.ops.top1_margin(x, ids).double(), top2[:, 0] - top2[:, 1], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(_C.testing.ops.top1_margin(x, ids).double(), top2[:, 0] - top2[:, 1], rtol=1e-6, atol=1e-6)
 
 
 def test_margin_edge_cases():
     x = torch.tensor([[1.0, 3.0, 3.0, 0.0], [0.5, 0.0, 0.0, 0.0], [1.0, float("nan"), 0.0, 2.0]])
-    ids, _ = _C.ops.argmax_top1(x, False)
+    ids, _ = _C.testing.ops.argmax_top1(x, False)
     assert ids.tolist() == [1, 0, -1]
-    assert _C.ops.top1_margin(x, ids).tolist() == [0.0, 0.5, 0.0]  # a tie, a clear winner, a non-finite row
+    assert _C.testing.ops.top1_margin(x, ids).tolist() == [0.0, 0.5, 0.0]  # a tie, a clear winner, a non-finite row
     one = torch.tensor([[4.0], [-1.0]])
-    assert _C.ops.top1_margin(one, torch.zeros(2, dtype=torch.long)).tolist() == [float("inf")] * 2
+    assert _C.testing.ops.top1_margin(one, torch.zeros(2, dtype=torch.long)).tolist() == [float("inf")] * 2
     with pytest.raises(ValueError, match="outside the vocabulary"):
-        _C.ops.top1_margin(x, torch.tensor([0, 4, 1]))
+        _C.testing.ops.top1_margin(x, torch.tensor([0, 4, 1]))
     with pytest.raises(ValueError, match="ids must be"):
-        _C.ops.top1_margin(x, torch.tensor([0, 1]))
+        _C.testing.ops.top1_margin(x, torch.tensor([0, 1]))

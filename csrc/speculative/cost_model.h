@@ -14,6 +14,7 @@
 // acceptance); lambda ("sensitivity") says how fast acceptance falls as dissimilar sublayers go.
 // Candidates are added greedily by cost saved per unit of (1 - s); the best prefix wins.
 #include "model/layer_plan.h"
+#include "speculative/options.h"
 
 #include <cstdint>
 #include <vector>
@@ -31,9 +32,9 @@ struct CostModelInputs {
   DraftCosts costs;
   double base_acceptance = 0.9;  // a0
   double verify_seconds = 0;     // c_verify, one verify pass
-  int64_t max_draft = 12;        // K_max
-  int64_t keep_first = 1;        // layers whose sublayers are never skipped
-  double sensitivity = 10.0;     // lambda
+  int64_t max_draft = GenerateOptions{}.max_draft;                // K_max
+  int64_t keep_first = GenerateOptions{}.selection.keep_first;    // layers whose sublayers are never skipped
+  double sensitivity = GenerateOptions{}.sensitivity;             // lambda
 };
 
 struct CostAwareChoice {

@@ -6,21 +6,15 @@
 
 namespace dotf {
 
-Strategy strategy_from_string(const std::string& name) {
-  if (name == "ar") return Strategy::AR;
-  if (name == "asd") return Strategy::ASD;
-  if (name == "dotf") return Strategy::DOTF;
-  throw ValueError("strategy must be one of 'ar', 'asd', 'dotf', got '" + name + "'");
-}
-
-DraftWeights draft_weights_from_string(const std::string& name) {
-  if (name == "same") return DraftWeights::Same;
-  if (name == "int8") return DraftWeights::Int8;
-  throw ValueError("draft must be 'same' or 'int8', got '" + name + "'");
+GenerateRequest Engine::request(Strategy strategy) const {
+  GenerateRequest r;
+  r.strategy = strategy;
+  r.options = preset(strategy, model_->device().type());
+  return r;
 }
 
 int64_t Engine::cache_rows(int64_t prompt_tokens, const GenerateRequest& request) {
-  return prompt_tokens + request.decode.max_new_tokens;
+  return prompt_tokens + request.options.max_new_tokens;
 }
 
 std::shared_ptr<const ModelWeights> Engine::draft_weights(DraftWeights kind) {
@@ -34,8 +28,7 @@ std::shared_ptr<const ModelWeights> Engine::draft_weights(DraftWeights kind) {
 
 int64_t Engine::draft_bytes() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (!int8_draft_) return 0;
-  return int8_draft_->extra_bytes();
+  return int8_draft_ ? int8_draft_->extra_bytes() : 0;
 }
 
 void Engine::release_draft() {
@@ -56,17 +49,16 @@ void Engine::release_graphs() {
 
 DecodeResult Engine::generate(const at::Tensor& prompt, const GenerateRequest& request, KVCache* cache) {
   const Transformer& m = *model_;
-  validate(request.decode, m.config().vocab_size);
   DOTF_CHECK_DIM(prompt, 1, "input_ids");
   const int64_t rows = cache_rows(prompt.size(0), request);
   DOTF_CHECK_ARG(rows <= m.max_seq_len(), "prompt (", prompt.size(0), " tokens) + max_new_tokens (",
-                 request.decode.max_new_tokens, ") = ", rows, " exceeds max_seq_len ", m.max_seq_len());
+                 request.options.max_new_tokens, ") exceeds max_seq_len=", m.max_seq_len());
 
   // CUDA graphs, when free: they and the cache they were captured with serve this call.
   std::unique_lock<std::mutex> graph_lock(graphs_mutex_, std::defer_lock);
   GraphedForward* graphs = nullptr;
   std::string graphs_note;
-  if (!request.cuda_graphs) graphs_note = "cuda_graphs=False";
+  if (!request.options.cuda_graphs) graphs_note = "cuda_graphs=False";
   else if (!m.device().is_cuda()) graphs_note = "CPU model";
   else if (!graph_lock.try_lock()) graphs_note = "another call holds this model's graphs";
   else {
@@ -85,43 +77,32 @@ DecodeResult Engine::generate(const at::Tensor& prompt, const GenerateRequest& r
     cache = &local;
   }
   const GraphStats before = graphs ? graphs->stats() : GraphStats{};
-  auto record_graphs = [&](DecodeResult& result) {
-    if (graphs) result.stats.graphs = graphs->stats().since(before);
-    else result.stats.graphs.disabled_reason = graphs_note;
-  };
-  if (request.strategy == Strategy::AR) {
-    DecodeResult result = decode_ar(m, prompt, *cache, request.decode, graphs);
-    record_graphs(result);
-    return result;
-  }
+  DecodeResult result = request.strategy == Strategy::AR ? decode_ar(m, prompt, *cache, request, graphs)
+                                                         : generate_speculative(prompt, request, *cache, graphs);
+  if (graphs) result.stats.graphs = graphs->stats().since(before);
+  else result.stats.graphs.disabled_reason = graphs_note;
+  return result;
+}
 
-  // A fixed gamma neither reads nor overwrites the carried one, so it cannot honour carry_gamma.
-  DOTF_CHECK_ARG(request.adaptive_gamma || !request.carry_gamma,
-                 "carry_gamma=True needs adaptive_gamma=True (a fixed gamma has nothing to carry)");
-  SpecOptions spec = request.spec;
+DecodeResult Engine::generate_speculative(const at::Tensor& prompt, const GenerateRequest& request, KVCache& cache,
+                                          GraphedForward* graphs) {
+  const GenerateOptions& o = request.options;
   // Held for the whole call: release_draft() from another thread cannot pull it away.
-  const std::shared_ptr<const ModelWeights> draft = draft_weights(request.draft);
-  spec.draft_weights = draft.get();
-  // Both thresholds are options of every call, whichever exit uses one (the decoder checks that one again,
-  // carried or not).
-  validate_exit_threshold(DraftExit::Probability, request.gamma);
-  validate_exit_threshold(DraftExit::Margin, request.margin);
-  const bool margin_exit = spec.draft_exit == DraftExit::Margin;
-  AdaptiveGamma gamma{margin_exit ? request.margin : request.gamma, request.alpha, 0.0, request.adaptive_gamma};
+  const std::shared_ptr<const ModelWeights> draft = draft_weights(o.draft);
+  const bool margin_exit = o.draft_exit == DraftExit::Margin;
+  AdaptiveGamma exit{margin_exit ? o.margin : o.gamma, o.alpha, 0.0, o.adaptive_gamma};
   double& carried = margin_exit ? carried_margin_ : carried_gamma_;
-  if (request.carry_gamma) {
+  if (o.carry_gamma) {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (carried >= 0) gamma.gamma = carried;
+    if (carried >= 0) exit.gamma = carried;
   }
-  DecodeResult result = decode_speculative(m, prompt, *cache, request.decode, spec, gamma, graphs);
-  record_graphs(result);
-  result.stats.strategy = request.strategy == Strategy::ASD ? "asd" : "dotf";
-  if (!request.adaptive_gamma) return result;
+  DecodeResult result = decode_speculative(*model_, prompt, cache, request, draft.get(), exit, graphs);
+  if (!o.adaptive_gamma) return result;
   std::lock_guard<std::mutex> lock(mutex_);
   // Draft & Verify's rule has no bounds: a long call can end with gamma outside (0, 1) (or a margin
   // below 0), which the next call's validation would then reject as if the caller had passed it.
   // Carry a valid value.
-  carried = margin_exit ? std::max(gamma.gamma, 0.0) : std::clamp(gamma.gamma, 0.01, 0.99);
+  carried = margin_exit ? std::max(exit.gamma, 0.0) : std::clamp(exit.gamma, 0.01, 0.99);
   return result;
 }
 

@@ -1,48 +1,28 @@
 #pragma once
-// One loaded model and what persists between generate calls: the carried-over gamma, the draft
-// weights derived from the model (built on first use) and, on CUDA, the captured step graphs with
-// the KV cache they write. A CUDA call that finds the graphs free takes them and their cache for the
-// call (graphs stay valid across calls only if the cache does); a call that finds them busy (a
+// One loaded model and what persists between generate calls: the carried-over exit thresholds, the
+// draft weights derived from the model (built on first use) and, on CUDA, the captured step graphs
+// with the KV cache they write. A CUDA call that finds the graphs free takes them and their cache for
+// the call (graphs stay valid across calls only if the cache does); a call that finds them busy (a
 // concurrent call) or a CPU call gets its own cache sized to the request and runs eagerly, so
 // concurrent calls never share mutable state.
 #include "model/transformer.h"
-#include "speculative/decoder.h"
+#include "speculative/loop.h"
 
 #include <memory>
 #include <mutex>
-#include <string>
 
 namespace dotf {
-
-// "ar": plain greedy. "asd": the paper (cosine-similarity draft, adaptive exit). "dotf": ours, on
-// top of asd: a quantized self-draft, n-gram lookup drafts, break-even fallback (see README).
-enum class Strategy { AR, ASD, DOTF };
-Strategy strategy_from_string(const std::string& name);  // ValueError for unknown names
-
-enum class DraftWeights { Same, Int8 };
-DraftWeights draft_weights_from_string(const std::string& name);  // "same" | "int8"
-
-struct GenerateRequest {
-  Strategy strategy = Strategy::AR;
-  DecodeOptions decode;
-  SpecOptions spec;           // draft_weights is filled in by the Engine from `draft`
-  DraftWeights draft = DraftWeights::Same;
-  double gamma = 0.6;   // draft-exit threshold under DraftExit::Probability
-  double margin = 0.1;  // ... and under DraftExit::Margin (logits)
-  double alpha = 0.9;
-  bool carry_gamma = false;  // start from (and update) the gamma the previous call ended with
-  bool adaptive_gamma = true;  // false: gamma stays at `gamma` for the whole call (needs carry_gamma off)
-  bool cuda_graphs = true;     // CUDA models: replay decode/draft/verify steps from CUDA graphs
-};
 
 class Engine {
  public:
   explicit Engine(std::shared_ptr<const Transformer> model) : model_(std::move(model)) {}
 
   const Transformer& model() const { return *model_; }
+  // A request for `strategy` with its defaults on this model's device.
+  GenerateRequest request(Strategy strategy) const;
   // Runs a request; with `cache` given, decodes into it (tests inspect it afterwards).
   DecodeResult generate(const at::Tensor& prompt, const GenerateRequest& request, KVCache* cache = nullptr);
-  // Cache rows a request needs: prompt + new tokens (verify never writes past that, see decoder.cpp).
+  // Cache rows a request needs: prompt + new tokens (verify never writes past that, see loop.cpp).
   static int64_t cache_rows(int64_t prompt_tokens, const GenerateRequest& request);
 
   // Bytes held by derived draft weights (0 until a request needed them), and a way to free them.
@@ -56,6 +36,9 @@ class Engine {
   void release_graphs();
 
  private:
+  DecodeResult generate_speculative(const at::Tensor& prompt, const GenerateRequest& request, KVCache& cache,
+                                    GraphedForward* graphs);
+
   std::shared_ptr<const Transformer> model_;
   mutable std::mutex mutex_;
   double carried_gamma_ = -1;   // < 0: nothing carried yet

@@ -8,9 +8,9 @@
 namespace dotf {
 
 void validate(const SelectionOptions& o) {
-  DOTF_CHECK_ARG(o.threshold >= -1.0 && o.threshold <= 1.0, "threshold must be in [-1, 1], got ", o.threshold);
-  DOTF_CHECK_ARG(o.budget >= 0.0 && o.budget <= 1.0, "budget must be in [0, 1], got ", o.budget);
-  DOTF_CHECK_ARG(o.keep_first >= 0, "keep_first must be >= 0, got ", o.keep_first);
+  find_option("threshold").check(o.threshold);
+  find_option("budget").check(o.budget);
+  find_option("keep_first").check(o.keep_first);
 }
 
 LayerPlan select_draft_plan(const std::vector<double>& s, const SelectionOptions& o) {

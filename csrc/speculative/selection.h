@@ -9,22 +9,17 @@
 //   2. budget: drop at most floor(rho * L) attention sublayers; when more pass tau, drop the ones
 //      with the highest similarity.
 #include "model/layer_plan.h"
+#include "speculative/options.h"
 
 #include <cstdint>
 #include <vector>
 
 namespace dotf {
 
-struct SelectionOptions {
-  double threshold = 0.99;  // tau, in [-1, 1]
-  double budget = 0.5;      // rho, in [0, 1]; 1 disables the budget rule
-  int64_t keep_first = 1;   // k >= 0; 0 disables the keep-first rule
-};
-
 // attention_similarity: [L] per-layer s_l (NaN = not measured, never dropped).
 LayerPlan select_draft_plan(const std::vector<double>& attention_similarity, const SelectionOptions& options);
 
-// Throws ValueError naming the option when out of range.
+// Throws ValueError naming the option when out of range (the ranges of speculative/options.cpp).
 void validate(const SelectionOptions& options);
 
 }  // namespace dotf

@@ -1,51 +1,95 @@
 #pragma once
-// Figures about one generate call, filled in by the decode loops and handed to Python as a dict.
+// Figures about one generate call, one struct per concern, filled in by the loop, the drafters and the
+// policies; the bindings turn them into the documented Python dict (csrc/python/convert.cpp).
 #include "model/graphed_forward.h"
+#include "speculative/options.h"
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 namespace dotf {
 
-struct DecodeStats {
-  std::string strategy;
-  std::string stop_reason;  // "eos" or "max_new_tokens"
-  int64_t prompt_tokens = 0;
-  int64_t new_tokens = 0;
-  double seconds = 0, prefill_seconds = 0, selection_seconds = 0, draft_seconds = 0, verify_seconds = 0;
+enum class StopReason { Running, Eos, MaxNewTokens };
+template <> struct EnumNames<StopReason> {
+  static constexpr const char* what = "stop_reason";
+  static constexpr std::pair<StopReason, const char*> entries[] = {
+      {StopReason::Running, ""}, {StopReason::Eos, "eos"}, {StopReason::MaxNewTokens, "max_new_tokens"}};
+};
 
-  // Speculative rounds: each drafts some tokens and runs one full-model verify forward.
+// Where a drafted token came from.
+enum class DraftSource { Model, Lookup };
+inline constexpr int kDraftSources = 2;
+template <> struct EnumNames<DraftSource> {
+  static constexpr const char* what = "draft source";
+  static constexpr std::pair<DraftSource, const char*> entries[] = {{DraftSource::Model, "model"},
+                                                                     {DraftSource::Lookup, "lookup"}};
+};
+
+// Wall seconds of each phase.
+struct TimeStats {
+  double total = 0, prefill = 0, selection = 0, draft = 0, verify = 0;
+};
+
+// Speculative rounds: each drafts some tokens and runs one full-model verify forward.
+struct RoundStats {
   int64_t rounds = 0;
   int64_t drafted = 0;
   int64_t accepted = 0;
-  int64_t round_tokens = 0;              // tokens emitted by rounds (accepted drafts + one each)
-  std::vector<int64_t> drafted_at;       // [max_draft]: rounds that drafted a token at position i
-  std::vector<int64_t> accepted_at;      // [max_draft]: rounds that accepted the draft at position i
-  std::string draft_exit;  // "probability" or "margin": what the gamma values below threshold
-  double initial_gamma = 0, final_gamma = 0;
-  // Where drafts came from: index 0 the draft model, 1 n-gram lookup.
-  int64_t drafted_by_source[2] = {0, 0};
-  int64_t accepted_by_source[2] = {0, 0};
-  int64_t plain_steps = 0;               // steps decoded without drafting (fallback, end of output)
-  int64_t fallback_switches = 0;         // times the break-even rule switched to plain steps
-  int64_t reselections = 0;              // times online re-selection changed the plan
-
-  std::vector<int64_t> skipped_attention, skipped_mlp;      // the draft plan
-  std::vector<double> attention_similarity, mlp_similarity;  // per layer, from the prefill
-  // Cost-aware selection (rule "cost"): what the model predicted for the plan it chose and what the
-  // draft model then achieved with that plan (accepted / drafted of its own tokens since the choice).
-  double predicted_acceptance = -1, predicted_gain = -1;  // gain: predicted rate / rate skipping nothing
-  double plan_acceptance = -1;
-  int64_t cost_selections = 0;
-  std::string plan_note;                 // why the plan is what it is (e.g. nothing passed the threshold)
-
-  // CUDA graphs during this call; graphs.disabled_reason says why they were not used, when they were not.
-  GraphStats graphs;
+  int64_t round_tokens = 0;          // tokens emitted by rounds (accepted drafts + one each)
+  int64_t plain_steps = 0;           // steps decoded without drafting (fallback, end of output)
+  std::vector<int64_t> drafted_at;   // [max_draft]: rounds that drafted a token at position i
+  std::vector<int64_t> accepted_at;  // [max_draft]: rounds that accepted the draft at position i
+  // Sampling: min(1, p / q) summed over the rounds whose acceptance test reached position i, and their count.
+  std::vector<double> acceptance_probability_sum_at;  // [max_draft]
+  std::vector<int64_t> acceptance_tests_at;          // [max_draft]
 
   double acceptance_rate() const { return drafted ? static_cast<double>(accepted) / drafted : 0.0; }
   double mean_accepted_length() const { return rounds ? static_cast<double>(round_tokens) / rounds : 0.0; }
-  double tokens_per_second() const { return seconds > 0 ? new_tokens / seconds : 0.0; }
+};
+
+// One drafter's proposals and how many the verify pass accepted.
+struct SourceStats {
+  int64_t drafted = 0, accepted = 0;
+};
+
+// The draft exit: what its threshold thresholds and the value it started and ended the call with.
+struct ExitStats {
+  DraftExit exit = DraftExit::Probability;
+  double initial = 0, final = 0;
+};
+
+// The draft plan and how it was chosen.
+struct PlanStats {
+  std::vector<int64_t> skipped_attention, skipped_mlp;
+  std::vector<double> attention_similarity, mlp_similarity;  // per layer, from the prefill
+  int64_t reselections = 0;  // times online re-selection changed the plan
+  std::string note;          // why the plan is what it is (e.g. nothing passed the threshold)
+  // The cost rule: what its model predicted for the plan it chose and what the draft model then achieved
+  // with that plan (accepted / drafted of its own tokens since the choice).
+  int64_t cost_selections = 0;
+  double predicted_acceptance = -1, predicted_gain = -1;  // gain: predicted rate / rate skipping nothing
+  double plan_acceptance = -1;
+};
+
+struct DecodeStats {
+  Strategy strategy = Strategy::AR;
+  StopReason stop_reason = StopReason::Running;
+  int64_t prompt_tokens = 0;
+  int64_t new_tokens = 0;
+  TimeStats time;
+  RoundStats rounds;
+  std::array<SourceStats, kDraftSources> by_source;  // indexed by DraftSource
+  ExitStats exit;
+  PlanStats plan;
+  int64_t fallback_switches = 0;  // times the break-even rule switched to plain steps
+  // CUDA graphs during this call; graphs.disabled_reason says why they were not used, when they were not.
+  GraphStats graphs;
+
+  SourceStats& source(DraftSource s) { return by_source[static_cast<int>(s)]; }
+  const SourceStats& source(DraftSource s) const { return by_source[static_cast<int>(s)]; }
+  double tokens_per_second() const { return time.total > 0 ? new_tokens / time.total : 0.0; }
 };
 
 }  // namespace dotf

@@ -2,7 +2,7 @@
 
     import dotf
     m = dotf.load("smollm2-135m")
-    res = m.generate(input_ids, max_new_tokens=64, strategy="asd")
+    res = m.generate(input_ids, max_new_tokens=64, strategy="dotf")
 """
 import torch  # noqa: F401  (must be imported before the extension: it provides libtorch)
 
@@ -16,6 +16,7 @@ except ImportError as e:  # pragma: no cover - only on a broken install
     raise
 
 from .api import GenerateResult, Model, build_info, load  # noqa: E402
+from .options import STRATEGIES, Option, defaults, options  # noqa: E402
 
-__all__ = ["load", "Model", "GenerateResult", "build_info"]
+__all__ = ["load", "Model", "GenerateResult", "build_info", "options", "defaults", "Option", "STRATEGIES"]
 __version__ = "0.1.0"

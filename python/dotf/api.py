@@ -9,53 +9,7 @@ import torch
 
 from . import _C
 from .loading import load_checkpoint
-
-STRATEGIES = ("ar", "asd", "dotf")
-
-# Defaults of the speculative options per strategy; README "Choosing the defaults" says how they
-# were chosen. "asd" is the paper's method; "dotf" adds what pays on the models users run.
-_ASD_DEFAULTS = {
-    "threshold": 0.99,     # tau: attention sublayers with prefill similarity >= tau are dropped
-    "budget": 0.5,         # rho: at most this fraction of attention sublayers is dropped
-    "keep_first": 1,       # never drop the first k layers' attention
-    "similarity": "mean",  # aggregate the prefill similarity over positions ("mean") or take the last
-    "max_draft": 12,       # K_max
-    "gamma": 0.6,          # initial draft-exit threshold on the draft's top-1 probability
-    "draft_exit": "probability",  # stop drafting on a low top-1 "probability" (the paper) or logit "margin"
-    "margin": 0.1,         # initial draft-exit threshold on the top-1 minus runner-up logit (draft_exit="margin")
-    "alpha": 0.9,          # acceptance target of the adaptive gamma rule
-    "adaptive_gamma": True,  # False: gamma stays at its initial value (the fixed-gamma ablation)
-    "carry_gamma": False,  # start from the gamma the previous call ended with (needs adaptive_gamma)
-    "draft": "same",       # draft weights: the model's own ("same") or an int8 copy ("int8", CPU)
-    "lookup": False,       # n-gram lookup drafts from prompt + output
-    "lookup_every_step": False,  # look up again after every model draft token (not only at round start)
-    "lookup_max_tokens": 4,  # tokens proposed per lookup (each lookup is checked in one draft pass of 1 + m rows)
-    "lookup_max_ngram": 3,
-    "lookup_min_ngram": 2,
-    "break_even": False,   # decode plainly while speculation is slower than plain steps
-    "reselect_every": 0,   # re-select the plan from verify-pass similarities every N rounds
-    "selection": "threshold",  # "threshold" (the paper: s >= tau) or "cost" (dotf's cost model)
-    "sensitivity": 10.0,   # cost model: acceptance falls as exp(-sensitivity * sum(1 - s)) of skipped sublayers
-    "cost_warmup_rounds": 3,  # cost model: rounds with nothing skipped before the first choice
-}
-DEFAULTS = {
-    "asd": _ASD_DEFAULTS,
-    # gamma 0.2 and K_max 8: the int8 draft agrees with the full model on ~98% of tokens, so stopping it
-    # at a 0.6 top-1 probability ended most rounds early, while verifying more than ~8 tokens costs more
-    # than it wins on a CPU; lookups after every draft token, at most 4 tokens each, were faster on all three
-    # tuning tasks (README "Choosing the defaults").
-    "dotf": {**_ASD_DEFAULTS, "draft": "int8", "threshold": 1.0, "lookup": True, "lookup_every_step": True,
-             "break_even": True, "gamma": 0.2, "max_draft": 8},
-}
-# On a GPU the int8 draft is not available (its kernels are CPU ones): "dotf" drafts with the model's
-# own weights under the paper's attention skipping, plus lookup drafts and the break-even fallback.
-_DOTF_CUDA_DEFAULTS = {**DEFAULTS["dotf"], "draft": "same", "threshold": _ASD_DEFAULTS["threshold"]}
-_FLOAT_OPTIONS = {"threshold", "budget", "gamma", "margin", "alpha", "sensitivity"}
-_INT_OPTIONS = {"keep_first", "max_draft", "lookup_max_ngram", "lookup_min_ngram", "lookup_max_tokens",
-                "reselect_every", "cost_warmup_rounds"}
-_BOOL_OPTIONS = {"adaptive_gamma", "carry_gamma", "lookup", "lookup_every_step", "break_even"}
-_STR_OPTIONS = {"similarity", "draft", "draft_exit", "selection"}
-
+from .options import DEFAULT_STRATEGY
 
 def build_info() -> dict:
     """torch version, whether CUDA kernels were built, their archs, libtorch's threading, and whether
@@ -79,10 +33,28 @@ def _as_int(value: Any, name: str) -> int:
     return int(value)
 
 
-def _as_float(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    return float(value)
+def _sampling_seed(seed: Any, generator: Any, options: dict, device: torch.device) -> int:
+    """The seed of a call's random stream: `seed`, or one drawn from `generator`, or from torch's default
+    generator; 0 (unused) for greedy calls, which refuse both."""
+    if seed is not None and generator is not None:
+        raise ValueError("pass seed or generator, not both")
+    if not options.get("do_sample", False):
+        for name, value in (("seed", seed), ("generator", generator)):
+            if value is not None:
+                raise ValueError(f"{name} needs do_sample=True (greedy decoding draws no random numbers)")
+        return 0
+    if seed is not None:
+        seed = _as_int(seed, "seed")
+        if not 0 <= seed < 2**63:
+            raise ValueError(f"seed must be in [0, 2**63), got {seed}")
+        return seed
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        if generator.device.type != device.type:
+            raise ValueError(f"generator must be on the model's device {device}, got one on {generator.device}")
+        return int(torch.randint(0, 2**63 - 1, (1,), generator=generator, device=generator.device).item())
+    return int(torch.randint(0, 2**63 - 1, (1,)).item())
 
 
 def _resolve_device(device: Any) -> torch.device:
@@ -201,67 +173,37 @@ class Model:
         return self._impl.forward(ids, _as_int(start, "start"), cache, attention, mlp, bool(similarity), logits,
                                   weights)
 
-    def generate(self, input_ids: Any, max_new_tokens: int = 64, strategy: str = "ar", eos_token_id: Any = None,
-                 threshold: float | None = None, max_draft: int | None = None, gamma: float | None = None,
-                 alpha: float | None = None, on_tokens: Callable[[list[int]], Any] | None = None,
+    def generate(self, input_ids: Any, max_new_tokens: int | None = None, strategy: str = DEFAULT_STRATEGY,
+                 eos_token_id: Any = None, on_tokens: Callable[[list[int]], Any] | None = None,
                  draft_attention: Sequence[bool] | None = None, draft_mlp: Sequence[bool] | None = None,
-                 cache=None, **more_options: Any) -> GenerateResult:
-        """Greedy generation; every strategy returns exactly the full model's greedy tokens.
+                 cache=None, seed: int | None = None, generator: torch.Generator | None = None,
+                 **options: Any) -> GenerateResult:
+        """Generate after input_ids; greedy by default, sampled with do_sample=True.
 
         strategy: "ar" (plain), "asd" (the paper: draft = this model minus the attention sublayers whose
         prefill cosine similarity is >= threshold, adaptive draft exit), "dotf" (asd plus an int8 self-draft,
-        n-gram lookup drafts and a break-even fallback). Options not given take DEFAULTS[strategy];
-        more_options: budget, keep_first, similarity ("mean"|"last"), adaptive_gamma (False keeps gamma fixed),
-        carry_gamma, draft ("same"|"int8"), lookup, lookup_max_ngram, lookup_min_ngram, break_even, reselect_every,
-        selection ("threshold"|"cost"), sensitivity, cost_warmup_rounds (the cost model, see README),
-        cuda_graphs (default True: on a CUDA model, steps replay captured CUDA graphs; any strategy).
-        On CUDA, "dotf" drafts with the model's own weights (draft="same", threshold 0.99): int8 is CPU-only.
+        n-gram lookup drafts and a break-even fallback). Greedy: every strategy returns exactly the full model's
+        greedy tokens. Sampling (do_sample=True, temperature, top_k, top_p, min_p with transformers' meanings):
+        every strategy's output is distributed exactly as the model's own sampling; seed (an int >= 0) or
+        generator (a torch.Generator on the model's device) makes a call reproducible, else the seed is drawn
+        from torch's default generator (so torch.manual_seed does too).
+        max_new_tokens and every other option (threshold, max_draft, gamma, draft, lookup, cuda_graphs, ...)
+        are listed with their defaults per strategy and device by dotf.options(); an option not given takes
+        its default for the strategy.
         draft_attention / draft_mlp: a fixed draft layer plan (one bool per layer) instead of selection.
         on_tokens(list[int]) receives each accepted chunk as it is produced."""
         ids = self._input_ids(input_ids)
-        max_new_tokens = _as_int(max_new_tokens, "max_new_tokens")
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        if not isinstance(strategy, str) or strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {', '.join(map(repr, STRATEGIES))}, got {strategy!r}")
-        if ids.numel() + max_new_tokens > self.max_seq_len:
-            raise ValueError(f"prompt ({ids.numel()} tokens) + max_new_tokens ({max_new_tokens}) exceeds "
-                             f"max_seq_len={self.max_seq_len}")
+        if max_new_tokens is not None:
+            options["max_new_tokens"] = max_new_tokens
         if on_tokens is not None and not callable(on_tokens):
             raise TypeError(f"on_tokens must be callable, got {type(on_tokens).__name__}")
-        cuda_graphs = more_options.pop("cuda_graphs", True)
-        if not isinstance(cuda_graphs, bool):
-            raise TypeError(f"cuda_graphs must be a bool, got {type(cuda_graphs).__name__}")
-        given = dict(threshold=threshold, max_draft=max_draft, gamma=gamma, alpha=alpha, **more_options)
-        options = self._options(strategy, {k: v for k, v in given.items() if v is not None}, self.device)
-        options["cuda_graphs"] = cuda_graphs
         plans = [None if p is None else self._plan(p, name)
                  for p, name in ((draft_attention, "draft_attention"), (draft_mlp, "draft_mlp"))]
-        tokens, stats = self._impl.generate(ids, strategy, max_new_tokens, self._eos(eos_token_id), on_tokens,
-                                            options, plans[0], plans[1], cache)
+        # A strategy that is not a str gets the same ValueError as an unknown name, from the name table.
+        name = strategy if isinstance(strategy, str) else repr(strategy)
+        tokens, stats = self._impl.generate(ids, name, self._eos(eos_token_id), on_tokens, options, plans[0],
+                                            plans[1], cache, _sampling_seed(seed, generator, options, self.device))
         return GenerateResult(tokens=list(tokens), stats=dict(stats))
-
-    @staticmethod
-    def _options(strategy: str, given: dict, device: torch.device) -> dict:
-        if strategy == "ar":  # "ar" ignores the speculative options, but not a misspelt or mistyped one
-            Model._options("asd", given, device)
-            return {}
-        defaults = _DOTF_CUDA_DEFAULTS if strategy == "dotf" and device.type == "cuda" else DEFAULTS[strategy]
-        unknown = sorted(set(given) - set(defaults))
-        if unknown:
-            raise TypeError(f"generate() got unknown option(s) {', '.join(unknown)}; known: {', '.join(defaults)}")
-        options = {**defaults, **given}
-        for k in _FLOAT_OPTIONS:
-            options[k] = _as_float(options[k], k)
-        for k in _INT_OPTIONS:
-            options[k] = _as_int(options[k], k)
-        for k in _BOOL_OPTIONS:
-            if not isinstance(options[k], bool):
-                raise TypeError(f"{k} must be a bool, got {type(options[k]).__name__}")
-        for k in _STR_OPTIONS:
-            if not isinstance(options[k], str):
-                raise TypeError(f"{k} must be a str, got {type(options[k]).__name__}")
-        return options
 
     def _plan(self, plan: Sequence[bool], name: str) -> list[bool]:
         plan = [bool(b) for b in plan]

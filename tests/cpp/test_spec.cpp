@@ -1,7 +1,7 @@
 // Draft selection rules, the adaptive gamma rule, and ASD == AR on a tiny model.
-#include "speculative/adaptive_gamma.h"
 #include "speculative/cost_model.h"
-#include "speculative/decoder.h"
+#include "speculative/loop.h"
+#include "speculative/policies/draft_exit.h"
 #include "speculative/selection.h"
 #include "tiny_model.h"
 
@@ -95,13 +95,13 @@ struct PlainAndSpeculative {
 PlainAndSpeculative decode_both(AdaptiveGamma& gamma) {
   auto model = fixtures::tiny_model();
   at::Tensor prompt = at::arange(10, 30, at::TensorOptions().dtype(at::kLong));
-  DecodeOptions opts;
-  opts.max_new_tokens = 40;
+  GenerateRequest request;
+  request.strategy = Strategy::ASD;
+  request.options.max_new_tokens = 40;
+  request.options.selection = {0.0, 1.0, 1};
   KVCache c1 = model->new_cache(60), c2 = model->new_cache(60);
-  SpecOptions spec;
-  spec.selection = {0.0, 1.0, 1};
-  DecodeResult ar = decode_ar(*model, prompt, c1, opts);
-  return {std::move(ar), decode_speculative(*model, prompt, c2, opts, spec, gamma)};
+  DecodeResult ar = decode_ar(*model, prompt, c1, request);
+  return {std::move(ar), decode_speculative(*model, prompt, c2, request, nullptr, gamma)};
 }
 }  // namespace
 
@@ -109,9 +109,9 @@ TEST(Decoder, FixedGammaKeepsItsValueAndStaysLossless) {
   AdaptiveGamma gamma{0.3, 0.9, 0.0, /*adaptive=*/false};
   const auto [ar, asd] = decode_both(gamma);
   EXPECT_EQ(asd.tokens, ar.tokens);
-  EXPECT_GT(asd.stats.rounds, 1);
-  EXPECT_EQ(asd.stats.initial_gamma, 0.3);
-  EXPECT_EQ(asd.stats.final_gamma, 0.3);
+  EXPECT_GT(asd.stats.rounds.rounds, 1);
+  EXPECT_EQ(asd.stats.exit.initial, 0.3);
+  EXPECT_EQ(asd.stats.exit.final, 0.3);
 }
 
 TEST(Decoder, SpeculativeEqualsPlainGreedy) {
@@ -119,6 +119,6 @@ TEST(Decoder, SpeculativeEqualsPlainGreedy) {
   const auto [ar, asd] = decode_both(gamma);
   EXPECT_EQ(asd.tokens, ar.tokens);
   EXPECT_EQ(static_cast<int64_t>(asd.tokens.size()), 40);
-  EXPECT_GT(asd.stats.drafted, 0);
-  EXPECT_LE(asd.stats.accepted, asd.stats.drafted);
+  EXPECT_GT(asd.stats.rounds.drafted, 0);
+  EXPECT_LE(asd.stats.rounds.accepted, asd.stats.rounds.drafted);
 }

@@ -1,0 +1,231 @@
+#include "speculative/loop.h"
+
+#include "core/check.h"
+#include "speculative/acceptance.h"
+#include "speculative/lookup_drafter.h"
+#include "speculative/model_drafter.h"
+#include "speculative/output.h"
+#include "speculative/policies/break_even.h"
+#include "speculative/policies/plan_policy.h"
+
+#include <chrono>
+#include <memory>
+#include <utility>
+
+namespace dotf {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+void check_call(const Transformer& model, const at::Tensor& prompt, const KVCache& cache, const GenerateRequest& r) {
+  validate(r.options, r.strategy);
+  const int64_t vocab = model.config().vocab_size;
+  for (int64_t id : r.eos_token_ids)
+    DOTF_CHECK_ARG(id >= 0 && id < vocab, "eos_token_id ", id, " is outside the vocabulary [0, ", vocab, ")");
+  DOTF_CHECK_DIM(prompt, 1, "input_ids");
+  DOTF_CHECK_DTYPE(prompt, at::kLong, "input_ids");
+  DOTF_CHECK_ARG(prompt.size(0) > 0, "input_ids must not be empty");
+  DOTF_CHECK_ARG(prompt.size(0) + r.options.max_new_tokens <= cache.capacity(), "prompt (", prompt.size(0),
+                 " tokens) + ", r.options.max_new_tokens, " new tokens exceed the cache capacity ", cache.capacity());
+}
+
+// The caller's graphs, or an eager stand-in: one code path for both.
+class Steps {
+ public:
+  Steps(const Transformer& model, GraphedForward* graphs)
+      : own_(graphs ? nullptr : std::make_unique<GraphedForward>(model, GraphOptions{false})),
+        graphs_(graphs ? graphs : own_.get()) {}
+  GraphedForward& operator*() { return *graphs_; }
+  GraphedForward* operator->() { return graphs_; }
+
+ private:
+  std::unique_ptr<GraphedForward> own_;
+  GraphedForward* graphs_;
+};
+
+}  // namespace
+
+DecodeResult decode_ar(const Transformer& model, const at::Tensor& prompt, KVCache& cache,
+                       const GenerateRequest& request, GraphedForward* graphs) {
+  check_call(model, prompt, cache, request);
+  const auto t0 = Clock::now();
+  DecodeResult result;
+  DecodeStats& st = result.stats;
+  st.strategy = Strategy::AR;
+  st.prompt_tokens = prompt.size(0);
+  Output out(request, prompt, result.tokens, st);
+  Steps steps(model, graphs);
+  const std::unique_ptr<AcceptanceRule> rule = make_acceptance_rule(request.options, request.seed);
+  const LayerPlan full = LayerPlan::full(model.config().num_layers);
+
+  ForwardOutput f = model.forward(prompt, 0, cache, full, ForwardOptions{LogitsFor::Last, false});
+  int64_t next = rule->choose(f.logits);
+  st.time.prefill = seconds_since(t0);
+  while (!out.emit({next})) {
+    out.check_interrupt();
+    f = steps->forward({next}, cache.length(), cache, full, ForwardOptions{LogitsFor::Last, false});
+    next = rule->choose(f.logits);
+  }
+  st.new_tokens = out.emitted();
+  st.time.total = seconds_since(t0);
+  return result;
+}
+
+namespace {
+
+// Per-call state of the speculative loop, so that each step reads as what it does.
+class SpeculativeLoop {
+ public:
+  SpeculativeLoop(const Transformer& model, const at::Tensor& prompt, KVCache& cache, const GenerateRequest& request,
+                  const ModelWeights* draft_weights, AdaptiveGamma& exit, DecodeResult& result, GraphedForward* graphs)
+      : model_(model), cache_(cache), o_(request.options), exit_(exit), st_(result.stats),
+        out_(request, prompt, result.tokens, result.stats), steps_(model, graphs),
+        full_(LayerPlan::full(model.config().num_layers)), rule_(make_acceptance_rule(o_, request.seed)),
+        plan_(model, o_, request.plan, draft_weights != nullptr, st_.plan), lookup_(o_.lookup_options),
+        model_drafter_(ModelDrafterParts{*steps_, cache, draft_weights, plan_, *rule_, exit, o_.draft_exit,
+                                         request.eos_token_ids, o_.lookup ? &lookup_ : nullptr,
+                                         o_.lookup_every_step}) {}
+
+  void run(const at::Tensor& prompt) {
+    const auto t0 = Clock::now();
+    const ForwardOutput prefill = model_.forward(prompt, 0, cache_, full_, ForwardOptions{LogitsFor::Last, true});
+    const int64_t first = rule_->choose(prefill.logits);
+    st_.time.prefill = seconds_since(t0);
+    plan_.start(prefill);
+    if (o_.break_even) break_even_.start();
+    bool finished = out_.emit({first});
+    while (!finished) {
+      out_.check_interrupt();
+      finished = round();
+    }
+    st_.fallback_switches = break_even_.switches();
+    st_.time.selection = plan_.selection_seconds();
+  }
+
+ private:
+  // The model drafter while the plan makes drafting pay (it consults the lookup drafter itself), else
+  // the lookup drafter alone when lookups are on.
+  Drafter* drafter() {
+    if (plan_.model_drafts()) return &model_drafter_;
+    return o_.lookup ? &lookup_ : nullptr;
+  }
+
+  // One round: propose -> verify -> accept -> roll back (a plain step when nothing is proposed).
+  // Returns true when generation is finished.
+  bool round() {
+    const auto t_round = Clock::now();
+    const int64_t n = cache_.length();  // position of the last emitted token
+    Drafter* drafter = this->drafter();
+    const bool speculate = drafter && (!o_.break_even || break_even_.speculate());
+    const int64_t max_k = speculate ? std::min(o_.max_draft, out_.remaining() - 1) : 0;
+
+    Proposal proposal;
+    if (max_k > 0) {
+      const auto t = Clock::now();
+      drafter->propose(DraftContext{out_.history(), n}, max_k, proposal);
+      st_.time.draft += seconds_since(t);
+    }
+    const int64_t k = proposal.size();
+
+    // Verify [last, d1..dk] at n..n+k with the full model; it rewrites every layer's KV there.
+    const auto t_verify = Clock::now();
+    std::vector<int64_t> input{out_.history().back()};
+    input.insert(input.end(), proposal.tokens.begin(), proposal.tokens.end());
+    const bool measure = plan_.measures_verify() && k > 0;
+    const ForwardOutput v = steps_->forward(input, n, cache_, full_, ForwardOptions{LogitsFor::All, measure});
+    const Verdict verdict = rule_->accept(proposal, v.logits);
+    cache_.truncate(n + verdict.accepted + 1);  // keep [last, d1..d_accepted]; `next` is not cached yet
+    const double verify_seconds = seconds_since(t_verify);
+    st_.time.verify += verify_seconds;
+
+    std::vector<int64_t> chunk(proposal.tokens.begin(), proposal.tokens.begin() + verdict.accepted);
+    chunk.push_back(verdict.next);
+    const int64_t before = out_.emitted();
+    const bool finished = out_.emit(chunk);
+    const int64_t emitted = out_.emitted() - before;
+    const double seconds = seconds_since(t_round);
+
+    if (k == 0) {
+      st_.rounds.plain_steps += 1;
+      if (o_.break_even) break_even_.record_plain(emitted, seconds);
+      return finished;
+    }
+    const auto [model_drafted, model_accepted] = record_round(proposal, verdict, emitted);
+    if (o_.break_even) break_even_.record_speculative(emitted, seconds);
+    plan_.after_round(verify_seconds, model_drafted, model_accepted, measure ? v.similarity : at::Tensor(), k + 1);
+    return finished;
+  }
+
+  // A round's statistics and the exit threshold's update. Returns the draft model's own (drafted,
+  // accepted): the exit governs the model draft only, so rounds of lookup drafts alone carry no evidence.
+  std::pair<int64_t, int64_t> record_round(const Proposal& proposal, const Verdict& verdict, int64_t emitted) {
+    const int64_t k = proposal.size(), accepted = verdict.accepted;
+    RoundStats& r = st_.rounds;
+    for (size_t i = 0; i < verdict.acceptance_probability.size(); ++i) {
+      r.acceptance_probability_sum_at[i] += verdict.acceptance_probability[i];
+      r.acceptance_tests_at[i] += 1;
+    }
+    r.rounds += 1;
+    r.drafted += k;
+    r.accepted += accepted;
+    r.round_tokens += emitted;
+    int64_t model_drafted = 0, model_accepted = 0;
+    for (int64_t i = 0; i < k; ++i) {
+      const DraftSource source = proposal.sources[i];
+      const bool kept = i < accepted;
+      r.drafted_at[i] += 1;
+      r.accepted_at[i] += kept;
+      st_.source(source).drafted += 1;
+      st_.source(source).accepted += kept;
+      model_drafted += source == DraftSource::Model;
+      model_accepted += kept && source == DraftSource::Model;
+    }
+    exit_.update(model_accepted, model_drafted, k == o_.max_draft);
+    return {model_drafted, model_accepted};
+  }
+
+  const Transformer& model_;
+  KVCache& cache_;
+  const GenerateOptions& o_;
+  AdaptiveGamma& exit_;
+  DecodeStats& st_;
+  Output out_;
+  Steps steps_;
+  const LayerPlan full_;
+  std::unique_ptr<AcceptanceRule> rule_;
+  PlanPolicy plan_;
+  BreakEven break_even_;
+  LookupDrafter lookup_;
+  ModelDrafter model_drafter_;
+};
+
+}  // namespace
+
+DecodeResult decode_speculative(const Transformer& model, const at::Tensor& prompt, KVCache& cache,
+                                const GenerateRequest& request, const ModelWeights* draft_weights, AdaptiveGamma& exit,
+                                GraphedForward* graphs) {
+  check_call(model, prompt, cache, request);
+  if (request.plan) request.plan->validate(model.config().num_layers);
+  validate_exit_threshold(request.options.draft_exit, exit.gamma);  // the initial one, or one carried over
+  find_option("alpha").check(exit.alpha);
+  const auto t0 = Clock::now();
+  DecodeResult result;
+  DecodeStats& st = result.stats;
+  st.strategy = request.strategy;
+  st.prompt_tokens = prompt.size(0);
+  st.rounds.drafted_at.assign(request.options.max_draft, 0);
+  st.rounds.accepted_at.assign(request.options.max_draft, 0);
+  st.rounds.acceptance_probability_sum_at.assign(request.options.max_draft, 0.0);
+  st.rounds.acceptance_tests_at.assign(request.options.max_draft, 0);
+  st.exit = ExitStats{request.options.draft_exit, exit.gamma, exit.gamma};
+  exit.m = 0.0;  // Draft & Verify restarts the acceptance average each call; gamma itself may carry over
+  SpeculativeLoop(model, prompt, cache, request, draft_weights, exit, result, graphs).run(prompt);
+  st.exit.final = exit.gamma;
+  st.new_tokens = static_cast<int64_t>(result.tokens.size());
+  st.time.total = seconds_since(t0);
+  return result;
+}
+
+}  // namespace dotf

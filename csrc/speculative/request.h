@@ -1,0 +1,25 @@
+#pragma once
+// One generate call as the engine and the loops receive it: the strategy, its options, and what is not
+// an option (EOS ids, a fixed draft plan, callbacks).
+#include "model/layer_plan.h"
+#include "speculative/options.h"
+
+#include <functional>
+#include <optional>
+#include <vector>
+
+namespace dotf {
+
+struct GenerateRequest {
+  Strategy strategy = kDefaultStrategy;
+  GenerateOptions options;  // preset(strategy, device) plus what the caller gave
+  std::vector<int64_t> eos_token_ids;
+  std::optional<LayerPlan> plan;  // a fixed draft plan instead of selection (experiments and tests)
+  uint64_t seed = 0;              // sampling: the random stream's seed (core/random.h)
+  // Called with each chunk of new tokens as it is produced; may throw to stop the call.
+  std::function<void(const std::vector<int64_t>&)> on_tokens;
+  // Called between steps and rounds; throws to cancel (the bindings raise KeyboardInterrupt here).
+  std::function<void()> check_interrupt;
+};
+
+}  // namespace dotf
