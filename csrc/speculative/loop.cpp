@@ -94,7 +94,7 @@ class SpeculativeLoop {
     const int64_t first = rule_->choose(prefill.logits);
     st_.time.prefill = seconds_since(t0);
     plan_.start(prefill);
-    if (o_.break_even) break_even_.start();
+    if (fallback_) break_even_.start();
     bool finished = out_.emit({first});
     while (!finished) {
       out_.check_interrupt();
@@ -118,7 +118,7 @@ class SpeculativeLoop {
     const auto t_round = Clock::now();
     const int64_t n = cache_.length();  // position of the last emitted token
     Drafter* drafter = this->drafter();
-    const bool speculate = drafter && (!o_.break_even || break_even_.speculate());
+    const bool speculate = drafter && (!fallback_ || break_even_.speculate());
     const int64_t max_k = speculate ? std::min(o_.max_draft, out_.remaining() - 1) : 0;
 
     Proposal proposal;
@@ -149,11 +149,11 @@ class SpeculativeLoop {
 
     if (k == 0) {
       st_.rounds.plain_steps += 1;
-      if (o_.break_even) break_even_.record_plain(emitted, seconds);
+      if (fallback_) break_even_.record_plain(emitted, seconds);
       return finished;
     }
     const auto [model_drafted, model_accepted] = record_round(proposal, verdict, emitted);
-    if (o_.break_even) break_even_.record_speculative(emitted, seconds);
+    if (fallback_) break_even_.record_speculative(emitted, seconds);
     plan_.after_round(verify_seconds, model_drafted, model_accepted, measure ? v.similarity : at::Tensor(), k + 1);
     return finished;
   }
@@ -196,6 +196,9 @@ class SpeculativeLoop {
   const LayerPlan full_;
   std::unique_ptr<AcceptanceRule> rule_;
   PlanPolicy plan_;
+  // The break-even fallback switches by the clock; under sampling a path that depends on the clock would
+  // draw different tokens from the same seed, so it decides greedy calls only.
+  const bool fallback_ = o_.break_even && !o_.do_sample;
   BreakEven break_even_;
   LookupDrafter lookup_;
   ModelDrafter model_drafter_;

@@ -124,7 +124,8 @@ std::vector<OptionInfo> build_table() {
       number_option<int64_t>("lookup_min_ngram", DOTF_FIELD(lookup_options.min_ngram), at_least(1), spec,
                              "shortest suffix n-gram looked up"),
       bool_option("break_even", DOTF_FIELD(break_even), spec,
-                  "decode plainly while speculation is measured slower than plain steps"),
+                  "decode plainly while speculation is measured slower than plain steps (greedy calls: under "
+                  "sampling a path chosen by the clock would make a seeded call unreproducible)"),
       number_option<int64_t>("reselect_every", DOTF_FIELD(reselect_every), at_least(0), spec,
                              "re-select the draft plan from verify-pass similarities every N rounds (0: never)"),
       choice_option<SelectionRule>("selection", DOTF_FIELD(rule), spec,
@@ -184,6 +185,11 @@ void validate(const GenerateOptions& o, Strategy strategy) {
   for (const OptionInfo& info : option_table()) info.check(info.get(o));
   DOTF_CHECK_ARG(o.lookup_options.min_ngram <= o.lookup_options.max_ngram, "lookup_min_ngram (",
                  o.lookup_options.min_ngram, ") must be <= lookup_max_ngram (", o.lookup_options.max_ngram, ")");
+  // The cost rule chooses plans by measured time: under sampling a seeded call would not be reproducible.
+  if (strategy != Strategy::AR)
+    DOTF_CHECK_ARG(!(o.do_sample && o.rule == SelectionRule::Cost),
+                   "selection='cost' chooses the draft by measured time, so with do_sample=True a seed would not "
+                   "reproduce a call; use selection='threshold'");
   // A fixed threshold neither reads nor overwrites the carried one, so it cannot honour carry_gamma.
   if (strategy != Strategy::AR)
     DOTF_CHECK_ARG(o.adaptive_gamma || !o.carry_gamma,
