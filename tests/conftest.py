@@ -1,8 +1,10 @@
 """Shared fixtures: tiny random transformers models of every supported architecture, the real
-SmolLM2-135M (prepared offline from its PyPI GGUF), and real prompts."""
+SmolLM2-135M (prepared offline from its PyPI GGUF), and real prompts (bench/prompts.py)."""
 from __future__ import annotations
 
 import functools
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +12,9 @@ import torch
 import dotf
 
 transformers = pytest.importorskip("transformers")
+
+# bench/prompts.py holds the benchmark and test prompts; it is imported as `prompts`, as the benchmarks do.
+sys.path.append(str(Path(__file__).resolve().parents[1] / "bench"))
 
 TINY = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
             max_position_embeddings=512)
@@ -62,8 +67,8 @@ def tiny_arch(request):
 
 @functools.lru_cache(maxsize=None)
 def smollm2_path():
-    from dotf import models
-    return models.prepare("smollm2-135m")
+    from dotf import checkpoints
+    return checkpoints.prepare("smollm2-135m")
 
 
 @pytest.fixture(scope="session")
@@ -84,16 +89,16 @@ def smollm2_hf(dtype: torch.dtype):
 @functools.lru_cache(maxsize=None)
 def real_prompts(n_code: int, n_summarize: int, n_chat: int = 0) -> tuple:
     """Token ids of real prompts: HumanEval completions, chat-templated aclsum train/val summaries."""
-    from dotf import data
-    data.ensure_installed()
+    import prompts
+    prompts.ensure_installed()
     tok = smollm2_dotf(torch.float32).tokenizer
     items = []
-    items += [(f"code:{p['id']}", data.encode_prompt(tok, p, chat=False)) for p in data.humaneval_prompts(n_code)]
+    items += [(f"code:{p['id']}", prompts.encode_prompt(tok, p, chat=False)) for p in prompts.humaneval_prompts(n_code)]
     half = (n_summarize + 1) // 2
-    summaries = data.summarize_prompts(half, split="train") + data.summarize_prompts(n_summarize - half,
-                                                                                     split="validation")
-    items += [(f"sum:{p['id']}", data.encode_prompt(tok, p, chat=True)) for p in summaries]
+    summaries = prompts.summarize_prompts(half, split="train") + prompts.summarize_prompts(n_summarize - half,
+                                                                                           split="validation")
+    items += [(f"sum:{p['id']}", prompts.encode_prompt(tok, p, chat=True)) for p in summaries]
     if n_chat:
-        items += [(f"chat:{p['id']}", data.encode_prompt(tok, p, chat=True))
-                  for p in data.sharegpt_first_turns(n_chat, seed=0)]
+        items += [(f"chat:{p['id']}", prompts.encode_prompt(tok, p, chat=True))
+                  for p in prompts.sharegpt_first_turns(n_chat, seed=0)]
     return tuple(items)
