@@ -20,9 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import grouped_bar_chart, machine  # noqa: E402
+from prompts import encode_prompt, ensure_installed, humaneval_prompts, summarize_prompts  # noqa: E402
 
 import dotf  # noqa: E402
-from dotf import data  # noqa: E402
 from dotf import defaults  # noqa: E402
 
 TASKS = {"summarize": "aclsum train", "code": "HumanEval's first problems"}
@@ -115,13 +115,13 @@ def parse_args(argv=None):
 def development_prompts(tokenizer, tasks: list[str], n: int) -> list[tuple[str, list[int]]]:
     """(task, token ids); development splits only (the decode benchmark uses aclsum validation and
     HumanEval's last problems)."""
-    data.ensure_installed()
+    ensure_installed()
     prompts = []
     if "summarize" in tasks:
-        prompts += [("summarize", data.encode_prompt(tokenizer, p, chat=True))
-                    for p in data.summarize_prompts(n, split="train")]
+        prompts += [("summarize", encode_prompt(tokenizer, p, chat=True))
+                    for p in summarize_prompts(n, split="train")]
     if "code" in tasks:
-        prompts += [("code", data.encode_prompt(tokenizer, p, chat=False)) for p in data.humaneval_prompts(n)]
+        prompts += [("code", encode_prompt(tokenizer, p, chat=False)) for p in humaneval_prompts(n)]
     return prompts
 
 

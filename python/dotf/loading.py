@@ -256,10 +256,10 @@ def from_pretrained_model(model: Any, max_seq_len: int | None) -> LoadedCheckpoi
 def load_checkpoint(src: Any, max_seq_len: int | None) -> LoadedCheckpoint:
     """Dispatch on the kind of `src`: directory path, PreTrainedModel, or built-in model name."""
     if isinstance(src, (str, os.PathLike)):
-        from . import models  # noqa: PLC0415
+        from . import checkpoints  # noqa: PLC0415
 
-        if isinstance(src, str) and models.is_builtin(src) and not Path(src).exists():
-            return from_directory(models.prepare(src), max_seq_len)
+        if isinstance(src, str) and checkpoints.is_builtin(src) and not Path(src).exists():
+            return from_directory(checkpoints.prepare(src), max_seq_len)
         return from_directory(src, max_seq_len)
     if hasattr(src, "state_dict") and hasattr(src, "config"):
         return from_pretrained_model(src, max_seq_len)

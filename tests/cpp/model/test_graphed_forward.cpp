@@ -1,5 +1,5 @@
 // GraphedForward's host-side logic: the context buckets, and the eager path every CPU model (and any
-// forward graphs do not serve) takes. Replays themselves need a GPU: tests/test_cuda_graphs.py.
+// forward graphs do not serve) takes. Replays themselves need a GPU: tests/python/model/test_cuda_graphs.py.
 #include "model/graphed_forward.h"
 
 #include "tiny_model.h"

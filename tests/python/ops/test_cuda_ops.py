@@ -13,7 +13,6 @@ import zlib
 import pytest
 import torch
 
-import dotf
 from dotf import _C
 
 ops = _C.testing.ops
@@ -361,8 +360,3 @@ def test_greedy_accept_random_against_cpu():
         ref = ops.greedy_accept(drafts, target)
         out = ops.greedy_accept(drafts.to(DEV), target.to(DEV))
         assert torch.equal(out.cpu(), ref)
-
-
-def test_build_info_reports_cuda():
-    info = dotf.build_info()
-    assert info["cuda"] is True and info["cuda_archs"]

@@ -1,8 +1,11 @@
-"""Shared fixtures: tiny random transformers models of every supported architecture, the real
-SmolLM2-135M (prepared offline from its PyPI GGUF), and real prompts."""
+"""Shared fixtures of the Python tests (tests/python/<subject>/): tiny random transformers models of
+every supported architecture, one tiny model with its reference outputs for the error tests, the real
+SmolLM2-135M (prepared offline from its PyPI GGUF), and real prompts (bench/prompts.py)."""
 from __future__ import annotations
 
 import functools
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +13,9 @@ import torch
 import dotf
 
 transformers = pytest.importorskip("transformers")
+
+# bench/prompts.py holds the benchmark and test prompts; it is imported as `prompts`, as the benchmarks do.
+sys.path.append(str(Path(__file__).resolve().parents[2] / "bench"))
 
 TINY = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
             max_position_embeddings=512)
@@ -60,10 +66,40 @@ def tiny_arch(request):
     return request.param
 
 
+# ---- one tiny model and its reference outputs, for the tests that feed it bad input -----------------
+# Bad input gets a clear Python exception (naming the argument, file or field and the allowed range),
+# never a crash, a hang or garbage tokens; and the model stays usable after every error.
+PROMPT = list(range(10, 30))
+N_NEW = 12
+
+
+@pytest.fixture(scope="module")
+def hf_model():
+    return make_tiny_hf("llama-gqa")
+
+
+@pytest.fixture(scope="module")
+def model(hf_model):
+    return dotf.load(hf_model)
+
+
+@pytest.fixture(scope="module")
+def reference(model):
+    return {s: model.generate(PROMPT, max_new_tokens=N_NEW, strategy=s, threshold=0.0).tokens
+            for s in ("ar", "asd", "dotf")}
+
+
+def assert_usable(model, reference):
+    """After an error the same model generates the right tokens, with and without speculation."""
+    assert model.generate(PROMPT, max_new_tokens=N_NEW).tokens == reference["ar"]
+    assert model.generate(PROMPT, max_new_tokens=N_NEW, strategy="asd", threshold=0.0).tokens == reference["ar"]
+
+
+# ---- the real SmolLM2-135M and real prompts ----------------------------------------------------------
 @functools.lru_cache(maxsize=None)
 def smollm2_path():
-    from dotf import models
-    return models.prepare("smollm2-135m")
+    from dotf import checkpoints
+    return checkpoints.prepare("smollm2-135m")
 
 
 @pytest.fixture(scope="session")
@@ -84,16 +120,16 @@ def smollm2_hf(dtype: torch.dtype):
 @functools.lru_cache(maxsize=None)
 def real_prompts(n_code: int, n_summarize: int, n_chat: int = 0) -> tuple:
     """Token ids of real prompts: HumanEval completions, chat-templated aclsum train/val summaries."""
-    from dotf import data
-    data.ensure_installed()
+    import prompts
+    prompts.ensure_installed()
     tok = smollm2_dotf(torch.float32).tokenizer
     items = []
-    items += [(f"code:{p['id']}", data.encode_prompt(tok, p, chat=False)) for p in data.humaneval_prompts(n_code)]
+    items += [(f"code:{p['id']}", prompts.encode_prompt(tok, p, chat=False)) for p in prompts.humaneval_prompts(n_code)]
     half = (n_summarize + 1) // 2
-    summaries = data.summarize_prompts(half, split="train") + data.summarize_prompts(n_summarize - half,
-                                                                                     split="validation")
-    items += [(f"sum:{p['id']}", data.encode_prompt(tok, p, chat=True)) for p in summaries]
+    summaries = prompts.summarize_prompts(half, split="train") + prompts.summarize_prompts(n_summarize - half,
+                                                                                           split="validation")
+    items += [(f"sum:{p['id']}", prompts.encode_prompt(tok, p, chat=True)) for p in summaries]
     if n_chat:
-        items += [(f"chat:{p['id']}", data.encode_prompt(tok, p, chat=True))
-                  for p in data.sharegpt_first_turns(n_chat, seed=0)]
+        items += [(f"chat:{p['id']}", prompts.encode_prompt(tok, p, chat=True))
+                  for p in prompts.sharegpt_first_turns(n_chat, seed=0)]
     return tuple(items)

@@ -1,0 +1,81 @@
+"""Speculative decoding is lossless by construction, checked token for token: asd and dotf (every draft
+source, the cost rule, the margin exit) return exactly the tokens of plain greedy decoding, on tiny models
+of every architecture and on real prompts of the real model, up to EOS or max_new_tokens."""
+import functools
+
+import pytest
+import torch
+
+import dotf
+from conftest import make_tiny_hf, real_prompts, smollm2_dotf
+
+
+SETTINGS = [(0.99, 12), (0.985, 4), (0.995, 8), (0.98, 12)]
+
+
+@pytest.mark.parametrize("threshold,max_draft,gamma", [(0.0, 4, 0.6), (-1.0, 12, 0.3), (0.9, 2, 0.9)])
+def test_asd_equals_ar_on_tiny_models(tiny_arch, threshold, max_draft, gamma):
+    m = dotf.load(make_tiny_hf(tiny_arch, dtype=torch.float64), dtype=torch.float64)
+    ids = torch.randint(0, 256, (16,), generator=torch.Generator().manual_seed(3)).tolist()
+    ar = m.generate(ids, max_new_tokens=60)
+    asd = m.generate(ids, max_new_tokens=60, strategy="asd", threshold=threshold, budget=1.0, max_draft=max_draft,
+                     gamma=gamma)
+    assert asd.tokens == ar.tokens
+
+
+@functools.lru_cache(maxsize=None)
+def _ar_reference(index: int, max_new: int) -> tuple:
+    _, ids = real_prompts(10, 10)[index]
+    return tuple(smollm2_dotf(torch.float64).generate(ids, max_new_tokens=max_new).tokens)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index", range(20))
+def test_asd_lossless_float64_real_prompts(index):
+    name, ids = real_prompts(10, 10)[index]
+    threshold, max_draft = SETTINGS[index % len(SETTINGS)]
+    res = smollm2_dotf(torch.float64).generate(ids, max_new_tokens=128, strategy="asd", threshold=threshold,
+                                               max_draft=max_draft)
+    assert tuple(res.tokens) == _ar_reference(index, 128), name
+    assert res.stats["drafted"] > 0, "the draft must actually have been used"
+
+
+# dotf's variants for the real-prompt test: its defaults, the cost rule (re-selecting online), the
+# model draft alone and lookup alone (which isolate the two draft sources).
+DOTF_VARIANTS = [
+    {},
+    {"selection": "cost", "cost_warmup_rounds": 1, "reselect_every": 4},
+    {"lookup": False, "break_even": False},
+    {"draft": "same", "threshold": 1.0, "lookup": True},  # nothing skipped, same weights: lookup drafts only
+    {"draft_exit": "margin", "margin": 0.2},  # dotf's margin exit on the int8 draft
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index", range(20))
+def test_dotf_lossless_float64_real_prompts(index):
+    # The int8 draft (its own kernel and rounding), lookup drafts, break-even fallback and the cost rule
+    # only choose what is proposed: the output must be the full model's greedy output exactly.
+    name, ids = real_prompts(10, 10)[index]
+    options = DOTF_VARIANTS[index % len(DOTF_VARIANTS)]
+    res = smollm2_dotf(torch.float64).generate(ids, max_new_tokens=128, strategy="dotf", **options)
+    assert tuple(res.tokens) == _ar_reference(index, 128), (name, options)
+    drafted = res.stats["drafted_by_source"]
+    assert sum(drafted.values()) > 0, (name, options, res.stats)
+    if options.get("lookup", True) is False:
+        assert drafted["lookup"] == 0 and drafted["model"] > 0, (name, options, drafted)
+    if options.get("draft") == "same":
+        assert drafted["model"] == 0, (name, options, drafted)
+
+
+def test_eos_and_max_new_tokens_are_exact():
+    m = dotf.load(make_tiny_hf("llama-tied"))
+    ids = list(range(60, 80))
+    ar = m.generate(ids, max_new_tokens=40).tokens
+    eos = ar[17]
+    stop = ar.index(eos) + 1
+    for strategy in ("ar", "asd"):
+        res = m.generate(ids, max_new_tokens=40, strategy=strategy, eos_token_id=eos, threshold=0.0, budget=1.0)
+        assert res.tokens == ar[:stop] and res.stats["stop_reason"] == "eos"
+        for n in (1, 2, 7):
+            assert m.generate(ids, max_new_tokens=n, strategy=strategy, threshold=0.0).tokens == ar[:n]
