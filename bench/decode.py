@@ -6,6 +6,11 @@ Methods run interleaved per prompt (A B C ... then again), in one process, at a 
 (1 by default: on these 2-core VMs 2-thread timings vary up to 7x). Every method's tokens are
 compared with transformers' greedy output. Writes results.json (every raw figure), table.md and
 speedup.png into --out.
+
+Sampled runs: --sampling '{"temperature": 0.7, "top_p": 0.9}' makes every method sample with those
+warpers (transformers' defaults otherwise, top_k 50 included), each repeat with its own seed (dotf's
+seed=repeat; torch.manual_seed(repeat) before a transformers call). Exactness is then a matter of
+distribution (tests/python/speculative/test_sampling.py), not of tokens: the table leaves it out.
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ DOTF_VARIANTS = {
 
 HF_METHODS = {
     "hf_greedy": {},
+    "hf_sample": {},  # transformers' plain generate, for --sampling runs
     "hf_prompt_lookup": {"prompt_lookup_num_tokens": 10},
     "hf_early_exit": {"assistant_early_exit": 4},
 }
@@ -48,6 +54,8 @@ def parse_args(argv=None):
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--asd", default="{}", help="JSON of extra generate() options for dotf's speculative methods")
     p.add_argument("--linear-path", default="auto")
+    p.add_argument("--sampling", default=None,
+                   help="JSON of sampling options (temperature, top_k, top_p, min_p): every method samples")
     p.add_argument("--out", default=None)
     return p.parse_args(argv)
 
@@ -63,6 +71,7 @@ class Runner:
         self.hf.generation_config.pad_token_id = self.model.eos_token_ids[0] if self.model.eos_token_ids else 0
         self.new_tokens = args.new_tokens
         self.asd_options = json.loads(args.asd)
+        self.sampling = json.loads(args.sampling) if args.sampling else None
 
     def hf_prefill_seconds(self, ids: list[int]) -> float:
         """One transformers forward over the prompt with a fresh cache: what generate's prefill costs."""
@@ -71,20 +80,24 @@ class Runner:
             self.hf(torch.tensor([ids]), use_cache=True)
             return time.perf_counter() - t0
 
-    def run(self, method: str, ids: list[int]) -> dict:
+    def run(self, method: str, ids: list[int], seed: int = 0) -> dict:
+        sampling = {"do_sample": True, **self.sampling} if self.sampling else {}
         t0 = time.perf_counter()
         if method in HF_METHODS:
+            if sampling:
+                torch.manual_seed(seed)
             with torch.no_grad():
-                out = self.hf.generate(torch.tensor([ids]), max_new_tokens=self.new_tokens, do_sample=False,
-                                       **HF_METHODS[method])
+                out = self.hf.generate(torch.tensor([ids]), max_new_tokens=self.new_tokens,
+                                       **(sampling or {"do_sample": False}), **HF_METHODS[method])
             tokens, stats = out[0, len(ids):].tolist(), {}
         else:
             strategy, extra = DOTF_VARIANTS.get(method, (method, {}))
             res = self.model.generate(ids, max_new_tokens=self.new_tokens, strategy=strategy,
-                                      **(self.asd_options if strategy != "ar" else {}), **extra)
+                                      **(self.asd_options if strategy != "ar" else {}), **extra, **sampling,
+                                      **({"seed": seed} if sampling else {}))
             tokens, stats = res.tokens, res.stats
         seconds = time.perf_counter() - t0
-        if method == "hf_greedy":  # its prefill, timed apart (after the clock), for its decode-only rate
+        if method in ("hf_greedy", "hf_sample"):  # its prefill, timed apart (after the clock), for its decode-only rate
             stats = {"seconds": seconds, "prefill_seconds": self.hf_prefill_seconds(ids)}
         return {"tokens": tokens, "seconds": seconds, "tokens_per_second": len(tokens) / seconds, "stats": stats}
 
@@ -102,7 +115,9 @@ def mark_exactness(results: dict) -> None:
 
 
 def summarize(records: list[dict], methods: list[str]) -> dict:
-    """Per (task, method): median tok/s, speedups, acceptance, exactness."""
+    """Per (task, method): median tok/s, speedups (vs dotf AR and vs transformers' plain generate, greedy or
+    sampled), acceptance, exactness."""
+    hf_plain = next((m for m in ("hf_greedy", "hf_sample") if m in methods), None)
     table = {}
     for task in sorted({r["task"] for r in records}):
         rows = [r for r in records if r["task"] == task]
@@ -114,10 +129,11 @@ def summarize(records: list[dict], methods: list[str]) -> dict:
             entry = {
                 "tokens_per_second": med[m],
                 "speedup_vs_dotf_ar": med[m] / med["ar"] if "ar" in med else None,
-                "speedup_vs_hf_greedy": med[m] / med["hf_greedy"] if "hf_greedy" in med else None,
-                "exact": all(r["exact"] for r in mine),
-                "matches_hf": sum(r["matches_hf"] for r in mine) / len(mine),
+                "speedup_vs_hf": med[m] / med[hf_plain] if hf_plain else None,
             }
+            if all("exact" in r for r in mine):  # greedy runs
+                entry["exact"] = all(r["exact"] for r in mine)
+                entry["matches_hf"] = sum(r["matches_hf"] for r in mine) / len(mine)
             decode = [r for r in mine if "decode_tokens_per_second" in r]
             if decode:
                 entry["decode_tokens_per_second"] = statistics.median(r["decode_tokens_per_second"] for r in decode)
@@ -126,6 +142,9 @@ def summarize(records: list[dict], methods: list[str]) -> dict:
             if stats:
                 entry["acceptance_rate"] = sum(s["accepted"] for s in stats) / drafted if drafted else 0.0
                 entry["mean_accepted_length"] = statistics.mean(s["mean_accepted_length"] for s in stats)
+                probs = [p for s in stats for p in s.get("mean_acceptance_probability_at", [])[:1] if p == p]
+                if probs:  # sampling: mean min(1, p/q) of the first draft of a round
+                    entry["first_draft_acceptance_probability"] = statistics.mean(probs)
                 entry["attention_skipped_pct"] = 100 * statistics.mean(
                     len(s["skipped_attention_layers"]) / len(s["layer_similarity"]) for s in stats)
             table[f"{task}/{m}"] = entry
@@ -133,28 +152,39 @@ def summarize(records: list[dict], methods: list[str]) -> dict:
 
 
 def markdown(table: dict, meta: dict) -> str:
-    lines = [f"model {meta['model']}, {meta['dtype']}, {meta['new_tokens']} new tokens, "
-             f"{meta['machine']['threads']} thread(s), {meta['machine']['cpu']}; roofline "
+    sampled = meta.get("sampling")
+    mode = f"sampled with {json.dumps(sampled)} (top_k 50 unless given)" if sampled else "greedy"
+    lines = [f"model {meta['model']}, {meta['dtype']}, {mode}, {meta['new_tokens']} new tokens, "
+             f"{meta['machine']['threads']} thread(s), {meta['machine']['cpu']} "
+             f"({' '.join(meta['machine'].get('cpu_features', []))}); roofline "
              f"{meta['roofline_tokens_per_second']:.1f} tok/s ({meta['matvec_gbs']:.1f} GB/s matvec, median of "
              f"per-prompt measurements {min(meta.get('matvec_gbs_per_prompt') or [meta['matvec_gbs']]):.1f}-"
              f"{max(meta.get('matvec_gbs_per_prompt') or [meta['matvec_gbs']]):.1f}; a plain "
-             f"streaming read reached {meta.get('read_gbs', float('nan')):.1f} GB/s)", "",
-             "| task | method | tok/s | vs dotf AR | vs HF greedy | decode tok/s | % of roofline (min) | acceptance "
-             "| mean accepted len | % attn skipped | exact | = HF |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"streaming read reached {meta.get('read_gbs', float('nan')):.1f} GB/s)", ""]
+    columns = ["task", "method", "tok/s", "vs dotf AR", "vs HF " + ("sample" if sampled else "greedy"),
+               "decode tok/s", "% of roofline (min)", "acceptance", "mean accepted len", "% attn skipped"]
+    columns += ["P(accept) 1st draft"] if sampled else ["exact", "= HF"]
+    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     fmt = lambda v, f="{:.2f}": "–" if v is None else f.format(v)  # noqa: E731
     for key, e in table.items():
         task, method = key.split("/")
-        lines.append(f"| {task} | {method} | {e['tokens_per_second']:.1f} | {fmt(e['speedup_vs_dotf_ar'])}x | "
-                     f"{fmt(e['speedup_vs_hf_greedy'])}x | {fmt(e.get('decode_tokens_per_second'), '{:.1f}')} | "
-                     f"{roofline_cell(e)} | {fmt(e.get('acceptance_rate'))} | "
-                     f"{fmt(e.get('mean_accepted_length'))} | {fmt(e.get('attention_skipped_pct'), '{:.0f}')} | "
-                     f"{'yes' if e['exact'] else 'NO'} | {e['matches_hf']:.0%} |")
+        cells = [task, method, f"{e['tokens_per_second']:.1f}", f"{fmt(e['speedup_vs_dotf_ar'])}x",
+                 f"{fmt(e['speedup_vs_hf'])}x", fmt(e.get('decode_tokens_per_second'), '{:.1f}'), roofline_cell(e),
+                 fmt(e.get('acceptance_rate')), fmt(e.get('mean_accepted_length')),
+                 fmt(e.get('attention_skipped_pct'), '{:.0f}')]
+        cells += [fmt(e.get("first_draft_acceptance_probability"))] if sampled else [
+            "yes" if e["exact"] else "NO", f"{e['matches_hf']:.0%}"]
+        lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "tok/s: new tokens over the whole call (prefill included). decode tok/s: prefill excluded; "
               "% of roofline: that over the memory-bandwidth bound at the prompt's mean context (weights + KV "
-              "bytes per token over the matvec GB/s), median over prompts (minimum in brackets).",
-              "exact: every dotf strategy's tokens equal dotf AR's (the lossless contract; HF methods: equal to "
-              "HF greedy). = HF: share of prompts whose tokens equal transformers' greedy output (float32 "
-              "kernels round differently, so near-ties may flip; float64 parity is tested)."]
+              "bytes per token over the matvec GB/s), median over prompts (minimum in brackets)."]
+    if sampled:
+        lines += ["acceptance: accepted / drafted tokens; P(accept) 1st draft: mean min(1, p/q) of a round's first "
+                  "draft (1 - the total-variation distance between the draft's and the model's warped distributions)."]
+    else:
+        lines += ["exact: every dotf strategy's tokens equal dotf AR's (the lossless contract; HF methods: equal to "
+                  "HF greedy). = HF: share of prompts whose tokens equal transformers' greedy output (float32 "
+                  "kernels round differently, so near-ties may flip; float64 parity is tested)."]
     return "\n".join(lines) + "\n"
 
 
@@ -199,7 +229,7 @@ def main(argv=None):
             for rep in range(args.repeats):
                 bandwidth = matvec_bandwidth_gbs(runner.dtype)
                 bandwidths.append(bandwidth)
-                results = {m: runner.run(m, ids) for m in methods}
+                results = {m: runner.run(m, ids, seed=rep) for m in methods}
                 # Decode-only rate (prefill excluded) against the roofline at this prompt's mean context.
                 roofline = bandwidth * 1e9 / decode_bytes_per_token(runner.model, len(ids) + args.new_tokens // 2)
                 for m, r in results.items():
@@ -209,14 +239,16 @@ def main(argv=None):
                         r["decode_tokens_per_second"] = (len(r["tokens"]) - 1) / (
                             r["stats"]["seconds"] - r["stats"]["prefill_seconds"])
                         r["roofline_fraction"] = r["decode_tokens_per_second"] / roofline
-                mark_exactness(results)
+                if not runner.sampling:
+                    mark_exactness(results)
                 for m, r in results.items():
                     records.append(r)
-                    print(f"{task:9s} {pid:18s} {m:16s} {r['tokens_per_second']:6.1f} tok/s exact={r['exact']} "
-                          f"matches_hf={r['matches_hf']}", flush=True)
+                    print(f"{task:9s} {pid:18s} {m:16s} {r['tokens_per_second']:6.1f} tok/s exact={r.get('exact')} "
+                          f"matches_hf={r.get('matches_hf')}", flush=True)
     bandwidth = statistics.median(bandwidths)
     meta = {"model": args.model, "dtype": args.dtype, "new_tokens": args.new_tokens, "machine": machine(),
             "methods": methods, "asd_options": runner.asd_options, "linear_path": args.linear_path,
+            "sampling": runner.sampling,
             "matvec_gbs": bandwidth, "matvec_gbs_per_prompt": bandwidths, "read_gbs": read_gbs,
             "decode_bytes_per_token": bytes_per_token,
             "roofline_tokens_per_second": bandwidth * 1e9 / bytes_per_token}
