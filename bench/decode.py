@@ -11,6 +11,13 @@ Sampled runs: --sampling '{"temperature": 0.7, "top_p": 0.9}' makes every method
 warpers (transformers' defaults otherwise, top_k 50 included), each repeat with its own seed (dotf's
 seed=repeat; torch.manual_seed(repeat) before a transformers call). Exactness is then a matter of
 distribution (tests/python/speculative/test_sampling.py), not of tokens: the table leaves it out.
+
+llama.cpp as a peer: methods llama_cpp and llama_cpp_lookup (greedy only; see bench/llama_cpp_peer.py, set up
+by `bash bench/setup_llama_cpp.sh`) run the same token ids on the same weights converted to GGUF at the run's
+precision, on the same thread count. A second table sets them against dotf AR and dotf, with their token
+agreement with dotf AR:
+
+    python bench/decode.py --model smollm2-135m --methods ar,dotf,llama_cpp,llama_cpp_lookup --prompts 2
 """
 from __future__ import annotations
 
@@ -28,6 +35,7 @@ from common import (TASKS, decode_bytes_per_token, grouped_bar_chart, machine, m
                     read_bandwidth_gbs, task_prompts)
 
 import dotf  # noqa: E402
+from llama_cpp_peer import METHODS as LLAMA_CPP_METHODS  # noqa: E402
 
 # dotf methods beyond the strategy names: (strategy, extra generate() options).
 DOTF_VARIANTS = {
@@ -72,6 +80,10 @@ class Runner:
         self.new_tokens = args.new_tokens
         self.asd_options = json.loads(args.asd)
         self.sampling = json.loads(args.sampling) if args.sampling else None
+        self.llama = None
+        if any(m in LLAMA_CPP_METHODS for m in args.methods.split(",")):
+            from llama_cpp_peer import LlamaCppPeer
+            self.llama = LlamaCppPeer(self.model.source_dir, args.dtype, args.threads)
 
     def hf_prefill_seconds(self, ids: list[int]) -> float:
         """One transformers forward over the prompt with a fresh cache: what generate's prefill costs."""
@@ -90,6 +102,9 @@ class Runner:
                 out = self.hf.generate(torch.tensor([ids]), max_new_tokens=self.new_tokens,
                                        **(sampling or {"do_sample": False}), **HF_METHODS[method])
             tokens, stats = out[0, len(ids):].tolist(), {}
+        elif method in LLAMA_CPP_METHODS:
+            r = self.llama.generate(method, ids, self.new_tokens)
+            tokens, stats = r["tokens"], r["stats"]
         else:
             strategy, extra = DOTF_VARIANTS.get(method, (method, {}))
             res = self.model.generate(ids, max_new_tokens=self.new_tokens, strategy=strategy,
@@ -104,14 +119,27 @@ class Runner:
 
 def mark_exactness(results: dict) -> None:
     """exact: dotf's lossless contract, each dotf strategy's tokens == dotf AR's (same weights, same
-    kernels). matches_hf: tokens == transformers' greedy; in float32 different kernels round
-    differently, so a near-tie can flip a token there (float64 parity is asserted by the tests)."""
+    kernels); each transformers method's == transformers' greedy, llama.cpp's lookup == llama.cpp's plain
+    decode. matches_hf: tokens == transformers' greedy; in float32 different kernels round differently, so
+    a near-tie can flip a token there (float64 parity is asserted by the tests). agrees_with_ar and
+    common_prefix_with_ar: tokens == dotf AR's, and the length of their common prefix."""
     ar = results.get("ar", {}).get("tokens")
     hf = results.get("hf_greedy", {}).get("tokens")
+    llama = results.get("llama_cpp", {}).get("tokens")
     for m, r in results.items():
-        reference = hf if m.startswith("hf_") else ar
+        reference = hf if m.startswith("hf_") else llama if m in LLAMA_CPP_METHODS else ar
         r["exact"] = reference is None or r["tokens"] == reference
         r["matches_hf"] = hf is None or r["tokens"] == hf
+        if ar is not None:
+            r["agrees_with_ar"] = r["tokens"] == ar
+            r["common_prefix_with_ar"] = common_prefix(r["tokens"], ar)
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
 
 
 def summarize(records: list[dict], methods: list[str]) -> dict:
@@ -147,6 +175,10 @@ def summarize(records: list[dict], methods: list[str]) -> dict:
                     entry["first_draft_acceptance_probability"] = statistics.mean(probs)
                 entry["attention_skipped_pct"] = 100 * statistics.mean(
                     len(s["skipped_attention_layers"]) / len(s["layer_similarity"]) for s in stats)
+            lookup = [r["stats"] for r in mine if "lookup_drafted" in r["stats"]]
+            if lookup:  # llama.cpp's prompt lookup: accepted / drafted over its proposals
+                drafted = sum(s["lookup_drafted"] for s in lookup)
+                entry["acceptance_rate"] = sum(s["lookup_accepted"] for s in lookup) / drafted if drafted else 0.0
             table[f"{task}/{m}"] = entry
     return table
 
@@ -183,9 +215,65 @@ def markdown(table: dict, meta: dict) -> str:
                   "draft (1 - the total-variation distance between the draft's and the model's warped distributions)."]
     else:
         lines += ["exact: every dotf strategy's tokens equal dotf AR's (the lossless contract; HF methods: equal to "
-                  "HF greedy). = HF: share of prompts whose tokens equal transformers' greedy output (float32 "
+                  "HF greedy; llama.cpp's lookup: equal to llama.cpp's plain decode). = HF: share of prompts whose tokens equal transformers' greedy output (float32 "
                   "kernels round differently, so near-ties may flip; float64 parity is tested)."]
+    if meta.get("peer_summary"):
+        lines += peer_markdown(meta["peer_summary"], meta)
     return "\n".join(lines) + "\n"
+
+
+def peer_summary(records: list[dict], methods: list[str]) -> dict:
+    """Per (task or "all", llama.cpp method): its median tok/s (whole call and decode-only), dotf AR's and
+    dotf's medians over it, and its token agreement with dotf AR (share of prompts with equal tokens, mean
+    common prefix)."""
+    peers = [m for m in methods if m in LLAMA_CPP_METHODS]
+    table = {}
+    for task in sorted({r["task"] for r in records}) + ["all"]:
+        rows = [r for r in records if task in ("all", r["task"])]
+
+        def med(m, key):
+            values = [r[key] for r in rows if r["method"] == m and key in r]
+            return statistics.median(values) if values else None
+
+        def ratio(a, b):
+            return a / b if a is not None and b else None
+
+        for m in peers:
+            mine = [r for r in rows if r["method"] == m]
+            entry = {"tokens_per_second": med(m, "tokens_per_second"),
+                     "decode_tokens_per_second": med(m, "decode_tokens_per_second"), "prompts": len(mine)}
+            for ref in ("ar", "dotf"):
+                if ref in methods:
+                    entry[f"{ref}_over_it"] = ratio(med(ref, "tokens_per_second"), entry["tokens_per_second"])
+                    entry[f"{ref}_over_it_decode"] = ratio(med(ref, "decode_tokens_per_second"),
+                                                           entry["decode_tokens_per_second"])
+            if all("agrees_with_ar" in r for r in mine):
+                entry["agrees_with_ar"] = sum(r["agrees_with_ar"] for r in mine) / len(mine)
+                entry["common_prefix_with_ar"] = statistics.mean(r["common_prefix_with_ar"] for r in mine)
+            table[f"{task}/{m}"] = entry
+    return table
+
+
+def peer_markdown(table: dict, meta: dict) -> list[str]:
+    info = meta.get("llama_cpp") or {}
+    fmt = lambda v, f="{:.2f}x": "–" if v is None else f.format(v)  # noqa: E731
+    lines = ["", f"llama.cpp peer: llama-cpp-python {info.get('version')}, {info.get('gguf_type', '?').upper()} GGUF "
+             f"of the same weights, {info.get('threads')} thread(s), n_batch {info.get('n_batch')}; "
+             f"{info.get('system_info', '')}", "",
+             "| task | method | tok/s | decode tok/s | dotf AR / it | dotf AR / it, decode | dotf / it | "
+             "dotf / it, decode | = dotf AR | common prefix with dotf AR |", "|" + "---|" * 10]
+    for key, e in table.items():
+        task, method = key.split("/")
+        lines.append("| " + " | ".join([
+            task, method, fmt(e["tokens_per_second"], "{:.1f}"), fmt(e["decode_tokens_per_second"], "{:.1f}"),
+            fmt(e.get("ar_over_it")), fmt(e.get("ar_over_it_decode")), fmt(e.get("dotf_over_it")),
+            fmt(e.get("dotf_over_it_decode")), fmt(e.get("agrees_with_ar"), "{:.0%}"),
+            fmt(e.get("common_prefix_with_ar"), "{:.1f}") + f" / {meta['new_tokens']}"]) + " |")
+    lines += ["", "X / it: X's median tok/s over the peer's (the whole call, then decode only: prefill excluded; "
+              "llama.cpp's prefill is timed to its first new token). = dotf AR: share of prompts whose tokens equal "
+              "dotf AR's; common prefix: mean count of leading new tokens equal to dotf AR's. all: medians over "
+              "every prompt."]
+    return lines
 
 
 def roofline_cell(e: dict) -> str:
@@ -215,6 +303,13 @@ def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     methods = args.methods.split(",")
+    llama_methods = [m for m in methods if m in LLAMA_CPP_METHODS]
+    if llama_methods and args.sampling:
+        raise SystemExit(f"--sampling: {', '.join(llama_methods)} decode greedily only (llama.cpp's sampler chain "
+                         f"differs from dotf's and transformers' warpers); leave them out of --methods")
+    if llama_methods and "ar" not in methods:
+        print("note: without ar in --methods the llama.cpp table has no dotf AR ratios or token agreement",
+              file=sys.stderr)
     runner = Runner(args)
     # The bandwidth drifts by up to ~30% over minutes on these shared VMs: it is measured again right
     # before each prompt's runs and that prompt's fractions use its own figure.
@@ -244,7 +339,8 @@ def main(argv=None):
                 for m, r in results.items():
                     records.append(r)
                     print(f"{task:9s} {pid:18s} {m:16s} {r['tokens_per_second']:6.1f} tok/s exact={r.get('exact')} "
-                          f"matches_hf={r.get('matches_hf')}", flush=True)
+                          f"matches_hf={r.get('matches_hf')} prefix_with_ar={r.get('common_prefix_with_ar')}",
+                          flush=True)
     bandwidth = statistics.median(bandwidths)
     meta = {"model": args.model, "dtype": args.dtype, "new_tokens": args.new_tokens, "machine": machine(),
             "methods": methods, "asd_options": runner.asd_options, "linear_path": args.linear_path,
@@ -252,6 +348,9 @@ def main(argv=None):
             "matvec_gbs": bandwidth, "matvec_gbs_per_prompt": bandwidths, "read_gbs": read_gbs,
             "decode_bytes_per_token": bytes_per_token,
             "roofline_tokens_per_second": bandwidth * 1e9 / bytes_per_token}
+    if runner.llama is not None:
+        meta["llama_cpp"] = runner.llama.info()
+        meta["peer_summary"] = peer_summary(records, methods)
     if args.out:
         write_outputs(Path(args.out), meta, records)
     else:

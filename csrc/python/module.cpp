@@ -49,7 +49,7 @@ std::optional<LayerPlan> fixed_plan(int64_t num_layers, std::optional<std::vecto
 }
 
 py::tuple generate(PyModel& p, const at::Tensor& prompt, const std::string& strategy,
-                   std::vector<int64_t> eos, std::optional<std::function<void(const std::vector<int64_t>&)>> on_tokens,
+                   std::vector<int64_t> eos, std::optional<py::function> on_tokens,
                    const py::dict& options, std::optional<std::vector<bool>> plan_attention,
                    std::optional<std::vector<bool>> plan_mlp, KVCache* cache, uint64_t seed) {
   GenerateRequest r = p.engine->request(parse_name<Strategy>(strategy));
@@ -57,9 +57,13 @@ py::tuple generate(PyModel& p, const at::Tensor& prompt, const std::string& stra
   r.eos_token_ids = std::move(eos);
   r.seed = seed;
   if (on_tokens) {
+    // A truthy return value ends generation after the chunk (the Python layer's stop strings).
     r.on_tokens = [fn = *on_tokens](const std::vector<int64_t>& chunk) {
       py::gil_scoped_acquire gil;
-      fn(chunk);
+      const py::object result = fn(chunk);
+      const int truth = PyObject_IsTrue(result.ptr());
+      if (truth < 0) throw py::error_already_set();
+      return truth == 1;
     };
   }
   if (on_python_main_thread()) r.check_interrupt = check_python_signals;

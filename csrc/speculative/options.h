@@ -58,7 +58,7 @@ template <> struct EnumNames<SimilarityAggregate> {
 };
 
 // The strategy generate() runs when the caller names none.
-inline constexpr Strategy kDefaultStrategy = Strategy::AR;
+inline constexpr Strategy kDefaultStrategy = Strategy::DOTF;
 
 // The paper's threshold rule and dotf's two structural rules (speculative/selection.h).
 struct SelectionOptions {

@@ -30,8 +30,9 @@ class Output {
     }
     if (!done() && remaining() == 0) stats_.stop_reason = StopReason::MaxNewTokens;
     history_.insert(history_.end(), tokens_.begin() + before, tokens_.end());
-    if (tokens_.size() > before && request_.on_tokens)
-      request_.on_tokens(std::vector<int64_t>(tokens_.begin() + before, tokens_.end()));
+    if (tokens_.size() > before && request_.on_tokens &&
+        request_.on_tokens(std::vector<int64_t>(tokens_.begin() + before, tokens_.end())) && !done())
+      stats_.stop_reason = StopReason::Caller;
     return done();
   }
   bool done() const { return stats_.stop_reason != StopReason::Running; }

@@ -16,8 +16,9 @@ struct GenerateRequest {
   std::vector<int64_t> eos_token_ids;
   std::optional<LayerPlan> plan;  // a fixed draft plan instead of selection (experiments and tests)
   uint64_t seed = 0;              // sampling: the random stream's seed (core/random.h)
-  // Called with each chunk of new tokens as it is produced; may throw to stop the call.
-  std::function<void(const std::vector<int64_t>&)> on_tokens;
+  // Called with each chunk of new tokens as it is produced; returns true to end generation after the
+  // chunk (a stop string was completed), and may throw to abandon the call.
+  std::function<bool(const std::vector<int64_t>&)> on_tokens;
   // Called between steps and rounds; throws to cancel (the bindings raise KeyboardInterrupt here).
   std::function<void()> check_interrupt;
 };

@@ -11,11 +11,14 @@
 
 namespace dotf {
 
-enum class StopReason { Running, Eos, MaxNewTokens };
+// Why generation ended: an EOS token, max_new_tokens, or the caller's on_tokens asked (a stop string).
+enum class StopReason { Running, Eos, MaxNewTokens, Caller };
 template <> struct EnumNames<StopReason> {
   static constexpr const char* what = "stop_reason";
-  static constexpr std::pair<StopReason, const char*> entries[] = {
-      {StopReason::Running, ""}, {StopReason::Eos, "eos"}, {StopReason::MaxNewTokens, "max_new_tokens"}};
+  static constexpr std::pair<StopReason, const char*> entries[] = {{StopReason::Running, ""},
+                                                                    {StopReason::Eos, "eos"},
+                                                                    {StopReason::MaxNewTokens, "max_new_tokens"},
+                                                                    {StopReason::Caller, "stop"}};
 };
 
 // Where a drafted token came from.

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
 from . import _C
 from .loading import load_checkpoint
 from .options import DEFAULT_STRATEGY
+from .text import StopStrings, TextDecoder, TextStream, encode_prompt, is_messages
 
 def build_info() -> dict:
     """torch version, whether CUDA kernels were built, their archs, libtorch's threading, and whether
@@ -55,6 +56,20 @@ def _sampling_seed(seed: Any, generator: Any, options: dict, device: torch.devic
             raise ValueError(f"generator must be on the model's device {device}, got one on {generator.device}")
         return int(torch.randint(0, 2**63 - 1, (1,), generator=generator, device=generator.device).item())
     return int(torch.randint(0, 2**63 - 1, (1,)).item())
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def _load_tokenizer(directory) -> Any:
+    """The tokenizer in a checkpoint directory, or False (looked for, none there) so it is looked for once."""
+    if directory is None or not any((directory / f).is_file() for f in TOKENIZER_FILES):
+        return False
+    try:
+        from transformers import AutoTokenizer  # noqa: PLC0415
+    except ImportError:
+        return False
+    return AutoTokenizer.from_pretrained(str(directory))
 
 
 def _resolve_device(device: Any) -> torch.device:
@@ -105,6 +120,7 @@ class Model:
         self.raw_config = ckpt.raw_config
         self.source_dir = ckpt.source_dir
         self.eos_token_ids = ckpt.eos_token_ids
+        self.generation_config = ckpt.generation_config  # the checkpoint's, read by transformers_generate()
         self.vocab_size = ckpt.config.vocab_size
         self.num_layers = ckpt.config.num_layers
         self._impl = _C.Model(ckpt.config, ckpt.tensors, self.dtype, self.device, max_seq_len or limit, linear_path)
@@ -173,37 +189,76 @@ class Model:
         return self._impl.forward(ids, _as_int(start, "start"), cache, attention, mlp, bool(similarity), logits,
                                   weights)
 
-    def generate(self, input_ids: Any, max_new_tokens: int | None = None, strategy: str = DEFAULT_STRATEGY,
+    def generate(self, prompt: Any, max_new_tokens: int | None = None, strategy: str = DEFAULT_STRATEGY,
                  eos_token_id: Any = None, on_tokens: Callable[[list[int]], Any] | None = None,
-                 draft_attention: Sequence[bool] | None = None, draft_mlp: Sequence[bool] | None = None,
-                 cache=None, seed: int | None = None, generator: torch.Generator | None = None,
-                 **options: Any) -> GenerateResult:
-        """Generate after input_ids; greedy by default, sampled with do_sample=True.
+                 stop: str | Sequence[str] | None = None, draft_attention: Sequence[bool] | None = None,
+                 draft_mlp: Sequence[bool] | None = None, cache=None, seed: int | None = None,
+                 generator: torch.Generator | None = None, **options: Any) -> GenerateResult:
+        """Generate after `prompt`: a string, a list of chat messages ({"role", "content"} dicts: the chat
+        template is applied with the generation prompt) or token ids (a list or 1-D tensor). Greedy by default,
+        sampled with do_sample=True. Returns the new tokens, the decoded text (with a tokenizer) and statistics.
 
-        strategy: "ar" (plain), "asd" (the paper: draft = this model minus the attention sublayers whose
-        prefill cosine similarity is >= threshold, adaptive draft exit), "dotf" (asd plus an int8 self-draft,
-        n-gram lookup drafts and a break-even fallback). Greedy: every strategy returns exactly the full model's
-        greedy tokens. Sampling (do_sample=True, temperature, top_k, top_p, min_p with transformers' meanings):
-        every strategy's output is distributed exactly as the model's own sampling; seed (an int >= 0) or
-        generator (a torch.Generator on the model's device) makes a call reproducible, else the seed is drawn
-        from torch's default generator (so torch.manual_seed does too).
+        strategy: "dotf" (default: the paper's draft-on-the-fly method plus an int8 self-draft, n-gram lookup
+        drafts and a break-even fallback), "asd" (the paper: this model minus the attention sublayers whose
+        prefill cosine similarity is >= threshold, adaptive draft exit), "ar" (plain decoding). Greedy: every
+        strategy returns exactly the full model's greedy tokens. Sampling (do_sample=True, temperature, top_k,
+        top_p, min_p with transformers' meanings and defaults): every strategy's output is distributed exactly
+        as the model's own sampling; seed (an int >= 0) or generator (a torch.Generator on the model's device)
+        makes a call reproducible, else the seed comes from torch's default generator (torch.manual_seed).
         max_new_tokens and every other option (threshold, max_draft, gamma, draft, lookup, cuda_graphs, ...)
-        are listed with their defaults per strategy and device by dotf.options(); an option not given takes
-        its default for the strategy.
-        draft_attention / draft_mlp: a fixed draft layer plan (one bool per layer) instead of selection.
-        on_tokens(list[int]) receives each accepted chunk as it is produced."""
-        ids = self._input_ids(input_ids)
+        are listed with their defaults per strategy and device by dotf.options().
+        eos_token_id: an id or ids that end generation; by default the checkpoint's EOS ids for text and chat
+        prompts, none for token ids (fixed-length runs); [] for none. stop: strings that end generation once
+        the new text contains one (the text is cut before it; stats["stop_reason"] is "stop").
+        on_tokens(list[int]) receives each accepted chunk of tokens as it is produced (see stream() for text).
+        draft_attention / draft_mlp: a fixed draft layer plan (one bool per layer) instead of selection."""
+        text_prompt = isinstance(prompt, str) or is_messages(prompt)
+        ids = self._input_ids(encode_prompt(self.tokenizer, prompt) if text_prompt else prompt)
+        if eos_token_id is None and text_prompt:
+            eos_token_id = self.eos_token_ids
         if max_new_tokens is not None:
             options["max_new_tokens"] = max_new_tokens
         if on_tokens is not None and not callable(on_tokens):
             raise TypeError(f"on_tokens must be callable, got {type(on_tokens).__name__}")
+        stops = StopStrings(stop)
+        if stops.stops and self.tokenizer is None:
+            raise ValueError("stop strings need the checkpoint's tokenizer (and transformers installed)")
+        decoder = TextDecoder(self.tokenizer) if stops.stops else None
+
+        def chunk_callback(chunk: list[int]) -> bool:  # True ends generation (a stop string appeared)
+            if on_tokens is not None:
+                on_tokens(chunk)
+            if decoder is None:
+                return False
+            decoder.push(chunk)
+            return stops.first(decoder.text) >= 0
+
         plans = [None if p is None else self._plan(p, name)
                  for p, name in ((draft_attention, "draft_attention"), (draft_mlp, "draft_mlp"))]
         # A strategy that is not a str gets the same ValueError as an unknown name, from the name table.
         name = strategy if isinstance(strategy, str) else repr(strategy)
-        tokens, stats = self._impl.generate(ids, name, self._eos(eos_token_id), on_tokens, options, plans[0],
+        callback = chunk_callback if (on_tokens is not None or decoder is not None) else None
+        tokens, stats = self._impl.generate(ids, name, self._eos(eos_token_id), callback, options, plans[0],
                                             plans[1], cache, _sampling_seed(seed, generator, options, self.device))
-        return GenerateResult(tokens=list(tokens), stats=dict(stats))
+        tokens = list(tokens)
+        text = None
+        if self.tokenizer is not None:
+            text = stops.cut(self.tokenizer.decode(tokens, skip_special_tokens=True))
+        return GenerateResult(tokens=tokens, stats=dict(stats), text=text)
+
+    def stream(self, prompt: Any, **kwargs: Any) -> Iterator[str]:
+        """generate(prompt, **kwargs) as a stream of text pieces, each final (never a split character or
+        word-piece; transformers' TextIteratorStreamer behaviour), for a `for` loop. Generation runs on a
+        worker thread; leaving the loop early stops it after the chunk in flight. The stream's `result`
+        attribute holds the GenerateResult once the loop has finished."""
+        return TextStream(self, prompt, kwargs)
+
+    def transformers_generate(self, input_ids: Any, **kwargs: Any) -> torch.Tensor:
+        """transformers' model.generate(...) for one sequence, same arguments and return value ([1, P + new]):
+        see dotf.transformers_compat."""
+        from .transformers_compat import transformers_generate  # noqa: PLC0415
+
+        return transformers_generate(self, input_ids, **kwargs)
 
     def _plan(self, plan: Sequence[bool], name: str) -> list[bool]:
         plan = [bool(b) for b in plan]
@@ -232,14 +287,10 @@ class Model:
     # ---- text helpers ------------------------------------------------------------------------
     @property
     def tokenizer(self):
-        """The checkpoint's tokenizer (needs `transformers`); None when the checkpoint has none."""
-        if self._tokenizer is None and self.source_dir is not None:
-            try:
-                from transformers import AutoTokenizer  # noqa: PLC0415
-            except ImportError:
-                return None
-            self._tokenizer = AutoTokenizer.from_pretrained(str(self.source_dir))
-        return self._tokenizer
+        """The checkpoint's tokenizer (needs `transformers`); None when the checkpoint ships none."""
+        if self._tokenizer is None:
+            self._tokenizer = _load_tokenizer(self.source_dir)
+        return self._tokenizer or None
 
 
 def load(src: Any, dtype: torch.dtype = torch.float32, device: Any = "cpu", max_seq_len: int | None = None,

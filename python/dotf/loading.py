@@ -32,6 +32,7 @@ class LoadedCheckpoint:
     raw_config: dict
     source_dir: Path | None = None
     eos_token_ids: list[int] = field(default_factory=list)
+    generation_config: dict = field(default_factory=dict)  # generation_config.json, or the model's own
 
 
 def _field(cfg: dict, name: str, where: str, default: Any = None, required: bool = True) -> Any:
@@ -229,7 +230,9 @@ def from_directory(path: str | os.PathLike, max_seq_len: int | None) -> LoadedCh
     config = parse_config(raw, max_seq_len, where=str(directory / "config.json"))
     tensors = read_safetensors(_safetensors_files(directory))
     _check_bias_fields(raw, tensors, str(directory))
-    return LoadedCheckpoint(config, tensors, raw, directory, _eos_ids(raw, directory))
+    gen_path = directory / "generation_config.json"
+    gen = _read_json(gen_path) if gen_path.is_file() else {}
+    return LoadedCheckpoint(config, tensors, raw, directory, _eos_ids(raw, directory), gen)
 
 
 def from_pretrained_model(model: Any, max_seq_len: int | None) -> LoadedCheckpoint:
@@ -250,7 +253,8 @@ def from_pretrained_model(model: Any, max_seq_len: int | None) -> LoadedCheckpoi
     raw = {**raw, "eos_token_id": eos if eos is not None else raw.get("eos_token_id")}
     path = getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", None)
     source = Path(path) if path and Path(path).is_dir() else None
-    return LoadedCheckpoint(config, tensors, raw, source, _eos_ids(raw, None))
+    gen = getattr(model, "generation_config", None)
+    return LoadedCheckpoint(config, tensors, raw, source, _eos_ids(raw, None), gen.to_dict() if gen is not None else {})
 
 
 def load_checkpoint(src: Any, max_seq_len: int | None) -> LoadedCheckpoint:
