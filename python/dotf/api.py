@@ -210,7 +210,8 @@ class Model:
         eos_token_id: an id or ids that end generation; by default the checkpoint's EOS ids for text and chat
         prompts, none for token ids (fixed-length runs); [] for none. stop: strings that end generation once
         the new text contains one (the text is cut before it; stats["stop_reason"] is "stop").
-        on_tokens(list[int]) receives each accepted chunk of tokens as it is produced (see stream() for text).
+        on_tokens(list[int]) receives each accepted chunk of tokens as it is produced (see stream() for text);
+        it may return True to end generation after that chunk (stats["stop_reason"] is then "stop").
         draft_attention / draft_mlp: a fixed draft layer plan (one bool per layer) instead of selection."""
         text_prompt = isinstance(prompt, str) or is_messages(prompt)
         ids = self._input_ids(encode_prompt(self.tokenizer, prompt) if text_prompt else prompt)
@@ -225,13 +226,12 @@ class Model:
             raise ValueError("stop strings need the checkpoint's tokenizer (and transformers installed)")
         decoder = TextDecoder(self.tokenizer) if stops.stops else None
 
-        def chunk_callback(chunk: list[int]) -> bool:  # True ends generation (a stop string appeared)
-            if on_tokens is not None:
-                on_tokens(chunk)
+        def chunk_callback(chunk: list[int]) -> bool:  # True ends generation after this chunk
+            asked = bool(on_tokens(chunk)) if on_tokens is not None else False
             if decoder is None:
-                return False
+                return asked
             decoder.push(chunk)
-            return stops.first(decoder.text) >= 0
+            return asked or stops.first(decoder.text) >= 0
 
         plans = [None if p is None else self._plan(p, name)
                  for p, name in ((draft_attention, "draft_attention"), (draft_mlp, "draft_mlp"))]

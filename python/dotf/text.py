@@ -111,13 +111,12 @@ class TextStream:
         user_callback = kwargs.pop("on_tokens", None)
 
         def on_tokens(chunk):
-            if user_callback is not None:
-                user_callback(chunk)
+            asked = bool(user_callback(chunk)) if user_callback is not None else False
             self._decoder.push(chunk)
             final = self._decoder.text[:self._decoder.emitted]
             cut = self._stops.first(final)
             self._send(final[:cut] if cut >= 0 else final[:max(0, len(final) - self._hold)])
-            return self._stop.is_set()
+            return asked or self._stop.is_set()
 
         def run():
             try:

@@ -14,20 +14,20 @@ from typing import Any
 
 import torch
 
-# generation_config fields dotf implements, and the value at which each unsupported one is off.
+# generation_config fields dotf implements, and those that do not change what is generated.
 SUPPORTED = ("max_new_tokens", "max_length", "do_sample", "temperature", "top_k", "top_p", "min_p", "eos_token_id",
              "stop_strings")
 IGNORED = ("pad_token_id", "bos_token_id", "use_cache", "return_dict_in_generate", "output_attentions",
            "output_hidden_states", "output_scores", "output_logits", "transformers_version", "_from_model_config",
-           "cache_implementation", "min_length", "early_stopping", "length_penalty", "max_time")
-OFF = {"num_beams": 1, "num_return_sequences": 1, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
-       "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "min_new_tokens": None, "bad_words_ids": None,
-       "suppress_tokens": None, "begin_suppress_tokens": None, "forced_bos_token_id": None,
-       "forced_eos_token_id": None, "sequence_bias": None, "guidance_scale": None, "prompt_lookup_num_tokens": None,
-       "assistant_early_exit": None, "penalty_alpha": None, "num_beam_groups": 1, "diversity_penalty": 0.0,
-       "constraints": None, "force_words_ids": None, "renormalize_logits": False, "top_h": None,
-       "encoder_repetition_penalty": 1.0, "exponential_decay_length_penalty": None, "dola_layers": None,
-       "low_memory": None, "watermarking_config": None, "token_healing": False}
+           "cache_implementation", "cache_config", "max_cache_len", "compile_config", "disable_compile")
+
+
+def _unsupported(settings: dict) -> list[str]:
+    """Fields set away from transformers' own default that dotf does not implement."""
+    from transformers import GenerationConfig  # noqa: PLC0415
+
+    default = GenerationConfig().to_dict()
+    return sorted(k for k, v in settings.items() if k not in SUPPORTED and k not in IGNORED and v != default.get(k))
 
 
 def _settings(model, generation_config: Any, kwargs: dict) -> dict:
@@ -51,8 +51,7 @@ def transformers_generate(model, input_ids: Any, attention_mask: Any = None, gen
     if attention_mask is not None and not bool(torch.as_tensor(attention_mask).bool().all()):
         raise ValueError("attention_mask with padding is not supported: pass one unpadded sequence")
     settings = _settings(model, generation_config, kwargs)
-    unsupported = sorted(k for k, v in settings.items()
-                         if k not in SUPPORTED and k not in IGNORED and (k not in OFF or (v is not None and v != OFF[k])))
+    unsupported = _unsupported(settings)
     if unsupported:
         raise ValueError(f"dotf does not support {', '.join(f'{k}={settings[k]!r}' for k in unsupported)}; "
                          f"supported: {', '.join(SUPPORTED)} (and dotf's own options, see dotf.options())")
