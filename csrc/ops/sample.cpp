@@ -1,7 +1,8 @@
 #include "ops/sample.h"
 
 #include "core/check.h"
-#include "ops/dispatch.h"
+#include "ops/cpu/features.h"
+#include "ops/cpu/sample_avx2.h"
 
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -20,26 +21,91 @@ namespace dotf {
 
 namespace {
 
-constexpr double kInf = std::numeric_limits<double>::infinity();
+// Scalar passes of a row (double rows, and float rows on CPUs without AVX2); ops/cpu/sample_avx2.h has
+// the float ones vectorized. See there for what each computes.
+namespace scalar {
 
-// The probabilities' type for logits of scalar_t: double for double, float otherwise.
-template <typename scalar_t>
-using prob_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-
-// The k-th largest of out[0, V) (ties counted), by one scan keeping the k largest in a min-heap: most
-// values fall below the heap's minimum and cost one compare.
 template <typename T>
-T kth_largest(const T* out, int64_t V, int64_t k) {
-  std::priority_queue<T, std::vector<T>, std::greater<T>> heap;
-  for (int64_t v = 0; v < V; ++v) {
-    if (static_cast<int64_t>(heap.size()) < k) heap.push(out[v]);
-    else if (out[v] > heap.top()) {
+bool row_max(const T* x, int64_t n, T* top, int64_t* finite) {
+  *top = -std::numeric_limits<T>::infinity();
+  *finite = 0;
+  for (int64_t v = 0; v < n; ++v) {
+    if (std::isnan(x[v]) || x[v] == std::numeric_limits<T>::infinity()) return false;
+    *finite += x[v] > -std::numeric_limits<T>::infinity();
+    *top = std::max(*top, x[v]);
+  }
+  return true;
+}
+
+template <typename T>
+T kth_largest(const T* x, int64_t n, int64_t k) {
+  std::priority_queue<T, std::vector<T>, std::greater<T>> heap;  // the k largest so far
+  for (int64_t v = 0; v < n; ++v) {
+    if (static_cast<int64_t>(heap.size()) < k) heap.push(x[v]);
+    else if (x[v] > heap.top()) {
       heap.pop();
-      heap.push(out[v]);
+      heap.push(x[v]);
     }
   }
   return heap.top();
 }
+
+template <typename T>
+double exp_shifted(const T* x, int64_t n, T top, T inv_t, T floor, T* out) {
+  double total = 0;
+  for (int64_t v = 0; v < n; ++v) {
+    out[v] = x[v] >= floor ? std::exp((x[v] - top) * inv_t) : T(0);
+    total += out[v];
+  }
+  return total;
+}
+
+template <typename T>
+double zero_below(T* w, int64_t n, T threshold) {
+  double total = 0;
+  for (int64_t v = 0; v < n; ++v) {
+    if (w[v] < threshold) w[v] = 0;
+    total += w[v];
+  }
+  return total;
+}
+
+template <typename T>
+void scale(T* w, int64_t n, T factor) {
+  for (int64_t v = 0; v < n; ++v) w[v] *= factor;
+}
+
+}  // namespace scalar
+
+// The scalar passes, or the AVX2 ones for float rows on a CPU that runs them.
+template <typename T>
+struct RowPasses {
+  static bool row_max(const T* x, int64_t n, T* top, int64_t* finite) {
+    if constexpr (std::is_same_v<T, float>)
+      if (cpu_has_avx2_fma()) return avx2::row_max(x, n, top, finite);
+    return scalar::row_max(x, n, top, finite);
+  }
+  static T kth_largest(const T* x, int64_t n, int64_t k) {
+    if constexpr (std::is_same_v<T, float>)
+      if (cpu_has_avx2_fma()) return avx2::kth_largest(x, n, k);
+    return scalar::kth_largest(x, n, k);
+  }
+  static double exp_shifted(const T* x, int64_t n, T top, T inv_t, T floor, T* out) {
+    if constexpr (std::is_same_v<T, float>)
+      if (cpu_has_avx2_fma()) return avx2::exp_shifted(x, n, top, inv_t, floor, out);
+    return scalar::exp_shifted(x, n, top, inv_t, floor, out);
+  }
+  static double zero_below(T* w, int64_t n, T threshold) {
+    if constexpr (std::is_same_v<T, float>)
+      if (cpu_has_avx2_fma()) return avx2::zero_below(w, n, threshold);
+    return scalar::zero_below(w, n, threshold);
+  }
+  static void scale(T* w, int64_t n, T factor) {
+    if constexpr (std::is_same_v<T, float>)
+      if (cpu_has_avx2_fma()) return avx2::scale(w, n, factor);
+    scalar::scale(w, n, factor);
+  }
+};
 
 // Top-p over the unnormalized weights e[0, V) (sum z): keeps the most likely tokens while the mass of
 // those more likely than a token is below top_p * z (transformers: drop the tokens whose ascending
@@ -75,45 +141,23 @@ double top_p_filter(T* e, int64_t V, double z, double top_p, std::vector<std::pa
   return z;  // unreachable: the floor 0 takes every token
 }
 
-// One row: logits -> warped probabilities in out. Returns false for a row with a NaN or +inf, or with
-// no finite logit. Every warper is invariant to shifting the logits, so they are shifted by their
-// maximum before the temperature scales them: no overflow at small temperatures, and exp(0) = 1 is the
-// most likely token's weight.
-template <typename scalar_t>
-bool warp_row(const scalar_t* logits, int64_t V, const SamplingParams& sp, prob_t<scalar_t>* out,
-              std::vector<std::pair<prob_t<scalar_t>, int64_t>>& cand) {
-  using T = prob_t<scalar_t>;
-  double top = -kInf;
-  int64_t finite = 0;
-  for (int64_t v = 0; v < V; ++v) {
-    const double x = static_cast<double>(logits[v]);
-    if (std::isnan(x) || x == kInf) return false;
-    if (x > -kInf) ++finite;
-    top = std::max(top, x);
-  }
-  if (finite == 0) return false;
-  const double inv_t = 1.0 / sp.temperature;
-  for (int64_t v = 0; v < V; ++v) out[v] = static_cast<T>((static_cast<double>(logits[v]) - top) * inv_t);
-  if (sp.top_k > 0 && sp.top_k < finite) {
-    const T kth = kth_largest(out, V, sp.top_k);
-    for (int64_t v = 0; v < V; ++v)
-      if (out[v] < kth) out[v] = -std::numeric_limits<T>::infinity();
-  }
-  double z = 0;
-  for (int64_t v = 0; v < V; ++v) {
-    out[v] = out[v] == -std::numeric_limits<T>::infinity() ? T(0) : static_cast<T>(std::exp(out[v]));
-    z += out[v];
-  }
+// One row (T: float or double): logits -> warped probabilities in out. Returns false for a row with a
+// NaN or +inf, or with no finite logit. Every warper is invariant to shifting the logits, so they are
+// shifted by their maximum before the temperature scales them: no overflow at small temperatures, and
+// exp(0) = 1 is the most likely token's weight. Top-k is taken on the raw logits (the scaling keeps
+// their order).
+template <typename T>
+bool warp_row(const T* logits, int64_t V, const SamplingParams& sp, T* out, std::vector<std::pair<T, int64_t>>& cand) {
+  using P = RowPasses<T>;
+  T top;
+  int64_t finite;
+  if (!P::row_max(logits, V, &top, &finite) || finite == 0) return false;
+  const T floor = sp.top_k > 0 && sp.top_k < finite ? P::kth_largest(logits, V, sp.top_k)
+                                                      : -std::numeric_limits<T>::infinity();
+  double z = P::exp_shifted(logits, V, top, static_cast<T>(1.0 / sp.temperature), floor, out);
   if (sp.top_p < 1.0) z = top_p_filter(out, V, z, sp.top_p, cand);
-  if (sp.min_p > 0.0) {  // relative to the most likely token, whose weight is exp(0) = 1
-    z = 0;
-    for (int64_t v = 0; v < V; ++v) {
-      if (out[v] < sp.min_p) out[v] = 0;
-      z += out[v];
-    }
-  }
-  const double inv_z = 1.0 / z;
-  for (int64_t v = 0; v < V; ++v) out[v] = static_cast<T>(out[v] * inv_z);
+  if (sp.min_p > 0.0) z = P::zero_below(out, V, static_cast<T>(sp.min_p));  // relative to the top weight, 1
+  P::scale(out, V, static_cast<T>(1.0 / z));
   return true;
 }
 
@@ -134,6 +178,14 @@ int64_t draw(int64_t V, double u, Weight weight) {
     if (cum > target) return v;
   }
   return last;
+}
+
+// draw() over a row of probabilities, vectorized for float rows.
+template <typename T>
+int64_t draw_row(const T* p, int64_t V, double u) {
+  if constexpr (std::is_same_v<T, float>)
+    if (cpu_has_avx2_fma()) return avx2::draw(p, V, u);
+  return draw(V, u, [&](int64_t v) { return static_cast<double>(p[v]); });
 }
 
 // min(1, p / q): the probability that a draft drawn from q with probability q is kept.
@@ -167,19 +219,17 @@ at::Tensor warped_probabilities(const at::Tensor& logits, const SamplingParams& 
   DOTF_CHECK_ARG(logits.size(1) > 0, "logits must have a non-empty vocabulary");
   check_sampling_params(params);
   DOTF_CHECK_ARG(logits.device().is_cpu(), "warped_probabilities runs on the CPU, got logits on ", logits.device());
-  const at::Tensor x = logits.contiguous();
+  // float64 rows stay float64 (the exactness tests); every other dtype is warped in float32.
+  const at::ScalarType dtype = logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::Tensor x = logits.to(dtype).contiguous();
   const int64_t rows = x.size(0), V = x.size(1);
-  at::Tensor out = at::empty({rows, V}, x.options().dtype(x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat));
-  DOTF_DISPATCH_FLOATING(x.scalar_type(), "warped_probabilities", [&] {
-    const scalar_t* base = x.data_ptr<scalar_t>();
-    prob_t<scalar_t>* probs = out.data_ptr<prob_t<scalar_t>>();
-    std::vector<int64_t> bad;
-    for (int64_t r = 0; r < rows; ++r) {
-      std::vector<std::pair<prob_t<scalar_t>, int64_t>> cand;
-      if (!warp_row(base + r * V, V, params, probs + r * V, cand)) bad.push_back(r);
-    }
-    DOTF_CHECK(bad.empty(), "the model produced non-finite logits (NaN or inf, or no finite logit) at row ", bad.front(),
-               "; the weights or the dtype cannot represent this computation");
+  at::Tensor out = at::empty({rows, V}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(dtype, "warped_probabilities", [&] {
+    std::vector<std::pair<scalar_t, int64_t>> cand;
+    for (int64_t r = 0; r < rows; ++r)
+      DOTF_CHECK(warp_row(x.data_ptr<scalar_t>() + r * V, V, params, out.data_ptr<scalar_t>() + r * V, cand),
+                 "the model produced non-finite logits (NaN or inf, or no finite logit) at row ", r,
+                 "; the weights or the dtype cannot represent this computation");
   });
   return out;
 }
@@ -192,10 +242,8 @@ at::Tensor sample_rows(const at::Tensor& probs, const at::Tensor& uniforms) {
   const int64_t rows = p.size(0), V = p.size(1);
   at::Tensor ids = at::empty({rows}, p.options().dtype(at::kLong));
   AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "sample_rows", [&] {
-    for (int64_t r = 0; r < rows; ++r) {
-      const scalar_t* row = p.data_ptr<scalar_t>() + r * V;
-      ids.data_ptr<int64_t>()[r] = draw(V, u.data_ptr<double>()[r], [&](int64_t v) { return double(row[v]); });
-    }
+    for (int64_t r = 0; r < rows; ++r)
+      ids.data_ptr<int64_t>()[r] = draw_row(p.data_ptr<scalar_t>() + r * V, V, u.data_ptr<double>()[r]);
   });
   return ids;
 }
@@ -238,12 +286,12 @@ std::pair<at::Tensor, at::Tensor> speculative_accept(const at::Tensor& p_in, con
     int64_t next;
     const scalar_t* prow = P + i * V;
     if (i == k) {
-      next = draw(V, uu[k], [&](int64_t v) { return double(prow[v]); });
+      next = draw_row(prow, V, uu[k]);
     } else {
       const scalar_t* qrow = is_lookup[i] ? nullptr : Q + i * V;
       next = draw(V, uu[k], [&](int64_t y) { return residual(prow, qrow, d[i], y); });
       // p == q up to rounding leaves no residual mass: the target row itself is the distribution left.
-      if (next < 0) next = draw(V, uu[k], [&](int64_t v) { return double(prow[v]); });
+      if (next < 0) next = draw_row(prow, V, uu[k]);
     }
     out.data_ptr<int64_t>()[0] = i;
     out.data_ptr<int64_t>()[1] = next;
