@@ -32,13 +32,18 @@ cmake -S "$ROOT" -B "$BUILD" -G Ninja -DPython_EXECUTABLE="$VENV/bin/python" -DD
   -DCMAKE_BUILD_TYPE=Release -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$BUILD/out"
 cmake --build "$BUILD" -j "$JOBS"
 
-# The module must exist, and the core library must define every CUDA entry point.
+# The module must exist, and the core library must define every CUDA entry point declared in
+# csrc/ops/cuda/entries.h, from the CUDA wrappers: the CPU-only stand-ins (*_cpu_only.cpp) must not be in it.
 SO=$(ls "$BUILD"/out/_C*.so)
 SYMS=$(nm -C --defined-only "$BUILD/libdotf_core.a")
-for sym in add_rmsnorm_cossim_cuda rope_qkv_to_cache_cuda attention_with_cache_cuda argmax_top1_cuda greedy_accept_cuda \
-           silu_mul_cuda; do
+ENTRIES=$(grep -E '^[^/ ].* [a-z0-9_]+_cuda\(' "$ROOT/csrc/ops/cuda/entries.h" | grep -oE '[a-z0-9_]+_cuda\(' | tr -d '(')
+[[ $(wc -l <<<"$ENTRIES") -ge 6 ]] || { echo "cuda_check: found only [$ENTRIES] in csrc/ops/cuda/entries.h" >&2; exit 1; }
+for sym in $ENTRIES; do
   grep -q " T dotf::$sym(" <<<"$SYMS" || { echo "cuda_check: dotf::$sym is not defined in libdotf_core.a" >&2; exit 1; }
 done
+if grep -q "dotf was built without CUDA" "$BUILD/libdotf_core.a"; then
+  echo "cuda_check: libdotf_core.a holds a CPU-only stand-in (*_cpu_only.cpp)" >&2; exit 1
+fi
 # Device code for sm_90 must be embedded.
 if command -v cuobjdump >/dev/null; then
   ELFS=$(cuobjdump --list-elf "$SO")

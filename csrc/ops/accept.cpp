@@ -1,6 +1,7 @@
 #include "ops/accept.h"
 
 #include "core/check.h"
+#include "ops/cuda/entries.h"
 
 #include <ATen/ops/empty.h>
 
@@ -24,12 +25,10 @@ at::Tensor greedy_accept(const at::Tensor& drafts_in, const at::Tensor& target_i
   DOTF_CHECK_DEVICE(drafts_in, target_in.device(), "drafts");
   const at::Tensor drafts = drafts_in.contiguous(), target = target_in.contiguous();
   at::Tensor out = at::empty({2}, target.options());
-#ifdef DOTF_WITH_CUDA
   if (target.is_cuda()) {
     greedy_accept_cuda(drafts, target, out);
     return out;
   }
-#endif
   greedy_accept_cpu(drafts.data_ptr<int64_t>(), target.data_ptr<int64_t>(), drafts.size(0), out.data_ptr<int64_t>());
   return out;
 }

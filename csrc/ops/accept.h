@@ -17,12 +17,8 @@ namespace dotf {
 // never computes them (a rejected draft token may be one the model cannot process).
 at::Tensor greedy_accept(const at::Tensor& drafts, const at::Tensor& target);
 
-// Raw-pointer CPU implementation, also the reference for the CUDA kernel. out: [2].
+// Raw-pointer CPU implementation, also the reference for the CUDA kernel.
+// drafts: [k]; target: [k+1]; out: [2] = (accepted, bonus)
 void greedy_accept_cpu(const int64_t* drafts, const int64_t* target, int64_t k, int64_t* out);
-
-#ifdef DOTF_WITH_CUDA
-// out: [2] int64 on the inputs' device.
-void greedy_accept_cuda(const at::Tensor& drafts, const at::Tensor& target, at::Tensor& out);
-#endif
 
 }  // namespace dotf

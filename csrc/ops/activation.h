@@ -10,9 +10,4 @@ namespace dotf {
 // returns: [T, I] silu(gate) * up
 at::Tensor silu_mul(const at::Tensor& gate_up);
 
-#ifdef DOTF_WITH_CUDA
-// gate_up: contiguous [T, 2I] on a CUDA device; out: [T, I] of its dtype.
-void silu_mul_cuda(const at::Tensor& gate_up, at::Tensor& out);
-#endif
-
 }  // namespace dotf

@@ -1,6 +1,8 @@
 #include "ops/attention.h"
 
 #include "core/check.h"
+#include "ops/cpu/attention_avx2.h"
+#include "ops/cuda/entries.h"
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/arange.h>
@@ -71,9 +73,13 @@ at::Tensor prefill_attention(const at::Tensor& q, const at::Tensor& k_cache, con
 
 }  // namespace
 
+bool fused_attention_supports(const at::Tensor& q, const at::Tensor& k_cache) {
+  return q.size(0) <= kFusedAttentionMaxRows && avx2::attention_supports(q, k_cache);
+}
+
 at::Tensor attention_with_cache_cpu(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                                     int64_t start, double scale) {
-  if (fused_attention_supports(q, k_cache)) return attention_with_cache_fused(q, k_cache, v_cache, start, scale);
+  if (fused_attention_supports(q, k_cache)) return avx2::attention_with_cache(q, k_cache, v_cache, start, scale);
   // A non-finite V row needs the reference path's row-by-row treatment (masked keys weigh 0, 0 * NaN).
   // float64 stays on the reference path: torch's CPU flash kernel loses digits there (3.7e-8 absolute
   // on a tiny model's logits, vs 1e-15 for the reference), and float64 is what parity is tested in.
@@ -93,9 +99,7 @@ at::Tensor attention_with_cache(const at::Tensor& q, const at::Tensor& k_cache, 
   DOTF_CHECK(start >= 0 && start + q.size(0) <= k_cache.size(0), "attention: rows [0, ", start + q.size(0),
              ") exceed the cache capacity ", k_cache.size(0));
   if (device_start.defined()) check_device_start(device_start, q, "attention_with_cache");
-#ifdef DOTF_WITH_CUDA
   if (q.is_cuda()) return attention_with_cache_cuda(q, k_cache, v_cache, start, scale, device_start);
-#endif
   if (device_start.defined()) start = read_device_start(device_start, start, "attention_with_cache");
   return attention_with_cache_cpu(q, k_cache, v_cache, start, scale);
 }

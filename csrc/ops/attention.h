@@ -15,26 +15,23 @@ namespace dotf {
 at::Tensor attention_with_cache(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                                 int64_t start, double scale, const at::Tensor& device_start = {});
 
-// On the CPU: the fused kernel when it supports the input, else the reference.
+// The CPU path: the fused AVX2 kernel (ops/cpu/attention_avx2.h) when fused_attention_supports the
+// input; a prefill (start 0, finite new V rows, not float64) through torch's causal attention; else
+// the reference. Same arguments as attention_with_cache, without device_start.
 at::Tensor attention_with_cache_cpu(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                                     int64_t start, double scale);
 
 // The reference (ATen ops, softmax in float32 as transformers does): any dtype (float64 included)
-// and any T; the fused CPU kernel's and the CUDA kernel's reference. Prefill-sized T runs here.
+// and any T; the fused CPU kernel's and the CUDA kernel's reference. Same arguments as
+// attention_with_cache_cpu.
 at::Tensor attention_with_cache_reference(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
-                                    int64_t start, double scale);
+                                          int64_t start, double scale);
 
-// The fused CPU kernel (attention_avx2.cpp): float32/bfloat16/float16 with fp32 arithmetic, head_dim
-// a multiple of 8, T <= kFusedAttentionMaxRows (decode, draft and verify; prefill goes to ATen's GEMMs),
-// on x86-64 CPUs with AVX2. Batch invariant: each row's result is independent of T.
+// The fused CPU kernel serves T <= kFusedAttentionMaxRows (decode, draft and verify; prefill goes to
+// torch's attention): float32/bfloat16/float16 with fp32 arithmetic, head_dim a multiple of 8, on
+// x86-64 CPUs with AVX2. Batch invariant: each row's result is independent of T.
+// q: [T, H, D]; k_cache: [capacity, KVH, D]
 constexpr int64_t kFusedAttentionMaxRows = 64;
 bool fused_attention_supports(const at::Tensor& q, const at::Tensor& k_cache);
-at::Tensor attention_with_cache_fused(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
-                                      int64_t start, double scale);
-
-#ifdef DOTF_WITH_CUDA
-at::Tensor attention_with_cache_cuda(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
-                                     int64_t start, double scale, const at::Tensor& device_start = {});
-#endif
 
 }  // namespace dotf

@@ -1,8 +1,8 @@
 #include "ops/linear.h"
 
 #include "core/check.h"
-#include "ops/cpu_simd.h"
-#include "ops/linear_avx2.h"
+#include "ops/cpu/features.h"
+#include "ops/cpu/linear_avx2.h"
 
 #include <ATen/Context.h>
 #include <ATen/core/dispatch/Dispatcher.h>

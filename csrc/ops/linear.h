@@ -5,7 +5,7 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/core/ivalue.h>
 
-#include "ops/linear_avx2.h"
+#include "ops/cpu/linear_avx2.h"
 
 #include <optional>
 #include <string>
@@ -21,7 +21,7 @@ enum class LinearPath {
                 // for small M on AVX2-only CPUs (numbers in linear.cpp). Rows are batch invariant:
                 // a row's result does not depend on M or the thread count.
   Int8Avx2,     // CPU (x86 AVX2+FMA): int8 weights per output channel times x rounded per row to
-                // int16, exact integer sums (ops/linear_avx2.h). The draft path on AVX2 CPUs: faster
+                // int16, exact integer sums (ops/cpu/linear_avx2.h). The draft path on AVX2 CPUs: faster
                 // than Int8Dynamic at small M, and 16-bit instead of 7-bit activations. Rows are batch
                 // invariant.
 };
@@ -38,9 +38,6 @@ LinearPath default_linear_path(at::ScalarType dtype, at::Device device);
 // The int8 path dotf's quantized draft runs on: Int8Avx2 on an AVX2+FMA CPU (faster at draft sizes,
 // 16-bit instead of 7-bit activations), Int8Dynamic (FBGEMM) on other CPUs.
 LinearPath int8_draft_path();
-
-// Avx2Packed runs its own kernel for M <= kAvx2MaxM rows and at::linear (MKL) beyond (prefill).
-inline constexpr int64_t kAvx2MaxM = 32;
 
 // The batch-size hint given to oneDNN when it prepacks a weight (mkldnn::_reorder_linear_weight).
 // Swept over {none, 1, 2, 4, 6, 8, 16} (bench/results/linear_paths.md): 1 gives the fastest M=1 and

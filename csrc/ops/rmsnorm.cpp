@@ -1,7 +1,8 @@
 #include "ops/rmsnorm.h"
 
 #include "core/check.h"
-#include "ops/dispatch.h"
+#include "ops/cuda/entries.h"
+#include "ops/dtype_dispatch.h"
 
 #include <ATen/Parallel.h>
 
@@ -56,9 +57,7 @@ void add_rmsnorm_cossim(at::Tensor& h, const at::Tensor& delta, const at::Tensor
     DOTF_CHECK(cos.scalar_type() == at::kFloat && cos.numel() == h.size(0) && cos.is_contiguous(),
                "cos must be a contiguous float32 [T] tensor");
   }
-#ifdef DOTF_WITH_CUDA
   if (h.is_cuda()) return add_rmsnorm_cossim_cuda(h, delta, weight, eps, normed, cos);
-#endif
   DOTF_DISPATCH_FLOATING(h.scalar_type(), "add_rmsnorm_cossim", [&] {
     add_rmsnorm_cossim_cpu<scalar_t>(h.data_ptr<scalar_t>(), delta.defined() ? delta.data_ptr<scalar_t>() : nullptr,
                                      weight.data_ptr<scalar_t>(), normed.data_ptr<scalar_t>(),

@@ -19,13 +19,9 @@ void add_rmsnorm_cossim(at::Tensor& h, const at::Tensor& delta, const at::Tensor
                         at::Tensor& normed, const at::Tensor& cos);
 
 // Raw-pointer CPU implementation, also the reference for the CUDA kernel.
+// h, delta (or nullptr), normed: [rows, cols]; weight: [cols]; cos: [rows] or nullptr
 template <typename scalar_t>
 void add_rmsnorm_cossim_cpu(scalar_t* h, const scalar_t* delta, const scalar_t* weight, scalar_t* normed,
                             float* cos, int64_t rows, int64_t cols, float eps);
-
-#ifdef DOTF_WITH_CUDA
-void add_rmsnorm_cossim_cuda(at::Tensor& h, const at::Tensor& delta, const at::Tensor& weight, double eps,
-                             at::Tensor& normed, const at::Tensor& cos);
-#endif
 
 }  // namespace dotf

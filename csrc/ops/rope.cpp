@@ -1,7 +1,8 @@
 #include "ops/rope.h"
 
 #include "core/check.h"
-#include "ops/dispatch.h"
+#include "ops/cuda/entries.h"
+#include "ops/dtype_dispatch.h"
 
 #include <ATen/Parallel.h>
 
@@ -68,9 +69,7 @@ void rope_qkv_to_cache(const at::Tensor& qkv, const at::Tensor& rope_cos, const 
       shape.start = read_device_start(device_start, start, "rope_qkv_to_cache");
     }
   }
-#ifdef DOTF_WITH_CUDA
   if (qkv.is_cuda()) return rope_qkv_to_cache_cuda(qkv, rope_cos, rope_sin, shape, q_out, k_cache, v_cache);
-#endif
   DOTF_DISPATCH_FLOATING(qkv.scalar_type(), "rope_qkv_to_cache", [&] {
     rope_qkv_to_cache_cpu<scalar_t>(qkv.data_ptr<scalar_t>(), rope_cos.data_ptr<scalar_t>(),
                                     rope_sin.data_ptr<scalar_t>(), q_out.data_ptr<scalar_t>(),

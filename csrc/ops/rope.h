@@ -28,15 +28,11 @@ void rope_qkv_to_cache(const at::Tensor& qkv, const at::Tensor& rope_cos, const 
                        int64_t start, int64_t num_heads, int64_t num_kv_heads, at::Tensor& q_out,
                        at::Tensor& k_cache, at::Tensor& v_cache, const at::Tensor& device_start = {});
 
-// Raw-pointer CPU implementation, also the reference for the CUDA kernel. k/v_cache point at row 0.
+// Raw-pointer CPU implementation, also the reference for the CUDA kernel.
+// qkv: [T, (H + 2*KVH) * D]; cos, sin: [P, D/2]; q_out: [T, H, D]; k_cache, v_cache: [capacity, KVH, D]
+// from row 0
 template <typename scalar_t>
 void rope_qkv_to_cache_cpu(const scalar_t* qkv, const scalar_t* cos, const scalar_t* sin, scalar_t* q_out,
                            scalar_t* k_cache, scalar_t* v_cache, const RopeQkvShape& shape);
-
-#ifdef DOTF_WITH_CUDA
-void rope_qkv_to_cache_cuda(const at::Tensor& qkv, const at::Tensor& rope_cos, const at::Tensor& rope_sin,
-                            const RopeQkvShape& shape, at::Tensor& q_out, at::Tensor& k_cache,
-                            at::Tensor& v_cache);
-#endif
 
 }  // namespace dotf

@@ -1,14 +1,17 @@
 #include "ops/sampling.h"
 
 #include "core/check.h"
-#include "ops/cpu_simd.h"
-#include "ops/dispatch.h"
+#include "ops/cpu/features.h"
+#include "ops/cpu/sampling_avx2.h"
+#include "ops/cuda/entries.h"
+#include "ops/dtype_dispatch.h"
 
 #include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/topk.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <type_traits>
@@ -17,52 +20,12 @@ namespace dotf {
 
 namespace {
 
-#ifdef DOTF_HAVE_AVX2_KERNEL
-// Whole 8-lane blocks of exp(x - max); *done receives how many elements were summed.
-DOTF_AVX2 float simd_denominator(const float* x, int64_t n, float max_logit, int64_t* done) {
-  const __m256 shift = _mm256_set1_ps(max_logit);
-  __m256 sum = _mm256_setzero_ps();
-  int64_t v = 0;
-  for (; v + 8 <= n; v += 8) sum = _mm256_add_ps(sum, simd::exp8_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(x + v), shift)));
-  *done = v;
-  return simd::hsum8(sum);
-}
-
-// First index of the maximum of x[0, n), or -1 when any element is NaN or infinite (the scalar
-// loop's contract, same result: float -> double is exact, so both compare the same values).
-DOTF_AVX2 int64_t simd_argmax(const float* x, int64_t n, float* max_out) {
-  __m256 mx = _mm256_set1_ps(-INFINITY), bad = _mm256_setzero_ps();
-  int64_t v = 0;
-  for (; v + 8 <= n; v += 8) {
-    const __m256 xv = _mm256_loadu_ps(x + v);
-    bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_sub_ps(xv, xv), _mm256_setzero_ps(), _CMP_NEQ_UQ));  // inf/NaN
-    mx = _mm256_max_ps(mx, xv);
-  }
-  float lanes[8];
-  _mm256_storeu_ps(lanes, mx);
-  float best = lanes[0];
-  for (float l : lanes) best = std::max(best, l);
-  bool finite = _mm256_movemask_ps(bad) == 0;
-  for (int64_t t = v; t < n; ++t) {
-    finite &= std::isfinite(x[t]);
-    best = std::max(best, x[t]);
-  }
-  if (!finite) return -1;
-  *max_out = best;
-  for (int64_t t = 0; t < n; ++t)
-    if (x[t] == best) return t;
-  return -1;  // unreachable for finite input
-}
-#endif
-
 // The largest of row[0, n) (-inf when empty).
 template <typename scalar_t>
 double max_of(const scalar_t* row, int64_t n) {
-#ifdef DOTF_HAVE_AVX2_KERNEL
   if constexpr (std::is_same_v<scalar_t, float>) {
-    if (cpu_has_avx2_fma()) return simd::max_of(row, n);
+    if (cpu_has_avx2_fma()) return avx2::max_of(row, n);
   }
-#endif
   double best = -std::numeric_limits<double>::infinity();
   for (int64_t v = 0; v < n; ++v) best = std::max(best, static_cast<double>(row[v]));
   return best;
@@ -71,16 +34,14 @@ double max_of(const scalar_t* row, int64_t n) {
 // First index of the maximum (like torch.argmax) into *best, or -1 when the row holds NaN or inf.
 template <typename scalar_t>
 int64_t argmax_or_nonfinite(const scalar_t* row, int64_t vocab, double* best) {
-#ifdef DOTF_HAVE_AVX2_KERNEL
   if constexpr (std::is_same_v<scalar_t, float>) {
     if (cpu_has_avx2_fma()) {
       float m = 0;
-      const int64_t id = simd_argmax(row, vocab, &m);
+      const int64_t id = avx2::argmax_or_nonfinite(row, vocab, &m);
       *best = m;
       return id;
     }
   }
-#endif
   *best = static_cast<double>(row[0]);
   int64_t best_id = 0;
   bool finite = std::isfinite(*best);
@@ -98,11 +59,9 @@ template <typename scalar_t>
 float softmax_denominator(const scalar_t* row, int64_t vocab, double max_logit) {
   float denom = 0;
   int64_t v = 0;
-#ifdef DOTF_HAVE_AVX2_KERNEL
   if constexpr (std::is_same_v<scalar_t, float>) {
-    if (cpu_has_avx2_fma()) denom = simd_denominator(row, vocab, static_cast<float>(max_logit), &v);
+    if (cpu_has_avx2_fma()) denom = avx2::softmax_denominator_blocks(row, vocab, static_cast<float>(max_logit), &v);
   }
-#endif
   double rest = 0;  // a double sum: one float accumulator over ~10^5 terms drifts by ~1e-4
   for (; v < vocab; ++v) rest += std::exp(static_cast<double>(row[v]) - max_logit);
   return static_cast<float>(denom + rest);
@@ -165,12 +124,10 @@ std::pair<at::Tensor, at::Tensor> argmax_top1(const at::Tensor& logits, bool wit
   at::Tensor x = logits.contiguous();
   at::Tensor ids = at::empty({x.size(0)}, x.options().dtype(at::kLong));
   at::Tensor probs = at::empty({x.size(0)}, x.options().dtype(at::kFloat));
-#ifdef DOTF_WITH_CUDA
   if (x.is_cuda()) {
     argmax_top1_cuda(x, ids, probs, with_prob);
     return {ids, probs};
   }
-#endif
   DOTF_DISPATCH_FLOATING(x.scalar_type(), "argmax_top1", [&] {
     argmax_top1_cpu<scalar_t>(x.data_ptr<scalar_t>(), x.size(0), x.size(1), ids.data_ptr<int64_t>(),
                               probs.data_ptr<float>(), with_prob);

@@ -19,11 +19,9 @@ std::pair<at::Tensor, at::Tensor> argmax_top1(const at::Tensor& logits, bool wit
 // model only where its top two logits are closer than its rounding moves them.
 at::Tensor top1_margin(const at::Tensor& logits, const at::Tensor& ids);
 
+// Raw-pointer CPU implementation of argmax_top1, also the reference for the CUDA kernel.
+// logits: [rows, vocab]; ids: [rows]; probs: [rows] (0 when with_prob is false)
 template <typename scalar_t>
 void argmax_top1_cpu(const scalar_t* logits, int64_t rows, int64_t vocab, int64_t* ids, float* probs, bool with_prob);
-
-#ifdef DOTF_WITH_CUDA
-void argmax_top1_cuda(const at::Tensor& logits, at::Tensor& ids, at::Tensor& probs, bool with_prob);
-#endif
 
 }  // namespace dotf

@@ -1,6 +1,6 @@
 // empty_on_huge_pages: the buffers packed weights live in (core/memory.h).
 #include "core/memory.h"
-#include "ops/cpu_simd.h"
+#include "ops/cpu/features.h"
 #include "ops/linear.h"
 
 #include <ATen/ops/allclose.h>

@@ -2,7 +2,7 @@
 // int8: the dequantized weights FBGEMM actually holds), over shapes, batch sizes M, bias on/off and
 // 1 or 2 threads. Error metric: max |y - ref| / max |ref| over the output.
 #include "core/check.h"
-#include "ops/cpu_simd.h"
+#include "ops/cpu/features.h"
 #include "ops/linear.h"
 
 #include <ATen/Context.h>

@@ -1,25 +1,35 @@
 #pragma once
 // dotf's hand-written small-M linear kernels for x86-64 AVX2+FMA CPUs (the Avx2Packed and Int8Avx2
 // paths of ops/linear.h). Weights are packed once into panels of 16 output columns; x is fp32.
+// fp32/bf16 weights: linear_avx2.cpp; int8 weights: linear_avx2_int8.cpp; the panel and segment
+// layout both share: linear_avx2_layout.h. Callers check cpu_has_avx2_fma() (ops/cpu/features.h).
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
 #include <optional>
 
-namespace dotf::avx2 {
+namespace dotf {
 
-// [N, K] -> [ceil(N/16), Kp, 16], K zero-padded to Kp (a multiple of 4), same dtype.
+// Avx2Packed runs its own kernel for M <= kAvx2MaxM rows and at::linear (MKL) beyond (prefill).
+inline constexpr int64_t kAvx2MaxM = 32;
+
+namespace avx2 {
+
+// w: [N, K] -> [ceil(N/16), Kp, 16], K zero-padded to Kp (a multiple of 4), same dtype.
 at::Tensor pack_panels(const at::Tensor& w);
 
-// x: [M, K] fp32-convertible; packed: pack_panels of an fp32 or bf16 weight [N, K]; bias: [N] fp32.
-// -> [M, N] fp32. Rows are batch invariant (a row's result does not depend on M or the thread count).
+// x: [M, K] fp32-convertible, M <= kAvx2MaxM; packed: pack_panels of an fp32 or bf16 weight [N, K];
+// bias: [N] fp32 or none -> [M, N] fp32. Rows are batch invariant (a row's result does not depend on M
+// or the thread count).
 at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, const std::optional<at::Tensor>& bias, int64_t N);
 
 // Symmetric per-output-channel int8 weights: w[n, k] ~= q[n, k] * scale[n], |q| <= 127,
 // scale[n] = max_k |w[n, k]| / 127 (at least FLT_EPSILON, so an all-zero row stays finite).
 struct Int8Panels {
-  at::Tensor packed;  // [ceil(N/16), Kp/2, 8, 2, 2] int8, zero-padded (layout in linear_avx2.cpp)
+  at::Tensor packed;  // [ceil(N/16), Kp/2, 8, 2, 2] int8, zero-padded (layout in linear_avx2_int8.cpp)
   at::Tensor scale;   // [ceil(N/16) * 16] fp32, zero-padded
 };
+// w: [N, K] floating point.
 Int8Panels quantize_int8_panels(const at::Tensor& w);
 // The float weight [N, K] the int8 kernel multiplies by (q * scale), for tests and diagnostics.
 at::Tensor dequantize_int8_panels(const Int8Panels& w, int64_t N, int64_t K);
@@ -29,4 +39,5 @@ at::Tensor dequantize_int8_panels(const Int8Panels& w, int64_t N, int64_t K);
 // of x holding inf or NaN gives a row of NaN.
 at::Tensor linear_int8(const at::Tensor& x, const Int8Panels& w, const std::optional<at::Tensor>& bias, int64_t N);
 
-}  // namespace dotf::avx2
+}  // namespace avx2
+}  // namespace dotf

@@ -1,6 +1,6 @@
-// The fused CPU attention kernel for decode, draft and verify (T <= kFusedAttentionMaxRows new
-// queries). Each query row streams exactly the keys it sees -- scores, softmax and the weighted sum
-// of values in one pass each, fp32 arithmetic whatever the storage dtype -- so:
+// The fused CPU attention kernel for decode, draft and verify (a few new queries; ops/attention.cpp
+// sends prefills elsewhere). Each query row streams exactly the keys it sees -- scores, softmax and
+// the weighted sum of values in one pass each, fp32 arithmetic whatever the storage dtype -- so:
 //   * a row's result depends on its own keys only, in one fixed order, never on T, the other rows or
 //     the thread count: a verify row is bitwise the row a decoding step computes (batch invariance,
 //     which fp32 speculation relies on to equal plain decoding token for token);
@@ -8,9 +8,9 @@
 //     draft) cannot reach an earlier row (no 0 * NaN);
 //   * it reads K and V near memory speed instead of paying ATen's per-op overheads, which dominate
 //     these small shapes (measured in bench/README.md).
-#include "ops/attention.h"
+#include "ops/cpu/attention_avx2.h"
 
-#include "ops/cpu_simd.h"
+#include "ops/cpu/simd.h"
 
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -19,12 +19,12 @@
 #include <limits>
 #include <vector>
 
-namespace dotf {
+namespace dotf::avx2 {
 
-bool fused_attention_supports(const at::Tensor& q, const at::Tensor& k_cache) {
+bool attention_supports(const at::Tensor& q, const at::Tensor& k_cache) {
   const at::ScalarType dt = q.scalar_type();
-  return cpu_has_avx2_fma() && q.device().is_cpu() && q.size(0) <= kFusedAttentionMaxRows && q.size(2) % 8 == 0 &&
-         k_cache.scalar_type() == dt && (dt == at::kFloat || dt == at::kBFloat16 || dt == at::kHalf);
+  return cpu_has_avx2_fma() && q.device().is_cpu() && q.size(2) % 8 == 0 && k_cache.scalar_type() == dt &&
+         (dt == at::kFloat || dt == at::kBFloat16 || dt == at::kHalf);
 }
 
 #ifdef DOTF_HAVE_AVX2_KERNEL
@@ -185,9 +185,9 @@ void fused_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::T
 }  // namespace
 #endif
 
-at::Tensor attention_with_cache_fused(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
-                                      int64_t start, double scale) {
-  TORCH_CHECK(fused_attention_supports(q, k_cache), "fused CPU attention: unsupported input");
+at::Tensor attention_with_cache(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                                int64_t start, double scale) {
+  TORCH_CHECK(attention_supports(q, k_cache), "fused CPU attention: unsupported input");
   at::Tensor out = at::empty({q.size(0), q.size(1) * q.size(2)}, q.options());
 #ifdef DOTF_HAVE_AVX2_KERNEL
   const at::Tensor qc = q.stride(2) == 1 ? q : q.contiguous();
@@ -205,4 +205,4 @@ at::Tensor attention_with_cache_fused(const at::Tensor& q, const at::Tensor& k_c
   return out;
 }
 
-}  // namespace dotf
+}  // namespace dotf::avx2

@@ -1,14 +1,13 @@
 #pragma once
-// Shared helpers for the CUDA ops: float conversions of the storage types, aligned vector loads,
-// warp/block reductions (device side), and the dtype dispatch + launch checks of the thin tensor
-// wrappers (host side). Kernels see raw pointers and c10 scalar types only.
+// Device-side helpers of dotf's CUDA kernels (ops/cuda/<op>.cu): float conversions of the storage
+// types, aligned vector loads, warp/block reductions, and the instantiation of each launcher for the
+// storage types. Kernels see raw pointers and c10 scalar types only.
 //
 // nvcc runs with -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__
 // -D__CUDA_NO_BFLOAT16_CONVERSIONS__: every conversion goes through c10::Half / c10::BFloat16,
 // whose float conversions are host+device and round to nearest even, exactly as on the CPU.
-#include "core/check.h"
+#include "ops/cuda/kernels.h"
 
-#include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
@@ -107,31 +106,10 @@ __host__ __device__ constexpr I min_of(I a, I b) { return a < b ? a : b; }
 template <typename I>
 __host__ __device__ constexpr I max_of(I a, I b) { return a < b ? b : a; }
 
-inline bool aligned_to(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
-
-// ---- host: dtype dispatch ------------------------------------------------------------------
-// Calls f(T{}) with T = float, c10::Half or c10::BFloat16. float64 (and anything else) is refused
-// with a TypeError: the CUDA kernels are not instantiated for it.
-template <typename F>
-void dispatch_float_types(at::ScalarType type, const char* op, F&& f) {
-  switch (type) {
-    case at::kFloat: f(float{}); return;
-    case at::kHalf: f(c10::Half{}); return;
-    case at::kBFloat16: f(c10::BFloat16{}); return;
-    case at::kDouble:
-      DOTF_CHECK_TYPE(false, op, ": float64 is not supported on CUDA (use float32, float16 or bfloat16; "
-                      "float64 runs on CPU only)");
-    default:
-      DOTF_CHECK_TYPE(false, op, ": unsupported dtype ", type, " on CUDA (float32, float16, bfloat16)");
-  }
-}
-
 }  // namespace cuda
 }  // namespace dotf
 
-// Same device as `ref`, and (when given) the same dtype: wrappers check every tensor they touch.
-#define DOTF_CHECK_SAME_DEVICE(t, ref, name) \
-  DOTF_CHECK_ARG((t).device() == (ref).device(), name, " must be on ", (ref).device(), ", got ", (t).device())
-#define DOTF_CHECK_SAME_DTYPE(t, ref, name) \
-  DOTF_CHECK_TYPE((t).scalar_type() == (ref).scalar_type(), name, " must have dtype ", (ref).scalar_type(), \
-                  ", got ", (t).scalar_type())
+// Explicit instantiations of a launcher for the storage types the kernels support; M(T) declares
+// one. The wrappers' dtype switch (cuda::dispatch_float_types in ops/cuda/wrapper.h) picks among
+// the same three.
+#define DOTF_FOR_CUDA_FLOAT_TYPES(M) M(float) M(c10::Half) M(c10::BFloat16)

@@ -2,15 +2,11 @@
 // Same arithmetic as add_rmsnorm_cossim_cpu (ops/rmsnorm.cpp): the add in the storage dtype, the
 // statistics in float32, the normalised value rounded to the storage dtype before the weight
 // multiply. Only the summation order differs (a tree instead of a left-to-right sum).
-#include "ops/rmsnorm.h"
+#include "ops/cuda/kernels.h"
 
-#include "ops/cuda_utils.cuh"
+#include "ops/cuda/utils.cuh"
 
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
-
-namespace dotf {
-namespace cuda {
+namespace dotf::cuda {
 
 // h: [rows, cols] residual stream, updated in place when delta is given
 // delta: [rows, cols] or nullptr; weight: [cols]; normed: [rows, cols]
@@ -89,29 +85,9 @@ void launch_add_rmsnorm_cossim(T* h, const T* delta, const T* weight, T* normed,
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-}  // namespace cuda
+#define DOTF_INSTANTIATE(T) \
+  template void launch_add_rmsnorm_cossim<T>(T*, const T*, const T*, T*, float*, int64_t, int64_t, float, cudaStream_t);
+DOTF_FOR_CUDA_FLOAT_TYPES(DOTF_INSTANTIATE)
+#undef DOTF_INSTANTIATE
 
-void add_rmsnorm_cossim_cuda(at::Tensor& h, const at::Tensor& delta, const at::Tensor& weight, double eps,
-                             at::Tensor& normed, const at::Tensor& cos) {
-  // Shapes, contiguity and cos's dtype are checked by add_rmsnorm_cossim; devices and dtypes here.
-  DOTF_CHECK_SAME_DEVICE(weight, h, "weight");
-  DOTF_CHECK_SAME_DEVICE(normed, h, "normed");
-  DOTF_CHECK_SAME_DTYPE(weight, h, "weight");
-  if (delta.defined()) {
-    DOTF_CHECK_SAME_DEVICE(delta, h, "delta");
-    DOTF_CHECK_SAME_DTYPE(delta, h, "delta");
-  }
-  if (cos.defined()) DOTF_CHECK_SAME_DEVICE(cos, h, "cos");
-  DOTF_CHECK_ARG(h.size(0) <= std::numeric_limits<int32_t>::max(), "add_rmsnorm_cossim: too many rows");
-  const c10::cuda::CUDAGuard guard(h.device());
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  cuda::dispatch_float_types(h.scalar_type(), "add_rmsnorm_cossim", [&](auto tag) {
-    using T = decltype(tag);
-    cuda::launch_add_rmsnorm_cossim<T>(h.data_ptr<T>(), delta.defined() ? delta.data_ptr<T>() : nullptr,
-                                       weight.data_ptr<T>(), normed.data_ptr<T>(),
-                                       cos.defined() ? cos.data_ptr<float>() : nullptr, h.size(0), h.size(1),
-                                       static_cast<float>(eps), stream);
-  });
-}
-
-}  // namespace dotf
+}  // namespace dotf::cuda

@@ -1,5 +1,6 @@
 #pragma once
-// Shared helpers for the ops' thin tensor wrappers.
+// The dtype switch of the CPU references (ops/<op>.cpp) and their accumulator types. The CUDA
+// wrappers have their own switch (ops/cuda/wrapper.h): their kernels exist for fewer dtypes.
 #include <ATen/Dispatch.h>
 
 // Floating dtypes every op supports: float32, float64 (CPU), float16, bfloat16.

@@ -1,14 +1,10 @@
 // CUDA silu(gate) * up in one pass: what at::silu + mul_ compute (float32 math, the silu rounded to
 // the storage dtype before the product), without their second launch and [T, I] intermediate.
-#include "ops/activation.h"
+#include "ops/cuda/kernels.h"
 
-#include "ops/cuda_utils.cuh"
+#include "ops/cuda/utils.cuh"
 
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
-
-namespace dotf {
-namespace cuda {
+namespace dotf::cuda {
 
 // gate_up: [rows, 2I]; out: [rows, I]; grid-stride over rows * I elements.
 template <typename T>
@@ -34,20 +30,8 @@ void launch_silu_mul(const T* gate_up, T* out, int64_t rows, int64_t I, cudaStre
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-}  // namespace cuda
+#define DOTF_INSTANTIATE(T) template void launch_silu_mul<T>(const T*, T*, int64_t, int64_t, cudaStream_t);
+DOTF_FOR_CUDA_FLOAT_TYPES(DOTF_INSTANTIATE)
+#undef DOTF_INSTANTIATE
 
-void silu_mul_cuda(const at::Tensor& gate_up, at::Tensor& out) {
-  // The rank and the even width are checked by silu_mul; devices, dtypes and the layout here.
-  DOTF_CHECK_SAME_DEVICE(out, gate_up, "out");
-  DOTF_CHECK_SAME_DTYPE(out, gate_up, "out");
-  DOTF_CHECK(gate_up.is_contiguous() && out.is_contiguous(), "silu_mul: contiguous tensors expected");
-  DOTF_CHECK(out.size(0) == gate_up.size(0) && 2 * out.size(1) == gate_up.size(1), "silu_mul: out must be [T, I]");
-  const c10::cuda::CUDAGuard guard(gate_up.device());
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  cuda::dispatch_float_types(gate_up.scalar_type(), "silu_mul", [&](auto tag) {
-    using T = decltype(tag);
-    cuda::launch_silu_mul<T>(gate_up.data_ptr<T>(), out.data_ptr<T>(), gate_up.size(0), out.size(1), stream);
-  });
-}
-
-}  // namespace dotf
+}  // namespace dotf::cuda

@@ -1,31 +1,19 @@
 #pragma once
-// AVX2 building blocks shared by dotf's hand-written CPU kernels (linear, attention). Each kernel is
-// compiled for AVX2+FMA+F16C through a function attribute, not a global -mavx2, so the library still
-// loads on older x86 CPUs; callers check cpu_has_avx2_fma() before taking these paths.
+// AVX2 building blocks shared by dotf's hand-written CPU kernels (linear, attention, sampling). Each
+// function carries DOTF_AVX2 (ops/cpu/features.h): callers check cpu_has_avx2_fma() first.
+#include "ops/cpu/features.h"
+
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
 #include <cstdint>
 #include <limits>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#ifdef DOTF_HAVE_AVX2_KERNEL
 #include <immintrin.h>
-#define DOTF_HAVE_AVX2_KERNEL 1
-#define DOTF_AVX2 __attribute__((target("avx2,fma,f16c")))
 #endif
 
 namespace dotf {
-
-// True when the CPU runs the AVX2 kernels (AVX2, FMA and F16C; every AVX2 CPU has all three).
-inline bool cpu_has_avx2_fma() {
-#ifdef DOTF_HAVE_AVX2_KERNEL
-  static const bool ok =
-      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-  return ok;
-#else
-  return false;
-#endif
-}
 
 #ifdef DOTF_HAVE_AVX2_KERNEL
 namespace simd {

@@ -1,9 +1,10 @@
-#include "ops/linear_avx2.h"
+// The Int8Avx2 kernel: int8 weight panels times x rounded per row to int16, exact integer sums.
+#include "ops/cpu/linear_avx2.h"
 
 #include "core/check.h"
 #include "core/memory.h"
-#include "ops/cpu_simd.h"
-#include "ops/linear.h"
+#include "ops/cpu/linear_avx2_layout.h"
+#include "ops/cpu/simd.h"
 
 #include <ATen/Parallel.h>
 #include <ATen/TensorOperators.h>
@@ -14,149 +15,13 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <type_traits>
-#include <utility>
 #include <vector>
 
 namespace dotf::avx2 {
 
 namespace {
 
-// ---- Avx2Packed: fp32 and bf16 weights ----
-//
-// y[M, N] = x[M, K] W[N, K]^T + b for M <= kAvx2MaxM, fp32 accumulation.
-//
-// Layout. The weight is packed once into panels of 16 output columns, [ceil(N/16)][Kp][16] with K
-// zero-padded to Kp (a multiple of 4): one k step of a panel is one 64-byte line (fp32) or half of
-// one (bf16, widened to fp32 in registers: bf16 is fp32's top half).
-//
-// Four streams. One core streams DRAM at ~10 GB/s from a single sequential stream but ~22 GB/s from
-// four (measured here, AVX2 EPYC: the hardware prefetcher runs ahead per stream; software prefetch on
-// one stream did not help). So each panel is read as four K segments [s*Kp/4, (s+1)*Kp/4) advanced in
-// lockstep, which is what brings M = 1 to MKL's sgemv speed. x is repacked per call into the same four
-// segments, k-major ([4][Kp/4][M], the segments padded apart so they do not alias in L1), so the
-// broadcasts of a k step for all rows share a line.
-//
-// Micro-kernel: a 6 x 16 tile of y in 12 ymm registers; per k step, 2 weight loads and 2 FMAs per
-// row of x (a broadcast); fp32 weights also have a 7 x 16 tile (kFloatRowBlock7 below). Weights come
-// from DRAM once per call: for more rows than one block holds, the row blocks reuse each 64-step chunk
-// (16 KB fp32) from L1. Bias is the tile's initial value.
-//
-// Batch invariant: every output is summed in the same order (bias, then per chunk k = 0.., segments
-// 0..3 in turn) whatever M, the row block a row lands in, or the thread count, so a row of a verify
-// batch (M = k+1) is bitwise the row a decode step (M = 1) computes. (A second accumulator set for
-// small M would hide FMA latency but change the order; one set still streams at >= 16 B/cycle.)
-constexpr int64_t kPanel = 16;    // output columns per panel
-constexpr int64_t kSegments = 4;  // concurrent DRAM streams per panel
-constexpr int64_t kChunk = 64;    // k steps per segment per pass: a 16 KB fp32 chunk stays in L1 across row blocks
-constexpr int64_t kRowBlock = 6;  // rows of x per micro-kernel call
-// fp32 weights and exactly 7 rows (a verify of 6 drafts): one 7-row block, so each chunk streams from
-// DRAM while all rows use it. As 6 + 1 rows the second block re-reads the chunk from L1 and the DRAM
-// stream idles meanwhile: a 7-row verify of SmolLM2-135M took 1.83-1.89 decode steps that way and
-// 1.55-1.69 in one block (3 interleaved runs each, 25 repetitions, context 304).
-constexpr int64_t kFloatRowBlock7 = 7;
-
 #ifdef DOTF_HAVE_AVX2_KERNEL
-using simd::load8;
-
-// acc = x * (8 fp32 at w) + acc with w as the FMA's memory operand: no register holds it, which is
-// what lets 7 rows x 16 columns of accumulators (14) plus w0 and a broadcast fit AVX2's 16 registers.
-// The same fused multiply-add as _mm256_fmadd_ps, so the sums are bitwise those of the 6-row kernel.
-DOTF_AVX2 inline void fmadd_from_memory(__m256 x, const float* w, __m256& acc) {
-  asm("vfmadd231ps %[w], %[x], %[acc]" : [acc] "+x"(acc) : [x] "x"(x), [w] "m"(*reinterpret_cast<const __m256*>(w)));
-}
-
-// c[MB][16] (row stride ldc) += sum over the 4 segments s and k < kc of
-//   x[s * xseg + k * ldx + i] * p[(s * q + k) * 16 + j].
-template <typename WT, int MB>
-DOTF_AVX2 inline void avx2_micro(const WT* __restrict p, int64_t q, int64_t kc, const float* __restrict x, int64_t ldx,
-                                 int64_t xseg, float* __restrict c, int64_t ldc) {
-  // Named registers, not arrays: GCC keeps arrays of __m256 in registers but also stores them to the
-  // stack on every iteration.
-  __m256 a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51, a60, a61;
-#define DOTF_LOADC(i)                                                            \
-  if constexpr (MB > i) {                                                        \
-    a##i##0 = _mm256_loadu_ps(c + i * ldc);                                      \
-    a##i##1 = _mm256_loadu_ps(c + i * ldc + 8);                                  \
-  }
-#define DOTF_FMA(i)                                                              \
-  if constexpr (MB > i) {                                                        \
-    const __m256 xv = _mm256_broadcast_ss(xk + i);                               \
-    a##i##0 = _mm256_fmadd_ps(xv, w0, a##i##0);                                  \
-    if constexpr (MB == 7) fmadd_from_memory(xv, ws + 8, a##i##1);  /* WT = float */ \
-    else a##i##1 = _mm256_fmadd_ps(xv, w1, a##i##1);                             \
-  }
-#define DOTF_STEP(s)                                                             \
-  {                                                                              \
-    const WT* ws = p + ((s) * q + k) * kPanel;                                   \
-    const float* xk = x + (s) * xseg + k * ldx;                                  \
-    const __m256 w0 = load8(ws);                                                 \
-    [[maybe_unused]] const __m256 w1 = MB == 7 ? w0 : load8(ws + 8);             \
-    DOTF_FMA(0) DOTF_FMA(1) DOTF_FMA(2) DOTF_FMA(3) DOTF_FMA(4) DOTF_FMA(5) DOTF_FMA(6) \
-  }
-#define DOTF_STOREC(i)                                                           \
-  if constexpr (MB > i) {                                                        \
-    _mm256_storeu_ps(c + i * ldc, a##i##0);                                      \
-    _mm256_storeu_ps(c + i * ldc + 8, a##i##1);                                  \
-  }
-  DOTF_LOADC(0) DOTF_LOADC(1) DOTF_LOADC(2) DOTF_LOADC(3) DOTF_LOADC(4) DOTF_LOADC(5) DOTF_LOADC(6)
-  for (int64_t k = 0; k < kc; ++k) {
-    DOTF_STEP(0) DOTF_STEP(1) DOTF_STEP(2) DOTF_STEP(3)
-  }
-  DOTF_STOREC(0) DOTF_STOREC(1) DOTF_STOREC(2) DOTF_STOREC(3) DOTF_STOREC(4) DOTF_STOREC(5) DOTF_STOREC(6)
-#undef DOTF_LOADC
-#undef DOTF_FMA
-#undef DOTF_STEP
-#undef DOTF_STOREC
-}
-
-template <typename WT>
-DOTF_AVX2 void avx2_micro_rows(int64_t mb, const WT* p, int64_t q, int64_t kc, const float* x, int64_t ldx, int64_t xseg,
-                               float* c, int64_t ldc) {
-  if constexpr (std::is_same_v<WT, float>) {
-    if (mb == kFloatRowBlock7) return avx2_micro<WT, kFloatRowBlock7>(p, q, kc, x, ldx, xseg, c, ldc);
-  }
-  switch (mb) {
-    case 6: return avx2_micro<WT, 6>(p, q, kc, x, ldx, xseg, c, ldc);
-    case 5: return avx2_micro<WT, 5>(p, q, kc, x, ldx, xseg, c, ldc);
-    case 4: return avx2_micro<WT, 4>(p, q, kc, x, ldx, xseg, c, ldc);
-    case 3: return avx2_micro<WT, 3>(p, q, kc, x, ldx, xseg, c, ldc);
-    case 2: return avx2_micro<WT, 2>(p, q, kc, x, ldx, xseg, c, ldc);
-    default: return avx2_micro<WT, 1>(p, q, kc, x, ldx, xseg, c, ldc);
-  }
-}
-
-// Panels [p_begin, p_end) of y = x W^T + bias. xs: x repacked as [4][q][M] with segment stride xseg;
-// packed: [P][4 q][16]; y: [M, N] fp32.
-template <typename WT>
-DOTF_AVX2 void avx2_linear_panels(const float* xs, int64_t M, int64_t q, int64_t xseg, const WT* packed, int64_t N,
-                                  const float* bias, float* y, int64_t p_begin, int64_t p_end) {
-  alignas(32) float tail[kAvx2MaxM * kPanel];
-  const int64_t block = std::is_same_v<WT, float> && M == kFloatRowBlock7 ? kFloatRowBlock7 : kRowBlock;
-  for (int64_t pi = p_begin; pi < p_end; ++pi) {
-    const int64_t n0 = pi * kPanel, cols = std::min(kPanel, N - n0);
-    const bool full = cols == kPanel;
-    float* c = full ? y + n0 : tail;
-    const int64_t ldc = full ? N : kPanel;
-    for (int64_t m = 0; m < M; ++m) {
-      for (int64_t j = 0; j < kPanel; ++j) c[m * ldc + j] = (bias && j < cols) ? bias[n0 + j] : 0.0f;
-    }
-    const WT* panel = packed + pi * kSegments * q * kPanel;
-    for (int64_t k0 = 0; k0 < q; k0 += kChunk) {
-      const int64_t kc = std::min(kChunk, q - k0);
-      for (int64_t m0 = 0; m0 < M; m0 += block) {
-        avx2_micro_rows<WT>(std::min(block, M - m0), panel + k0 * kPanel, q, kc, xs + k0 * M + m0, M, xseg,
-                            c + m0 * ldc, ldc);
-      }
-    }
-    if (!full) {
-      for (int64_t m = 0; m < M; ++m) std::memcpy(y + m * N + n0, tail + m * kPanel, cols * sizeof(float));
-    }
-  }
-}
-
-// ---- Int8Avx2: int8 weights, 16-bit activations ----
-//
 // Widening int8 to fp32 costs lane-crossing shuffles (vpmovsxbd) that capped a first fp32-FMA version
 // at ~4 weights per cycle, slower than FBGEMM. So the products are integer: each row of x is
 // quantized per call to int16 (scale max|x| / 32767, a relative step of 3e-5: negligible next to the
@@ -164,13 +29,13 @@ DOTF_AVX2 void avx2_linear_panels(const float* xs, int64_t M, int64_t q, int64_t
 // by 16 int16 activations and adds pairs into 8 int32 sums. The int8 weights widen to int16 with one
 // arithmetic shift per vector, thanks to the layout below.
 //
-// Layout. Panels of 16 output columns as above; one step of a panel covers a pair of k values in 32
-// bytes: byte 4j + 2kk + h holds w[col 8h + j][2 k2 + kk] (j < 8, kk, h in {0, 1}). Read as int16
-// lanes, v >> 8 leaves the h = 1 bytes sign-extended (columns 8-15; a lane pair holds the two k
+// Layout. Panels of 16 output columns (linear_avx2_layout.h); one step of a panel covers a pair of k
+// values in 32 bytes: byte 4j + 2kk + h holds w[col 8h + j][2 k2 + kk] (j < 8, kk, h in {0, 1}). Read
+// as int16 lanes, v >> 8 leaves the h = 1 bytes sign-extended (columns 8-15; a lane pair holds the two k
 // values); the same step loaded one byte early puts the h = 0 bytes in the high halves, so another
 // >> 8 gives columns 0-7 (two loads and two shifts per step, no shuffles; kInt8Lead spare bytes sit
 // before the panels for the first step's early load). Each is ready for vpmaddwd against the
-// broadcast pair (x[2 k2], x[2 k2 + 1]). Four segments (DRAM streams) as above; x pairs are
+// broadcast pair (x[2 k2], x[2 k2 + 1]). Four segments (DRAM streams) as for every panel; x pairs are
 // repacked the same way, [4][q2][M] int32.
 //
 // Overflow. A pair sum is at most 2 * 127 * 32767 = 8.3e6; int32 accumulators are flushed to the
@@ -302,89 +167,13 @@ DOTF_AVX2 void int8_linear_panels(const int32_t* xs, const float* sx, int64_t M,
   }
 }
 
-#endif  // x86-64
-
-// The layout the micro-kernels broadcast x from: [4][q][M], k-major, step kk = s * q + k of row m at
-// s * xseg + k * M + m. The segments sit 16 elements further apart than their size so that
-// power-of-two sizes do not map all four onto the same L1 sets.
-int64_t segment_stride(int64_t q, int64_t M) { return q * M + 16; }
-
-// dst (kSegments * segment_stride(q, M) elements) <- value(m, kk) for every row m and step kk < 4q.
-template <typename T, typename Value>
-void fill_segments(T* dst, int64_t M, int64_t q, Value value) {
-  const int64_t xseg = segment_stride(q, M);
-  for (int64_t s = 0; s < kSegments; ++s) {
-    for (int64_t k = 0; k < q; ++k) {
-      T* d = dst + s * xseg + k * M;
-      for (int64_t m = 0; m < M; ++m) d[m] = value(m, s * q + k);
-    }
-  }
-}
-
-// x [M, K] fp32 -> the segment layout with one k per step, zero past K; returns it with its stride.
-std::pair<at::Tensor, int64_t> repack_segments(const at::Tensor& xf, int64_t q) {
-  const int64_t M = xf.size(0), K = xf.size(1);
-  at::Tensor xs = at::empty({kSegments * segment_stride(q, M)}, xf.options());
-  const float* src = xf.data_ptr<float>();
-  fill_segments(xs.data_ptr<float>(), M, q, [&](int64_t m, int64_t kk) { return kk < K ? src[m * K + kk] : 0.0f; });
-  return {xs, segment_stride(q, M)};
-}
-
-// w [N, K] zero-padded to [ceil(N/16) * 16, Kp], Kp = K rounded up to k_multiple (w itself if no
-// padding is needed).
-at::Tensor pad_for_panels(const at::Tensor& w, int64_t k_multiple) {
-  const int64_t N = w.size(0), K = w.size(1), P = (N + kPanel - 1) / kPanel;
-  const int64_t Kp = (K + k_multiple - 1) / k_multiple * k_multiple;
-  if (P * kPanel == N && Kp == K) return w;
-  at::Tensor padded = at::zeros({P * kPanel, Kp}, w.options());
-  padded.narrow(0, 0, N).narrow(1, 0, K).copy_(w);
-  return padded;
-}
-
-// Enough weight per task that thread start-up is paid back (>= 64 K weights).
-int64_t panel_grain(int64_t Kp) { return std::max<int64_t>(1, (int64_t(1) << 16) / (Kp * kPanel)); }
-
-}  // namespace
-
-// [N, K] -> [ceil(N/16), Kp, 16] with Kp = K rounded up to a multiple of 4, zero-padded, same dtype.
-
-at::Tensor pack_panels(const at::Tensor& w) {
-  const at::Tensor padded = pad_for_panels(w, kSegments);
-  const int64_t P = padded.size(0) / kPanel, Kp = padded.size(1);
-  // [P, 16, Kp] -> [P, Kp, 16], on huge pages: every decode step streams it (core/memory.h)
-  at::Tensor panels = empty_on_huge_pages({P, Kp, kPanel}, padded.options());
-  panels.copy_(padded.view({P, kPanel, Kp}).transpose(1, 2));
-  return panels;
-}
-
-at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, const std::optional<at::Tensor>& bias, int64_t N) {
-#ifdef DOTF_HAVE_AVX2_KERNEL
-  const at::Tensor xf = x.to(at::kFloat).contiguous();  // no copy for a contiguous fp32 x
-  const int64_t M = xf.size(0), P = packed.size(0), Kp = packed.size(1), q = Kp / kSegments;
-  const auto [xs, xseg] = repack_segments(xf, q);
-  const float* xp = xs.data_ptr<float>();
-  const float* bp = bias ? bias->data_ptr<float>() : nullptr;
-  at::Tensor y = at::empty({M, N}, xf.options());
-  float* yp = y.data_ptr<float>();
-  const int64_t grain = panel_grain(Kp);
-  if (packed.scalar_type() == at::kFloat) {
-    const float* wp = packed.data_ptr<float>();
-    at::parallel_for(0, P, grain, [&](int64_t b, int64_t e) { avx2_linear_panels<float>(xp, M, q, xseg, wp, N, bp, yp, b, e); });
-  } else {
-    const auto* wp = reinterpret_cast<const uint16_t*>(packed.data_ptr<at::BFloat16>());
-    at::parallel_for(0, P, grain, [&](int64_t b, int64_t e) { avx2_linear_panels<uint16_t>(xp, M, q, xseg, wp, N, bp, yp, b, e); });
-  }
-  return y;
-#else
-  DOTF_CHECK(false, "linear path 'avx2' is not built for this architecture");
-  return {};
-#endif
-}
-
+#endif  // DOTF_HAVE_AVX2_KERNEL
 
 // Kp for int8 panels: pairs of k split into 4 segments.
 constexpr int64_t kInt8KMultiple = 2 * kSegments;
 constexpr int64_t kInt8Lead = 32;  // spare bytes before the panels (one is read)
+
+}  // namespace
 
 Int8Panels quantize_int8_panels(const at::Tensor& w) {
   const at::Tensor wf = w.to(at::kFloat).contiguous();

@@ -1,4 +1,6 @@
-// CUDA causal grouped-query attention over the KV cache, flash-decoding style.
+#pragma once
+// The split kernel of CUDA causal grouped-query attention over the KV cache, flash-decoding style;
+// ops/cuda/attention.cu merges the splits and launches. Included by attention.cu only.
 //
 // A block owns one KV head, a tile of up to kRows query rows of that head's group (row = t*G + g
 // for G = H / KVH query heads per KV head, so a KV row read serves every query head that uses it)
@@ -16,18 +18,11 @@
 // the tile's K and V at once and waits once, instead of one load's latency after another (the
 // previous, word-by-word version took ~40 us per layer at 512 keys on an H100, ~20x its bytes; this
 // one ~11 us, bench/results/gpu-h100). Other head_dims take word-sized copies through registers.
-#include "ops/attention.h"
+#include "ops/cuda/kernels.h"
 
-#include "ops/cuda_utils.cuh"
+#include "ops/cuda/utils.cuh"
 
-#include <ATen/cuda/CUDAContext.h>
-#include <ATen/ops/empty.h>
-#include <c10/cuda/CUDAGuard.h>
-
-#include <algorithm>
-
-namespace dotf {
-namespace cuda {
+namespace dotf::cuda {
 
 constexpr int kAttnWarps = 4;
 constexpr int kAttnThreads = kAttnWarps * kWarpSize;
@@ -35,18 +30,6 @@ constexpr int kRows = 8;                            // query rows per block
 constexpr int kTileKeys = kWarpSize;                // keys per warp tile (one per lane)
 constexpr int kBlockKeys = kAttnWarps * kTileKeys;  // keys per block step; split chunks are multiples
 constexpr int64_t kMinChunk = kBlockKeys;           // fewest keys per split: one tile per warp
-
-struct AttentionArgs {
-  int tokens;        // T
-  int heads;         // H
-  int kv_heads;      // KVH
-  int head_dim;      // D
-  int64_t start;     // position of query 0 (an upper bound of it when device_start is set)
-  const int64_t* device_start;  // when set, the position of query 0 is read here (CUDA graph replays)
-  float scale;
-  int64_t chunk;     // keys per split
-  int splits;
-};
 
 // Shared-memory row strides of a warp's staged tile, in bytes. VEC: K rows padded by 16 bytes, so
 // that the 8 lanes of a 16-byte-load phase hit 8 distinct bank groups; V rows unpadded (a warp reads
@@ -351,122 +334,4 @@ attention_split_kernel(const T* __restrict__ q, const T* __restrict__ k, const T
   }
 }
 
-// part_o: [splits, rows, D], part_lse: [splits, rows] -> out: [rows, D]; grid: rows
-template <typename T>
-__global__ void attention_combine_kernel(const float* __restrict__ part_o, const float* __restrict__ part_lse,
-                                         T* __restrict__ out, int64_t rows, int D, int splits) {
-  const int64_t row = blockIdx.x;
-  float mx = -INFINITY;
-  for (int s = 0; s < splits; ++s) mx = fmaxf(mx, part_lse[s * rows + row]);
-  float sum = 0.0f;
-  for (int s = 0; s < splits; ++s) {
-    const float lse = part_lse[s * rows + row];
-    if (lse != -INFINITY) sum += expf(lse - mx);
-  }
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    float o = 0.0f;
-    for (int s = 0; s < splits; ++s) {
-      const float lse = part_lse[s * rows + row];
-      if (lse != -INFINITY) o = fmaf(expf(lse - mx), part_o[(s * rows + row) * D + d], o);
-    }
-    out[row * D + d] = from_float<T>(o / sum);
-  }
-}
-
-template <typename T, int DMAX, bool VEC>
-void launch_attention_split(const T* q, const T* k, const T* v, T* out, float* part_o, float* part_lse,
-                            const AttentionArgs& a, int q_tiles, cudaStream_t stream) {
-  constexpr size_t smem = attention_smem_bytes<T, DMAX, VEC>();
-  auto kernel = attention_split_kernel<T, DMAX, VEC>;
-  if constexpr (smem > 48 * 1024) {
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  }
-  const dim3 grid(static_cast<unsigned>(q_tiles), static_cast<unsigned>(a.kv_heads), static_cast<unsigned>(a.splits));
-  kernel<<<grid, kAttnThreads, smem, stream>>>(q, k, v, out, part_o, part_lse, a);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-}
-
-// Picks the split count: enough blocks to fill the GPU twice over, at least kMinChunk keys each.
-inline void choose_splits(AttentionArgs& a, int64_t blocks_per_split, int sm_count) {
-  const int64_t keys = a.start + a.tokens;
-  int64_t splits = 1;
-  const int64_t target = 2 * static_cast<int64_t>(sm_count);
-  if (blocks_per_split < target && keys > kMinChunk)
-    splits = std::min(ceil_div(target, blocks_per_split), ceil_div(keys, kMinChunk));
-  int64_t chunk = ceil_div(ceil_div(keys, splits), kBlockKeys) * kBlockKeys;
-  splits = ceil_div(keys, chunk);
-  a.chunk = chunk;
-  a.splits = static_cast<int>(splits);
-}
-
-}  // namespace cuda
-
-at::Tensor attention_with_cache_cuda(const at::Tensor& q_in, const at::Tensor& k_cache, const at::Tensor& v_cache,
-                                     int64_t start, double scale, const at::Tensor& device_start) {
-  // Ranks, shapes and bounds are checked by attention_with_cache; devices, dtypes and limits here.
-  DOTF_CHECK_SAME_DEVICE(k_cache, q_in, "k_cache");
-  DOTF_CHECK_SAME_DEVICE(v_cache, q_in, "v_cache");
-  DOTF_CHECK_SAME_DTYPE(k_cache, q_in, "k_cache");
-  DOTF_CHECK_SAME_DTYPE(v_cache, q_in, "v_cache");
-  DOTF_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous(), "attention_with_cache: KV caches must be contiguous");
-  const int64_t T = q_in.size(0), H = q_in.size(1), D = q_in.size(2), KVH = k_cache.size(1);
-  DOTF_CHECK_ARG(D % 2 == 0 && D <= 128, "attention_with_cache on CUDA supports even head_dim <= 128, got ", D);
-  DOTF_CHECK_ARG(T * H <= std::numeric_limits<int32_t>::max() && KVH <= 65535, "attention_with_cache: too many rows");
-  const c10::cuda::CUDAGuard guard(q_in.device());
-  at::Tensor q = q_in.contiguous();
-  at::Tensor out = at::empty({T, H * D}, q.options());
-  if (T == 0 || H == 0) return out;
-  // The word-wise K staging needs 4-byte aligned rows (always true for allocator-made tensors).
-  at::Tensor k = cuda::aligned_to(k_cache.data_ptr(), 4) ? k_cache : k_cache.clone();
-  at::Tensor v = cuda::aligned_to(v_cache.data_ptr(), 4) ? v_cache : v_cache.clone();
-
-  cuda::AttentionArgs a{};
-  a.tokens = static_cast<int>(T);
-  a.heads = static_cast<int>(H);
-  a.kv_heads = static_cast<int>(KVH);
-  a.head_dim = static_cast<int>(D);
-  a.start = start;
-  a.device_start = device_start.defined() ? device_start.data_ptr<int64_t>() : nullptr;
-  a.scale = static_cast<float>(scale);
-  const int q_tiles = static_cast<int>(cuda::ceil_div(T * (H / KVH), cuda::kRows));
-  const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
-  const size_t smem_optin = prop->sharedMemPerBlockOptin;
-  cuda::choose_splits(a, static_cast<int64_t>(q_tiles) * KVH, prop->multiProcessorCount);
-  DOTF_CHECK_ARG(a.splits <= 65535, "attention_with_cache: cache too long for the split grid");
-
-  at::Tensor part_o, part_lse;
-  if (a.splits > 1) {
-    part_o = at::empty({a.splits, T * H, D}, q.options().dtype(at::kFloat));
-    part_lse = at::empty({a.splits, T * H}, q.options().dtype(at::kFloat));
-  }
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  cuda::dispatch_float_types(q.scalar_type(), "attention_with_cache", [&](auto tag) {
-    using T_ = decltype(tag);
-    const T_* qp = q.data_ptr<T_>();
-    const T_* kp = k.data_ptr<T_>();
-    const T_* vp = v.data_ptr<T_>();
-    T_* op = out.data_ptr<T_>();
-    float* po = a.splits > 1 ? part_o.data_ptr<float>() : nullptr;
-    float* pl = a.splits > 1 ? part_lse.data_ptr<float>() : nullptr;
-    // The staged path needs rows of whole 16-byte vectors and room for its stage (a float32 stage
-    // at head_dim 128 is ~137 KB: more than some GPUs give a block; they take the word path).
-    const bool vec_rows = (D * static_cast<int64_t>(sizeof(T_))) % 16 == 0 && cuda::aligned_to(kp, 16) &&
-                          cuda::aligned_to(vp, 16);
-    if (vec_rows && D <= 64) {
-      cuda::launch_attention_split<T_, 64, true>(qp, kp, vp, op, po, pl, a, q_tiles, stream);
-    } else if (vec_rows && cuda::attention_smem_bytes<T_, 128, true>() <= smem_optin) {
-      cuda::launch_attention_split<T_, 128, true>(qp, kp, vp, op, po, pl, a, q_tiles, stream);
-    } else {
-      cuda::launch_attention_split<T_, 128, false>(qp, kp, vp, op, po, pl, a, q_tiles, stream);
-    }
-    if (a.splits > 1) {
-      const int threads = static_cast<int>(std::min<int64_t>(128, cuda::ceil_div(D, 32) * 32));
-      cuda::attention_combine_kernel<T_><<<static_cast<unsigned>(T * H), threads, 0, stream>>>(
-          po, pl, op, T * H, static_cast<int>(D), a.splits);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
-  });
-  return out;
-}
-
-}  // namespace dotf
+}  // namespace dotf::cuda

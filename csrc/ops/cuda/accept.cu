@@ -1,13 +1,9 @@
 // CUDA greedy acceptance: one warp finds the first mismatch with a ballot per 32 drafts.
-#include "ops/accept.h"
+#include "ops/cuda/kernels.h"
 
-#include "ops/cuda_utils.cuh"
+#include "ops/cuda/utils.cuh"
 
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
-
-namespace dotf {
-namespace cuda {
+namespace dotf::cuda {
 
 // drafts: [k]; target: [k+1]; out: [2] = (accepted, bonus or -1). block: one warp.
 __global__ void greedy_accept_kernel(const int64_t* __restrict__ drafts, const int64_t* __restrict__ target,
@@ -35,17 +31,4 @@ void launch_greedy_accept(const int64_t* drafts, const int64_t* target, int64_t 
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-}  // namespace cuda
-
-void greedy_accept_cuda(const at::Tensor& drafts, const at::Tensor& target, at::Tensor& out) {
-  // Ranks, dtypes, sizes and contiguity are checked by greedy_accept.
-  DOTF_CHECK_SAME_DEVICE(drafts, target, "drafts");
-  DOTF_CHECK_SAME_DEVICE(out, target, "out");
-  DOTF_CHECK(out.numel() == 2 && out.scalar_type() == at::kLong && out.is_contiguous(),
-             "greedy_accept: out must be a contiguous int64 [2] tensor");
-  const c10::cuda::CUDAGuard guard(target.device());
-  cuda::launch_greedy_accept(drafts.numel() > 0 ? drafts.data_ptr<int64_t>() : nullptr, target.data_ptr<int64_t>(),
-                             drafts.numel(), out.data_ptr<int64_t>(), at::cuda::getCurrentCUDAStream());
-}
-
-}  // namespace dotf
+}  // namespace dotf::cuda

@@ -1,17 +1,11 @@
 // CUDA rotary embedding of q and k fused with the KV-cache write: one thread per (token, head,
 // rotation pair). Same arithmetic as rope_qkv_to_cache_cpu (ops/rope.cpp): every product is rounded
 // to the storage dtype before the add, so results match the CPU bit for bit.
-#include "ops/rope.h"
+#include "ops/cuda/kernels.h"
 
-#include "ops/cuda_utils.cuh"
+#include "ops/cuda/utils.cuh"
 
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
-
-#include <initializer_list>
-
-namespace dotf {
-namespace cuda {
+namespace dotf::cuda {
 
 // qkv: [T, (H + 2*KVH) * D]; cos, sin: [P, D/2]; q_out: [T, H, D]
 // k_cache, v_cache: [capacity, KVH, D] (row 0); rows start..start+T-1 are written, start read from
@@ -53,41 +47,22 @@ __global__ void rope_qkv_to_cache_kernel(const T* __restrict__ qkv, const T* __r
 
 template <typename T>
 void launch_rope_qkv_to_cache(const T* qkv, const T* cos, const T* sin, T* q_out, T* k_cache, T* v_cache,
-                              const RopeQkvShape& s, cudaStream_t stream) {
-  if (s.tokens == 0) return;
-  const int64_t pairs = (s.num_heads + 2 * s.num_kv_heads) * (s.head_dim / 2);
+                              int64_t tokens, int num_heads, int num_kv_heads, int head_dim, int64_t start,
+                              const int64_t* device_start, cudaStream_t stream) {
+  if (tokens == 0) return;
+  const int64_t pairs = static_cast<int64_t>(num_heads + 2 * num_kv_heads) * (head_dim / 2);
   if (pairs == 0) return;
   constexpr int kThreads = 128;
-  const dim3 grid(static_cast<unsigned>(ceil_div(pairs, kThreads)), static_cast<unsigned>(s.tokens));
-  rope_qkv_to_cache_kernel<T><<<grid, kThreads, 0, stream>>>(
-      qkv, cos, sin, q_out, k_cache, v_cache, static_cast<int>(s.num_heads), static_cast<int>(s.num_kv_heads),
-      static_cast<int>(s.head_dim), s.start, s.device_start);
+  const dim3 grid(static_cast<unsigned>(ceil_div(pairs, kThreads)), static_cast<unsigned>(tokens));
+  rope_qkv_to_cache_kernel<T><<<grid, kThreads, 0, stream>>>(qkv, cos, sin, q_out, k_cache, v_cache, num_heads,
+                                                             num_kv_heads, head_dim, start, device_start);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-}  // namespace cuda
+#define DOTF_INSTANTIATE(T)                                                                           \
+  template void launch_rope_qkv_to_cache<T>(const T*, const T*, const T*, T*, T*, T*, int64_t, int, int, int, \
+                                            int64_t, const int64_t*, cudaStream_t);
+DOTF_FOR_CUDA_FLOAT_TYPES(DOTF_INSTANTIATE)
+#undef DOTF_INSTANTIATE
 
-void rope_qkv_to_cache_cuda(const at::Tensor& qkv, const at::Tensor& rope_cos, const at::Tensor& rope_sin,
-                            const RopeQkvShape& shape, at::Tensor& q_out, at::Tensor& k_cache, at::Tensor& v_cache) {
-  // Shapes, bounds and contiguity are checked by rope_qkv_to_cache; devices, dtypes and limits here.
-  DOTF_CHECK_ARG(shape.head_dim % 2 == 0, "rope_qkv_to_cache: head_dim must be even, got ", shape.head_dim);
-  for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&rope_cos, &rope_sin, &q_out, &k_cache, &v_cache}) {
-    DOTF_CHECK_SAME_DEVICE(*t, qkv, "rope_qkv_to_cache tensors");
-    DOTF_CHECK_SAME_DTYPE(*t, qkv, "rope_qkv_to_cache tensors");
-  }
-  DOTF_CHECK(rope_cos.is_contiguous() && rope_sin.is_contiguous(), "rotary tables must be contiguous");
-  DOTF_CHECK_ARG(shape.tokens <= 65535, "rope_qkv_to_cache: at most 65535 tokens per call on CUDA, got ",
-                 shape.tokens);
-  DOTF_CHECK_ARG((shape.num_heads + 2 * shape.num_kv_heads) * shape.head_dim <= std::numeric_limits<int32_t>::max(),
-                 "rope_qkv_to_cache: heads * head_dim too large");
-  const c10::cuda::CUDAGuard guard(qkv.device());
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  cuda::dispatch_float_types(qkv.scalar_type(), "rope_qkv_to_cache", [&](auto tag) {
-    using T = decltype(tag);
-    cuda::launch_rope_qkv_to_cache<T>(qkv.data_ptr<T>(), rope_cos.data_ptr<T>(), rope_sin.data_ptr<T>(),
-                                      q_out.data_ptr<T>(), k_cache.data_ptr<T>(), v_cache.data_ptr<T>(), shape,
-                                      stream);
-  });
-}
-
-}  // namespace dotf
+}  // namespace dotf::cuda

@@ -1,0 +1,22 @@
+#pragma once
+// The fused CPU attention kernel (attention_avx2.cpp): causal grouped-query attention of T new
+// queries over a KV cache, fp32 arithmetic whatever the storage dtype, batch invariant (each row's
+// result is independent of T). ops/attention.cpp runs it for decode, draft and verify sizes.
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace dotf::avx2 {
+
+// Whether the kernel takes this input: an x86-64 CPU with AVX2+FMA, q on the CPU, q and k_cache of
+// one dtype among float32/bfloat16/float16, head_dim a multiple of 8.
+// q: [T, H, D]; k_cache: [capacity, KVH, D]
+bool attention_supports(const at::Tensor& q, const at::Tensor& k_cache);
+
+// q: [T, H, D] rotated queries at positions start..start+T-1
+// k_cache, v_cache: [capacity, KVH, D] (last dim contiguous); rows [0, start + T) are valid
+// returns: [T, H * D]. Refuses an input attention_supports rejects.
+at::Tensor attention_with_cache(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                                int64_t start, double scale);
+
+}  // namespace dotf::avx2

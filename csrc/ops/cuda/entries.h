@@ -1,0 +1,44 @@
+#pragma once
+// The ops' CUDA entry points: the one place where an op's entry (ops/<op>.cpp) hands CUDA tensors
+// over, under `if (x.is_cuda())`. Declared for every build. CUDA builds define them in the thin
+// wrappers ops/cuda/<op>.cpp (device guard, current stream, launch of the kernels in
+// ops/cuda/<op>.cu); CPU-only builds define them all in ops/cuda_entries_cpu_only.cpp, where each
+// throws "dotf was built without CUDA kernels". So no op needs an #ifdef.
+//
+// The op entries check ranks, shapes and contiguity before the call; the wrappers check devices,
+// dtypes and the kernels' limits.
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace dotf {
+
+struct RopeQkvShape;  // ops/rope.h
+
+// h: [T, C], updated in place when delta is given; delta: [T, C] or undefined; weight: [C];
+// normed: [T, C] output; cos: [T] float32 output or undefined. As add_rmsnorm_cossim (ops/rmsnorm.h).
+void add_rmsnorm_cossim_cuda(at::Tensor& h, const at::Tensor& delta, const at::Tensor& weight, double eps,
+                             at::Tensor& normed, const at::Tensor& cos);
+
+// qkv: [T, (H + 2*KVH) * D]; rope_cos, rope_sin: [P, D/2]; q_out: [T, H, D];
+// k_cache, v_cache: [capacity, KVH, D]. As rope_qkv_to_cache (ops/rope.h); shape.device_start may be set.
+void rope_qkv_to_cache_cuda(const at::Tensor& qkv, const at::Tensor& rope_cos, const at::Tensor& rope_sin,
+                            const RopeQkvShape& shape, at::Tensor& q_out, at::Tensor& k_cache, at::Tensor& v_cache);
+
+// q: [T, H, D]; k_cache, v_cache: [capacity, KVH, D]; device_start: [1] int64 or undefined
+// -> [T, H * D]. As attention_with_cache (ops/attention.h).
+at::Tensor attention_with_cache_cuda(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                                     int64_t start, double scale, const at::Tensor& device_start);
+
+// logits: contiguous [T, V], V > 0; ids: [T] int64 and probs: [T] float32 outputs. As argmax_top1
+// (ops/sampling.h).
+void argmax_top1_cuda(const at::Tensor& logits, at::Tensor& ids, at::Tensor& probs, bool with_prob);
+
+// drafts: contiguous [k] int64; target: contiguous [k+1] int64; out: [2] int64 output. As
+// greedy_accept (ops/accept.h).
+void greedy_accept_cuda(const at::Tensor& drafts, const at::Tensor& target, at::Tensor& out);
+
+// gate_up: contiguous [T, 2I]; out: [T, I] of its dtype. As silu_mul (ops/activation.h).
+void silu_mul_cuda(const at::Tensor& gate_up, at::Tensor& out);
+
+}  // namespace dotf

@@ -1,0 +1,64 @@
+#pragma once
+// Launchers of dotf's CUDA kernels: raw device pointers, sizes and a stream, no torch types. Each
+// is defined in ops/cuda/<op>.cu for T = float, c10::Half and c10::BFloat16 and called by the thin
+// tensor wrapper ops/cuda/<op>.cpp. Launches are asynchronous on `stream`; a launch error throws.
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace dotf::cuda {
+
+// h: [rows, cols] residual stream, updated in place when delta is given; delta: [rows, cols] or
+// nullptr; weight: [cols]; normed: [rows, cols]; cos: [rows] float32 or nullptr (needs delta).
+template <typename T>
+void launch_add_rmsnorm_cossim(T* h, const T* delta, const T* weight, T* normed, float* cos, int64_t rows,
+                               int64_t cols, float eps, cudaStream_t stream);
+
+// qkv: [tokens, (H + 2*KVH) * D]; cos, sin: [P, D/2]; q_out: [tokens, H, D];
+// k_cache, v_cache: [capacity, KVH, D] from row 0; rows start..start+tokens-1 are written, start read
+// from device_start (a device int64) when it is not null.
+template <typename T>
+void launch_rope_qkv_to_cache(const T* qkv, const T* cos, const T* sin, T* q_out, T* k_cache, T* v_cache,
+                              int64_t tokens, int num_heads, int num_kv_heads, int head_dim, int64_t start,
+                              const int64_t* device_start, cudaStream_t stream);
+
+// Attention of T queries over the KV cache (ops/cuda/attention.cu).
+struct AttentionArgs {
+  int tokens;        // T
+  int heads;         // H
+  int kv_heads;      // KVH
+  int head_dim;      // D
+  int64_t start;     // position of query 0 (an upper bound of it when device_start is set)
+  const int64_t* device_start;  // when set, the position of query 0 is read here (CUDA graph replays)
+  float scale;
+  int64_t chunk;     // keys per split
+  int splits;
+};
+// Sets a.chunk and a.splits for a GPU with sm_count multiprocessors: enough blocks to fill it twice
+// over, at least one tile per warp of keys per split. tokens, heads and kv_heads must be set.
+void choose_attention_splits(AttentionArgs& a, int sm_count);
+// q: [T, H, D]; k, v: [capacity, KVH, D] (only rows < start + T are read), rows 4-byte aligned;
+// out: [T, H * D]; part_o: [splits, T * H, D] float32 and part_lse: [splits, T * H] float32 when
+// a.splits > 1, else nullptr. smem_optin: the device's opt-in shared memory per block, in bytes.
+template <typename T>
+void launch_attention(const T* q, const T* k, const T* v, T* out, float* part_o, float* part_lse,
+                      const AttentionArgs& a, size_t smem_optin, cudaStream_t stream);
+
+// logits: [rows, vocab]; ids: [rows] int64; probs: [rows] float32 (0 when with_prob is false).
+template <typename T>
+void launch_argmax_top1(const T* logits, int64_t rows, int vocab, int64_t* ids, float* probs, bool with_prob,
+                        cudaStream_t stream);
+
+// drafts: [k] (nullptr when k is 0); target: [k+1]; out: [2] = (accepted, bonus or -1).
+void launch_greedy_accept(const int64_t* drafts, const int64_t* target, int64_t k, int64_t* out,
+                          cudaStream_t stream);
+
+// gate_up: [rows, 2I]; out: [rows, I].
+template <typename T>
+void launch_silu_mul(const T* gate_up, T* out, int64_t rows, int64_t I, cudaStream_t stream);
+
+// Whether p is a multiple of `bytes` (the kernels' vector and staging paths need aligned rows).
+inline bool aligned_to(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
+}  // namespace dotf::cuda

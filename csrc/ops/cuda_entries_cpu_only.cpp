@@ -1,0 +1,34 @@
+// The CUDA entry points (ops/cuda/entries.h) of a CPU-only build, compiled only when dotf is built
+// without its CUDA kernels (CMakeLists.txt: *_cpu_only.cpp). A CUDA tensor handed to an op then fails
+// with this message instead of reaching CPU code.
+#include "ops/cuda/entries.h"
+
+#include <stdexcept>
+#include <string>
+
+namespace dotf {
+
+namespace {
+// A RuntimeError in Python, as DOTF_CHECK raises.
+[[noreturn]] void no_cuda_kernels(const char* op) {
+  throw std::runtime_error(std::string(op) +
+                           ": dotf was built without CUDA kernels (rebuild with a CUDA torch, nvcc and DOTF_CUDA=ON)");
+}
+}  // namespace
+
+void add_rmsnorm_cossim_cuda(at::Tensor&, const at::Tensor&, const at::Tensor&, double, at::Tensor&, const at::Tensor&) {
+  no_cuda_kernels("add_rmsnorm_cossim");
+}
+void rope_qkv_to_cache_cuda(const at::Tensor&, const at::Tensor&, const at::Tensor&, const RopeQkvShape&, at::Tensor&,
+                            at::Tensor&, at::Tensor&) {
+  no_cuda_kernels("rope_qkv_to_cache");
+}
+at::Tensor attention_with_cache_cuda(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t, double,
+                                     const at::Tensor&) {
+  no_cuda_kernels("attention_with_cache");
+}
+void argmax_top1_cuda(const at::Tensor&, at::Tensor&, at::Tensor&, bool) { no_cuda_kernels("argmax_top1"); }
+void greedy_accept_cuda(const at::Tensor&, const at::Tensor&, at::Tensor&) { no_cuda_kernels("greedy_accept"); }
+void silu_mul_cuda(const at::Tensor&, at::Tensor&) { no_cuda_kernels("silu_mul"); }
+
+}  // namespace dotf
