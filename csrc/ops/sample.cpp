@@ -4,7 +4,7 @@
 #include "ops/cpu/features.h"
 #include "ops/cpu/sample_avx2.h"
 
-#include <ATen/Parallel.h>
+#include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/zeros.h>
