@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+import dotf
 from conftest import PROMPT, assert_usable
 
 
@@ -77,3 +78,24 @@ def test_bad_draft_plan(model, reference):
     with pytest.raises(ValueError, match=r"draft_attention must have one entry per layer \(4\), got 2"):
         model.generate(PROMPT, max_new_tokens=4, strategy="asd", draft_attention=[True, False])
     assert_usable(model, reference)
+
+
+def test_options_come_from_one_definition():
+    table = dotf.options()
+    assert list(table)[0] == "threshold" and {"gamma", "max_draft", "do_sample", "temperature"} <= set(table)
+    assert table["gamma"].default("asd") == 0.6 and table["gamma"].default("dotf") == 0.2
+    assert table["draft"].default("dotf", "cpu") == "int8" and table["draft"].default("dotf", "cuda") == "same"
+    assert table["draft"].choices == ("same", "int8") and table["max_draft"].range == ">= 1"
+    assert table["temperature"].scope == "sampling" and table["lookup"].scope == "speculative"
+    assert dotf.defaults("dotf")["max_draft"] == 8 and dotf.defaults("asd", "cuda")["threshold"] == 0.99
+    assert dotf.STRATEGIES == ("ar", "asd", "dotf")
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        dotf.defaults("fast")
+
+
+def test_every_default_is_what_a_call_uses(model):
+    """A call that names no option runs on the table's defaults: the stats echo the exit threshold and K_max."""
+    for strategy in ("asd", "dotf"):
+        d = dotf.defaults(strategy)
+        s = model.generate(PROMPT, max_new_tokens=4, strategy=strategy).stats
+        assert s["initial_gamma"] == d["gamma"] and len(s["drafted_at"]) == d["max_draft"]
