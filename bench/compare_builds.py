@@ -4,9 +4,11 @@
         --tasks summarize,code,chat --prompts 2 --repeats 3 --out bench/results/compare_builds.json
 
 Each build runs in its own worker process (PYTHONPATH = its python/ folder with its built dotf._C) and
-loads the model once; the driver sends them the same (strategy, prompt) calls in the order A B B A, so
-drifts of the machine's speed fall on both alike. Reports, per strategy, the median tok/s of each build,
-their ratio, and whether the tokens are identical.
+loads the model once; after a warm-up call per strategy and prompt, the driver sends them the same
+(strategy, prompt) calls in the order A B B A, so drifts of the machine's speed fall on both alike.
+Reports, per strategy, the median tok/s of each build, their ratio, and whether the tokens are identical.
+Run it twice with --this and --other swapped (--swap): a process-level effect (which worker started first,
+where its memory landed) then shows as a ratio that follows the order rather than the build.
 """
 from __future__ import annotations
 
@@ -62,6 +64,7 @@ def main(argv=None) -> int:
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--swap", action="store_true", help="start the other build's worker first")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
 
@@ -71,8 +74,13 @@ def main(argv=None) -> int:
     tokenizer = dotf.load(args.model).tokenizer
     prompts = [(task, pid, ids) for task in args.tasks.split(",")
                for pid, ids in task_prompts(tokenizer, task, args.prompts)]
-    builds = {"this": Worker(args.this, args.model, args.threads), "other": Worker(args.other, args.model, args.threads)}
+    order = [("other", args.other), ("this", args.this)] if args.swap else [("this", args.this), ("other", args.other)]
+    builds = {name: Worker(path, args.model, args.threads) for name, path in order}
     print({name: w.where for name, w in builds.items()}, file=sys.stderr)
+    for _, _, ids in prompts:  # warm-up: first-use costs (the int8 draft, page faults) stay out of the timings
+        for strategy in args.strategies.split(","):
+            for w in builds.values():
+                w.run(ids=ids[:16], new_tokens=4, strategy=strategy)
     records = []
     for rep in range(args.repeats):
         for task, pid, ids in prompts:

@@ -5,6 +5,7 @@
     python bench/tune.py --option options --values '{"draft_exit": "probability", "gamma": 0.2};{"margin": 0.1}'
 
 A value that is a JSON object sets several options at once (values are then separated by ";").
+--sampling '{"temperature": 0.7, "top_p": 0.9}' samples every call (AR included), repeat r with seed r.
 
 Prompts: common.task_prompts(tuning=True): aclsum *train* summaries (decode.py uses validation), HumanEval
 problems 20.. (the tests use the first ten, decode.py the last ones) and ShareGPT first turns drawn with
@@ -47,20 +48,25 @@ def main(argv=None) -> int:
     p.add_argument("--prompts", type=int, default=3)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--sampling", default=None, help="JSON of sampling options applied to every call")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     values = [parse_value(v) for v in args.values.split(";" if args.values.lstrip().startswith("{") else ",")]
     model = dotf.load(args.model, dtype=torch.float32)
+    sampling = {"do_sample": True, **json.loads(args.sampling)} if args.sampling else {}
     print(f"{args.model}, strategy {args.strategy}, {args.option} in {values}, {args.prompts} prompts x "
-          f"{args.repeats} repeats per task, {args.new_tokens} new tokens, 1 thread")
+          f"{args.repeats} repeats per task, {args.new_tokens} new tokens, 1 thread"
+          + (f", sampled with {sampling}" if sampling else ""))
     for task in args.tasks.split(","):
         decode_seconds: dict = {}
         for _, ids in task_prompts(model.tokenizer, task, args.prompts, tuning=True):
             model.generate(ids, max_new_tokens=8, strategy=args.strategy)  # warm-up
-            for _ in range(args.repeats):
+            for rep in range(args.repeats):
                 for v in ["ar", *values]:
                     options = v if isinstance(v, dict) else {args.option: v}
                     kw = {"strategy": "ar"} if v == "ar" else {"strategy": args.strategy, **options}
+                    if sampling:
+                        kw.update(sampling, seed=rep)
                     s = model.generate(ids, max_new_tokens=args.new_tokens, **kw).stats
                     decode_seconds[str(v)] = decode_seconds.get(str(v), 0.0) + s["seconds"] - s["prefill_seconds"]
         ar = decode_seconds["ar"]
