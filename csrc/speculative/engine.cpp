@@ -49,6 +49,7 @@ void Engine::release_graphs() {
 
 DecodeResult Engine::generate(const at::Tensor& prompt, const GenerateRequest& request, KVCache* cache) {
   const Transformer& m = *model_;
+  validate(request.options, request.strategy);  // before the cache is sized from max_new_tokens
   DOTF_CHECK_DIM(prompt, 1, "input_ids");
   const int64_t rows = cache_rows(prompt.size(0), request);
   DOTF_CHECK_ARG(rows <= m.max_seq_len(), "prompt (", prompt.size(0), " tokens) + max_new_tokens (",
