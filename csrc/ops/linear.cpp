@@ -53,7 +53,7 @@ LinearPath linear_path_from_string(const std::string& name) {
 //   avx2 (ours)        27.3 ms (1.27x)   20.4 ms (1.44x)  97.4 ms (1.26x)    65.3 ms (1.69x)
 //   int8 (FBGEMM)      12.3 ms (1.16x)   fp32 in/out      37.2 ms (1.17x)
 //   * oneDNN has no bf16 kernel on this CPU (needs avx512bw/vl/dq or avx_ne_convert): fp32 copy.
-// int8_avx2 (ours, the draft path since; measured later in whole decode steps): SmolLM2 decoding over
+// int8_avx2 (ours, the draft path on AVX2 CPUs; measured in whole decode steps): SmolLM2 decoding over
 // int8 weights took 13.4-14.1 ms/token against 16.6-18.1 ms with FBGEMM (bench/README.md).
 //
 // oneDNN flattens the M curve but is no faster than MKL at M=1 (slower on most single layers); its
@@ -125,7 +125,7 @@ c10::IValue int8_prepack(const at::Tensor& qweight, const std::optional<at::Tens
 // activations (0..255) and weights reaching +-127 a pair can reach 64770 and clip. reduce_range
 // quantizes activations to 7 bits (0..127) so a pair stays within 32258 < 32767; it is what
 // torch.ao.nn.quantized.dynamic.Linear passes for FBGEMM. The cost is one bit of activation
-// precision (error model checked in tests/cpp/test_linear.cpp, Int8ErrorIsActivationRoundingOnly);
+// precision (error model checked in tests/cpp/ops/test_linear.cpp, Int8ErrorIsActivationRoundingOnly);
 // Int8WithoutReduceRangeSaturatesOnAvx2 there shows the clipping without it (129.5 for 255 here).
 constexpr bool kInt8ReduceRange = true;
 

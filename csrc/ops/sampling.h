@@ -15,8 +15,8 @@ std::pair<at::Tensor, at::Tensor> argmax_top1(const at::Tensor& logits, bool wit
 
 // logits: [T, V], ids: [T] int64 (argmax_top1's ids) -> [T] float32: logits[r, ids[r]] minus the
 // largest other logit of row r (0 on a tie, +inf for V = 1, 0 for a row whose id is -1). The
-// draft-exit confidence of a quantized self-draft (README "Draft exit"): it disagrees with the full
-// model only where its top two logits are closer than its rounding moves them.
+// draft-exit confidence of a quantized self-draft (bench/README.md, "Choosing the defaults"): it
+// disagrees with the full model only where its top two logits are closer than its rounding moves them.
 at::Tensor top1_margin(const at::Tensor& logits, const at::Tensor& ids);
 
 // Raw-pointer CPU implementation of argmax_top1, also the reference for the CUDA kernel.

@@ -5,7 +5,8 @@
 //   * the measured seconds each sublayer costs in a draft step at the current context (a profiled
 //     draft step: attention grows with the context, the MLP does not, so it is re-measured whenever
 //     the plan is re-selected).
-// The model (stated in the README and checked against measured acceptance in bench/ablation.py):
+// The model (stated in bench/README.md, "Cost-aware selection"; checked against measured acceptance in
+// bench/ablation.py):
 //   acceptance   a(P) = a0 * exp(-lambda * sum_{i in P} (1 - s_i))        P: the skipped sublayers
 //   draft step   c(P) = c_full_draft - sum_{i in P} cost_i
 //   tokens/round E(a, k) = (1 - a^(k+1)) / (1 - a)                       (Leviathan et al. 2023)

@@ -8,8 +8,8 @@ namespace dotf {
 GenerateOptions preset(Strategy strategy, c10::DeviceType device) {
   GenerateOptions o;  // the member initialisers: the paper's method
   if (strategy != Strategy::DOTF) return o;
-  // dotf (README "Choosing the defaults", measured on the tuning prompts): lookup drafts after every
-  // draft token and a fallback to plain steps where speculation loses.
+  // dotf (bench/README.md, "Choosing the defaults", measured on the tuning prompts): lookup drafts after
+  // every draft token and a fallback to plain steps where speculation loses.
   o.lookup = true;
   o.lookup_every_step = true;
   o.break_even = true;

@@ -18,7 +18,8 @@
 namespace dotf {
 
 // "ar": plain decoding. "asd": the paper (cosine-similarity draft, adaptive exit). "dotf": ours, on top of
-// asd: a quantized self-draft, n-gram lookup drafts, break-even fallback (README "What dotf adds").
+// asd: a quantized self-draft, n-gram lookup drafts, break-even fallback (README, "What the paper does
+// and what dotf does").
 enum class Strategy { AR, ASD, DOTF };
 // The draft's linear weights: the model's own, or an int8 copy derived from them (CPU).
 enum class DraftWeights { Same, Int8 };

@@ -1,4 +1,4 @@
-"""The fused CPU attention kernel (csrc/ops/attention_avx2.cpp) against the ATen reference.
+"""The fused CPU attention kernel (csrc/ops/cpu/attention_avx2.cpp) against the ATen reference.
 
 Fresh random inputs per case; errors as ||out - ref|| / ||ref|| against a float64 reference of the
 same (rounded) inputs. Beyond accuracy, the kernel owes the speculative decoder two exact properties:

@@ -96,7 +96,7 @@ def test_margin_exit_is_lossless_and_thresholds_the_logit_margin(draft):
     never_stop = m.generate(ids, max_new_tokens=60, margin=0.0, **kw)
     assert never_stop.tokens == ar.tokens
     assert never_stop.stats["drafted_at"][5] > 0, never_stop.stats
-    # Both strategies default to the paper's probability exit (README "Draft exit": the margin rule
-    # measured no faster).
+    # Both strategies default to the paper's probability exit (bench/README.md, "Choosing the defaults":
+    # the margin rule measured no faster).
     for strategy in ("asd", "dotf"):
         assert m.generate(ids, max_new_tokens=8, strategy=strategy).stats["draft_exit"] == "probability"
