@@ -42,6 +42,8 @@ class Worker:
         self.proc = subprocess.Popen([sys.executable, "-c", WORKER, model, str(threads)], env=env, text=True,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.where = json.loads(self.proc.stdout.readline())["dotf"]
+        git = ["git", "-C", os.path.dirname(os.path.abspath(python_dir)), "rev-parse", "--short", "HEAD"]
+        self.commit = subprocess.run(git, capture_output=True, text=True, check=False).stdout.strip() or "unknown"
 
     def run(self, **call) -> dict:
         self.proc.stdin.write(json.dumps(call) + "\n")
@@ -76,7 +78,7 @@ def main(argv=None) -> int:
                for pid, ids in task_prompts(tokenizer, task, args.prompts)]
     order = [("other", args.other), ("this", args.this)] if args.swap else [("this", args.this), ("other", args.other)]
     builds = {name: Worker(path, args.model, args.threads) for name, path in order}
-    print({name: w.where for name, w in builds.items()}, file=sys.stderr)
+    print({name: (w.where, w.commit) for name, w in builds.items()}, file=sys.stderr)
     for _, _, ids in prompts:  # warm-up: first-use costs (the int8 draft, page faults) stay out of the timings
         for strategy in args.strategies.split(","):
             for w in builds.values():
@@ -103,7 +105,8 @@ def main(argv=None) -> int:
         print(f"{strategy:5s} this {med['this']:7.2f} tok/s  other {med['other']:7.2f} tok/s  "
               f"ratio {med['this'] / med['other']:.3f}  identical tokens: {same}")
     if args.out:
-        Path(args.out).write_text(json.dumps({"machine": machine(), "args": vars(args), "summary": summary,
+        commits = {name: w.commit for name, w in builds.items()}
+        Path(args.out).write_text(json.dumps({"machine": machine(), "args": vars(args), "commits": commits, "summary": summary,
                                               "records": records}, indent=1))
     return 0
 

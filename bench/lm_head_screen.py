@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import task_prompts  # noqa: E402
+from common import machine, task_prompts  # noqa: E402
 
 import dotf  # noqa: E402
 from dotf.checkpoints import checkpoint_dir  # noqa: E402
@@ -32,6 +32,7 @@ def main(argv=None) -> int:
     ap.add_argument("--prompts", type=int, default=2, help="validation prompts per task")
     ap.add_argument("--new-tokens", type=int, default=32)
     args = ap.parse_args(argv)
+    machine()  # prints the CPU and its kernel-choosing features
     from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
     m = dotf.load(args.model, dtype=torch.float32)

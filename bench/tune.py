@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import task_prompts  # noqa: E402
+from common import machine, task_prompts  # noqa: E402
 
 import dotf  # noqa: E402
 
@@ -52,6 +52,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     values = [parse_value(v) for v in args.values.split(";" if args.values.lstrip().startswith("{") else ",")]
+    machine()  # prints the CPU and its kernel-choosing features
     model = dotf.load(args.model, dtype=torch.float32)
     sampling = {"do_sample": True, **json.loads(args.sampling)} if args.sampling else {}
     print(f"{args.model}, strategy {args.strategy}, {args.option} in {values}, {args.prompts} prompts x "

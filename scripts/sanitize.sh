@@ -7,7 +7,7 @@
 #   bash scripts/sanitize.sh --gtest_filter='KVCache*'   # extra args go to dotf_tests
 #
 # Leak checking is on (detect_leaks=1) and UBSan is fatal (-fno-sanitize-recover=undefined, set by
-# CMake), so any finding fails the run. No suppressions are needed today (libtorch 2.13, CPU): the
+# CMake), so any finding fails the run. No suppressions are needed (libtorch 2.13, CPU): the
 # run is clean as is. Should a libtorch/oneDNN/MKL/OpenMP upgrade start reporting its own
 # process-lifetime allocations (thread pools, kernel caches) as leaks, put `leak:<library>` lines in
 # scripts/lsan.supp: the script passes that file to LeakSanitizer when it exists. A suppression

@@ -11,7 +11,7 @@ namespace dotf {
 class KVCache {
  public:
   KVCache() = default;
-  // Buffers are [layers, batch, capacity, kv_heads, head_dim]; batch is 1 today, and the leading
+  // Buffers are [layers, batch, capacity, kv_heads, head_dim]; batch is 1 (one sequence per call), and the leading
   // batch axis is there so that batched decoding adds per-sequence lengths, not a new layout.
   KVCache(int64_t num_layers, int64_t capacity, int64_t num_kv_heads, int64_t head_dim, at::ScalarType dtype,
           at::Device device);

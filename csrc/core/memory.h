@@ -3,7 +3,7 @@
 //
 // Why: a decode step streams every weight once, hundreds of MB on 4 KiB pages, i.e. a TLB miss and a
 // page walk every 4 KiB of every stream, and the hardware prefetchers stop at each 4 KiB boundary.
-// On 2 MiB pages a SmolLM2-135M fp32 decode step ran ~9% faster here (bench/README.md, "Huge pages").
+// On 2 MiB pages a SmolLM2-135M fp32 decode step ran ~7% faster here (bench/README.md, "Huge pages").
 // KV caches stay on ordinary pages: they are allocated at full capacity but touched only up to the
 // context in use, and a huge page would back 2 MiB at the first touch.
 // Linux only grants them to 2 MiB-aligned ranges of memory that asked for them (madvise) when
