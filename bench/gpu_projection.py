@@ -18,6 +18,20 @@ float32 on the CPU, the GPU steps run bf16 weights of the same shape.
     python3 bench/gpu_projection.py --gpu bench/results/gpu-h100/gpu_step_bench.json \
         --cpu bench/results/smollm2-cpu/results.json=smollm2-135m \
         --cpu bench/results/qwen1.5b-cpu/results.json=qwen2.5-1.5b [--context 512] [--out table.md]
+
+With --quant it projects dotf's quantized self-draft instead (int8 per channel, int4 in groups of 128)
+from the acceptance bench/quant_draft_acceptance.py measured on real models with the CUDA schemes
+emulated, for a GPU shape of the user's choice (the acceptance of a small model stands in for the
+large shape's: a proxy, said in the table):
+
+    python3 bench/gpu_projection.py --gpu bench/results/gpu-h100/gpu_step_bench.json --context 2048 \
+        --quant bench/results/quant_draft_acceptance/qwen2.5-coder-1.5b.json=llama2-7b
+
+    draft step = the measured quantized draft step when the GPU JSON has one ("draft_int8", "draft_int4"),
+                 else the full step scaled by the draft's bytes (quantized weights + the exact KV cache)
+                 over a full step's bytes, at the full step's measured bandwidth;
+    round      = k draft steps + one verify of k + 1 tokens (interpolated from the measured T = 1, 5, 9),
+                 E[tokens] = (1 - a^(k+1)) / (1 - a) for a per-token acceptance a; the best k <= 8.
 """
 from __future__ import annotations
 
@@ -50,16 +64,78 @@ def project(record: dict, entry: dict, skipped_in_half: int) -> tuple[float, flo
     return ar, asd
 
 
+def quantized_weight_bytes(shape: dict, scheme: str) -> float:
+    """Bytes of every linear of a draft (the LM head included) under a scheme, from the model's shape."""
+    h, f, hd = shape["hidden_size"], shape["intermediate_size"], shape["head_dim"]
+    q, kv = shape["num_heads"] * hd, shape["num_kv_heads"] * hd
+    linears = [(q, h), (kv, h), (kv, h), (h, q), (f, h), (f, h), (h, f)] * shape["num_layers"]
+    linears.append((shape["vocab_size"], h))
+    per_group = {"int4-sym": 2, "int4-asym": 4}  # an fp16 scale, plus an fp16 zero point when asymmetric
+    total = 0.0
+    for n, k in linears:
+        if scheme == "int8":
+            total += n * k + 2 * n  # int8 values, one fp16 scale per output channel
+        else:
+            total += n * k / 2 + n * -(-k // 128) * per_group[scheme]
+    return total
+
+
+def project_quantized(acceptance: float, scheme: str, shape: dict, entry: dict) -> tuple[float, int, float]:
+    """(projected dotf / AR, best k, draft step / full step) for a per-token acceptance."""
+    decode = entry["decode"]
+    t_decode = decode["graphed_seconds"]
+    measured = entry.get("draft_" + scheme.split("-")[0])
+    if measured:
+        t_draft = measured["graphed_seconds"]
+    else:
+        b = decode["bytes"]
+        t_draft = t_decode * (quantized_weight_bytes(shape, scheme) + b["kv"]) / b["total"]
+    verify_points = [(1.0, t_decode)] + [(float(v["tokens"]), v["graphed_seconds"]) for v in entry["verify"].values()]
+    best = (0.0, 0)
+    for k in range(1, 9):
+        tokens = (1 - acceptance ** (k + 1)) / (1 - acceptance) if acceptance < 1 else k + 1
+        speedup = tokens * t_decode / (k * t_draft + interp(k + 1.0, verify_points))
+        best = max(best, (speedup, k))
+    return best[0], best[1], t_draft / t_decode
+
+
+def quant_lines(gpu: dict, specs: list[str], context: str) -> list[str]:
+    lines = [f"Projected decode-phase speedup of dotf with a quantized self-draft over AR on {gpu['device']} "
+             f"(CUDA graphs, context {context}; bench/gpu_projection.py --quant; a projection, not a measurement). "
+             "Acceptance: teacher-forced on the CPU on the named real model with the CUDA scheme emulated "
+             "(bench/quant_draft_acceptance.py), standing in for the GPU shape's.", "",
+             "| GPU shape | acceptance from | scheme | draft step / full step | greedy: acceptance, best k, dotf / AR "
+             "| sampled (T 0.7, top-p 0.9): acceptance, best k, dotf / AR |", "|---|---|---|---|---|---|"]
+    for spec in specs:
+        path, shape_name = spec.split("=")
+        acc = json.load(open(path))
+        model = gpu["models"][shape_name]
+        entry = model["contexts"][context]
+        for scheme, e in acc["summary"].items():
+            cells = []
+            for key in ("greedy_agreement", "sampled_acceptance"):
+                speedup, k, cost = project_quantized(e[key], scheme, model["shape"], entry)
+                cells.append(f"{e[key]:.3f}, {k}, {speedup:.2f}x")
+            source = "measured" if entry.get("draft_" + scheme.split("-")[0]) else "bytes"
+            lines.append(f"| {shape_name} | {acc['args']['model']} | {scheme} | {cost:.2f} ({source}) | "
+                         + " | ".join(cells) + " |")
+    return lines
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gpu", required=True, help="gpu_step_bench.py JSON")
-    ap.add_argument("--cpu", action="append", required=True, metavar="RESULTS=SHAPE",
-                    help="bench/decode.py results.json and the GPU shape of its model")
+    ap.add_argument("--cpu", action="append", default=[], metavar="RESULTS=SHAPE",
+                    help="bench/decode.py results.json and the GPU shape of its model (asd's projection)")
+    ap.add_argument("--quant", action="append", default=[], metavar="ACCEPTANCE=SHAPE",
+                    help="bench/quant_draft_acceptance.py JSON and the GPU shape to project it on (dotf's)")
     ap.add_argument("--context", default="512", help="the GPU context the steps were timed at")
     ap.add_argument("--out", help="also write the table here (markdown)")
     args = ap.parse_args(argv)
+    if not args.cpu and not args.quant:
+        ap.error("give --cpu (asd's projection) or --quant (the quantized draft's), or both")
     gpu = json.load(open(args.gpu))
-    lines = [f"Projected decode-phase speedup of asd over AR on {gpu['device']} (CUDA graphs, context "
+    lines = [] if not args.cpu else [f"Projected decode-phase speedup of asd over AR on {gpu['device']} (CUDA graphs, context "
              f"{args.context}), from CPU-measured rounds (bench/gpu_projection.py; a projection, not a measurement)",
              "", "| model (GPU shape) | task | prompts | acceptance (CPU) | tokens/verify | projected asd / AR |",
              "|---|---|---|---|---|---|"]
@@ -82,6 +158,8 @@ def main(argv=None) -> int:
             lines.append(f"| {cpu['meta']['model'].split('/')[-1]} ({shape}) | {task} | {len(recs)} | "
                          f"{statistics.mean(acc):.2f} | {statistics.mean(tpv):.2f} | "
                          f"{statistics.mean(ratios):.2f}x |")
+    if args.quant:
+        lines += ([""] if lines else []) + quant_lines(gpu, args.quant, args.context)
     text = "\n".join(lines)
     print(text)
     if args.out:
