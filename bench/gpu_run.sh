@@ -102,7 +102,7 @@ if "$PY" -c "import xdist" 2>/dev/null; then PYTEST_ARGS+=(-n "${PYTEST_WORKERS:
 # End to end and CUDA graphs first, then the step benchmark, then the kernel grid: a session cut
 # short keeps the most telling results.
 step pytest_e2e "$OUT/pytest_e2e.log" "$PY" -m pytest tests/python/model/test_cuda_graphs.py tests/python/model/test_cuda_model.py \
-  "${PYTEST_ARGS[@]}"
+  tests/python/speculative/test_cuda_sampling.py "${PYTEST_ARGS[@]}"
 # shellcheck disable=SC2086
 step bench "$OUT/gpu_step_bench.log" "$PY" bench/gpu_step_bench.py --out "$OUT/gpu_step_bench.json" ${BENCH_ARGS:-}
 if [[ $CPP == 1 ]]; then
@@ -113,7 +113,8 @@ if [[ $CPP == 1 ]]; then
     --benchmark_filter="${CPP_BENCH_FILTER:-/cuda/}" --benchmark_min_time=0.05 \
     --benchmark_out="$OUT/dotf_bench.json" --benchmark_out_format=json
 fi
-step pytest_ops "$OUT/pytest_ops.log" "$PY" -m pytest tests/python/ops/test_cuda_ops.py tests/python/api/test_build_info.py "${PYTEST_ARGS[@]}"
+step pytest_ops "$OUT/pytest_ops.log" "$PY" -m pytest tests/python/ops/test_cuda_ops.py tests/python/ops/test_cuda_sample.py \
+  tests/python/api/test_build_info.py "${PYTEST_ARGS[@]}"
 if [[ $CPP == 1 ]]; then
   step cpp_tests "$OUT/pytest_ops.log" "$(cat "$ROOT/build/LAST")/dotf_tests"
 fi

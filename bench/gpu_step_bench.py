@@ -12,6 +12,8 @@ them: forward + argmax_top1 + a host read of the token (one synchronisation per 
 "pipelined" figure launches steps back to back and synchronises once (launch overhead hidden
 behind the GPU where the host keeps ahead). "graphed" runs the same steps through
 dotf._C.testing.GraphedForward (what generate() uses on CUDA): one input copy + one graph replay per step.
+"sampling": the token choice alone, greedy's argmax against sampling's warp + draw and warp + acceptance
+test (ops/sample.h), on random logits of each model's vocabulary.
 Per-step overhead = 1 - (GPU time per step) / (step time), with the GPU time taken from graph
 replays launched back to back (the host is then far ahead, so the GPU never waits).
 
@@ -323,6 +325,33 @@ def bench_attention(model, s: Shape, cache, ctx: int, ks: list[int], iters: int,
     return out
 
 
+def bench_sampling(s: Shape, device: torch.device, ks: list[int], iters: int) -> dict:
+    """The token choice alone on random logits of the model's vocabulary and dtype, GPU time per call:
+    greedy (argmax_top1) against sampling (the warp at temperature 0.7, top-p 0.9, then the draw) for one
+    row, and for k + 1 verify rows the warp + the speculative acceptance test against k draft rows."""
+    ops = _C.testing.ops
+    warp = (0.7, 0, 0.9, 0.0)
+    out = {}
+    for rows in sorted({1, *(k + 1 for k in ks)}):
+        logits = (torch.randn(rows, s.vocab_size, device=device) * 3).to(s.dtype)
+        u = torch.rand(rows, dtype=torch.float64, device=device)
+        q = ops.warped_probabilities(logits[: rows - 1], *warp)
+        drafts = q.argmax(1) if rows > 1 else torch.zeros(0, dtype=torch.int64, device=device)
+        lookup = torch.zeros(rows - 1, dtype=torch.bool, device=device)
+        out[str(rows)] = {
+            "argmax_seconds": gpu_seconds(lambda: ops.argmax_top1(logits, False), iters),
+            "warp_seconds": gpu_seconds(lambda: ops.warped_probabilities(logits, *warp), iters),
+            "warp_sample_seconds": gpu_seconds(lambda: ops.sample_rows(ops.warped_probabilities(logits, *warp), u),
+                                               iters),
+            "warp_accept_seconds": gpu_seconds(lambda: ops.speculative_accept(
+                ops.warped_probabilities(logits, *warp), q, drafts, lookup, u), iters),
+        }
+    print(f"sampling step, V={s.vocab_size} (us, GPU): " + "; ".join(
+        f"{r} rows: argmax {v['argmax_seconds'] * 1e6:.0f}, warp+draw {v['warp_sample_seconds'] * 1e6:.0f}, "
+        f"warp+accept {v['warp_accept_seconds'] * 1e6:.0f}" for r, v in out.items()), flush=True)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="JSON file to write")
@@ -358,6 +387,7 @@ def main(argv=None) -> int:
         usable = [c for c in contexts if c + max(ks) + 2 <= s.max_position_embeddings]
         report["models"][name] = bench_model(name, s, device, usable, ks, args.iters, bandwidth,
                                              kernels=not args.no_kernels)
+        report["models"][name]["sampling"] = bench_sampling(s, device, ks, args.iters)
         with open(args.out, "w") as f:  # written after each model: a later failure keeps earlier results
             json.dump(report, f, indent=2)
     print(f"wrote {args.out}")

@@ -30,5 +30,13 @@ at::Tensor attention_with_cache_cuda(const at::Tensor&, const at::Tensor&, const
 void argmax_top1_cuda(const at::Tensor&, at::Tensor&, at::Tensor&, bool) { no_cuda_kernels("argmax_top1"); }
 void greedy_accept_cuda(const at::Tensor&, const at::Tensor&, at::Tensor&) { no_cuda_kernels("greedy_accept"); }
 void silu_mul_cuda(const at::Tensor&, at::Tensor&) { no_cuda_kernels("silu_mul"); }
+at::Tensor warped_probabilities_cuda(const at::Tensor&, const SamplingParams&) {
+  no_cuda_kernels("warped_probabilities");
+}
+at::Tensor sample_rows_cuda(const at::Tensor&, const at::Tensor&) { no_cuda_kernels("sample_rows"); }
+std::pair<at::Tensor, at::Tensor> speculative_accept_cuda(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                          const at::Tensor&, const at::Tensor&) {
+  no_cuda_kernels("speculative_accept");
+}
 
 }  // namespace dotf

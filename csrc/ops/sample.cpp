@@ -3,6 +3,7 @@
 #include "core/check.h"
 #include "ops/cpu/features.h"
 #include "ops/cpu/sample_avx2.h"
+#include "ops/cuda/entries.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
@@ -218,6 +219,7 @@ at::Tensor warped_probabilities(const at::Tensor& logits, const SamplingParams& 
   DOTF_CHECK_DIM(logits, 2, "logits");
   DOTF_CHECK_ARG(logits.size(1) > 0, "logits must have a non-empty vocabulary");
   check_sampling_params(params);
+  if (logits.is_cuda()) return warped_probabilities_cuda(logits.contiguous(), params);
   DOTF_CHECK_ARG(logits.device().is_cpu(), "warped_probabilities runs on the CPU, got logits on ", logits.device());
   // float64 rows stay float64 (the exactness tests); every other dtype is warped in float32.
   const at::ScalarType dtype = logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
@@ -237,6 +239,7 @@ at::Tensor warped_probabilities(const at::Tensor& logits, const SamplingParams& 
 at::Tensor sample_rows(const at::Tensor& probs, const at::Tensor& uniforms) {
   DOTF_CHECK_DIM(probs, 2, "probs");
   check_uniforms(uniforms, probs.size(0), "uniforms");
+  if (probs.is_cuda()) return sample_rows_cuda(probs.contiguous(), uniforms.contiguous());
   DOTF_CHECK_ARG(probs.device().is_cpu() && uniforms.device().is_cpu(), "sample_rows runs on the CPU");
   const at::Tensor p = probs.contiguous(), u = uniforms.contiguous();
   const int64_t rows = p.size(0), V = p.size(1);
@@ -264,6 +267,9 @@ std::pair<at::Tensor, at::Tensor> speculative_accept(const at::Tensor& p_in, con
   DOTF_CHECK_ARG(p_in.scalar_type() == q_in.scalar_type(), "p and q must share a dtype, got ", p_in.scalar_type(),
                  " and ", q_in.scalar_type());
   check_uniforms(uniforms_in, k + 1, "uniforms");
+  if (p_in.is_cuda())
+    return speculative_accept_cuda(p_in.contiguous(), q_in.contiguous(), drafts_in.contiguous(),
+                                   lookup_in.contiguous(), uniforms_in.contiguous());
   DOTF_CHECK_ARG(p_in.device().is_cpu(), "speculative_accept runs on the CPU, got p on ", p_in.device());
   const at::Tensor p = p_in.contiguous(), q = q_in.contiguous(), drafts = drafts_in.contiguous();
   const at::Tensor lookup = lookup_in.contiguous(), u = uniforms_in.contiguous();

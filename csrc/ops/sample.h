@@ -9,6 +9,12 @@
 //            norm(max(0, p_i - q_i)); when every draft is kept, the bonus token is drawn from p_k.
 //            A draft proposed deterministically (n-gram lookup) has q_i = its indicator.
 // Uniforms come from the caller (core/random.h), so that a seed reproduces a call on any device.
+// CUDA tensors run the kernels of ops/cuda/sample_warp.cu and ops/cuda/sample.cu (float32 rows; float16
+// and bfloat16 logits are warped in float32, float64 is refused), which read nothing back to the host:
+// where the CPU raises for a bad logits row or a draft outside the vocabulary, CUDA returns a NaN row from
+// the warp and token -1 from a draw. They agree with the CPU up to rounding (expf against the CPU's vector
+// exp, sums in another order), not bit for bit: the same logits and uniforms give the same tokens on both
+// except where a knife-edge decision (a CDF boundary, the top-p or min-p cut) falls within that rounding.
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>

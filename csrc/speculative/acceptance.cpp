@@ -4,6 +4,7 @@
 #include "ops/accept.h"
 #include "ops/sampling.h"
 
+#include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/stack.h>
 
@@ -21,6 +22,12 @@ std::vector<int64_t> to_host(const at::Tensor& ids) {
 std::vector<float> floats_to_host(const at::Tensor& x) {
   at::Tensor cpu = x.to(at::kCPU, at::kFloat).contiguous();
   return std::vector<float>(cpu.data_ptr<float>(), cpu.data_ptr<float>() + cpu.numel());
+}
+
+// A small host tensor on `device`. To CUDA it goes through pinned memory without waiting: a copy from
+// pageable memory synchronizes the stream, a host round trip per upload on top of the round's one read.
+at::Tensor to_device(const at::Tensor& host, at::Device device) {
+  return device.is_cpu() ? host : host.pin_memory().to(device, /*non_blocking=*/true);
 }
 
 void check_finite(int64_t id, const char* where) {
@@ -51,16 +58,30 @@ Verdict GreedyAcceptance::accept(const Proposal& proposal, const at::Tensor& ver
 }
 
 Verdict SamplingAcceptance::judge(const at::Tensor& p, const at::Tensor& q, const std::vector<int64_t>& drafts,
-                                  const std::vector<bool>& lookup) {
+                                  const std::vector<bool>& lookup, float* next_prob) {
   const auto k = static_cast<int64_t>(drafts.size());
   at::Tensor is_lookup = at::empty({k}, at::TensorOptions().dtype(at::kBool));
   for (int64_t i = 0; i < k; ++i) is_lookup.data_ptr<bool>()[i] = lookup[i];
   const at::Device device = p.device();
-  const auto [verdict_t, ratios_t] = speculative_accept(p, q, token_tensor(drafts).to(device), is_lookup.to(device),
-                                                        random_.uniforms(k + 1).to(device));
-  const std::vector<int64_t> verdict = to_host(verdict_t);
-  const at::Tensor ratios = ratios_t.to(at::kCPU).slice(0, 0, std::min(k, verdict[0] + 1)).contiguous();
-  return {verdict[0], verdict[1], std::vector<double>(ratios.data_ptr<double>(), ratios.data_ptr<double>() + ratios.numel())};
+  const auto [verdict_t, ratios_t] = speculative_accept(p, q, to_device(token_tensor(drafts), device),
+                                                        to_device(is_lookup, device),
+                                                        to_device(random_.uniforms(k + 1), device));
+  // One host read: (accepted, next), the k ratios, and p's probability of next (in row `accepted`) when
+  // asked, gathered on the device into one float64 tensor (token ids are exact in it).
+  std::vector<at::Tensor> parts{verdict_t.to(at::kDouble), ratios_t};
+  if (next_prob) {
+    const at::Tensor at_next = verdict_t.select(0, 0).mul(p.size(1)).add(verdict_t.select(0, 1).clamp_min(0));
+    parts.push_back(p.reshape({-1}).index_select(0, at_next.reshape({1})).to(at::kDouble));
+  }
+  const at::Tensor host = at::cat(parts).to(at::kCPU).contiguous();
+  const double* h = host.data_ptr<double>();
+  Verdict v{static_cast<int64_t>(h[0]), static_cast<int64_t>(h[1]), {}};
+  // On CUDA a bad logits row reaches this point as a NaN row (the warp does not read back), and the draw
+  // from it returns -1; on the CPU the warp has already raised.
+  check_finite(v.next, "while sampling");
+  v.acceptance_probability.assign(h + 2, h + 2 + std::min(k, v.accepted + 1));
+  if (next_prob) *next_prob = static_cast<float>(h[2 + k]);
+  return v;
 }
 
 int64_t SamplingAcceptance::choose(const at::Tensor& logits) {
@@ -73,18 +94,22 @@ DraftChoice SamplingAcceptance::draft(const at::Tensor& logits, DraftExit exit, 
   // proposals as deterministic drafts: kept with probability q(x), else a draw from q without x.
   const at::Tensor q = warped_probabilities(logits, params_);
   const auto m = static_cast<int64_t>(proposed.size());
-  const Verdict v = judge(q, q.slice(0, 0, m), proposed, std::vector<bool>(m, true));  // lookup rows: q not read
+  const bool margin = exit == DraftExit::Margin;
+  float next_prob = 0;
+  const Verdict v = judge(q, q.slice(0, 0, m), proposed, std::vector<bool>(m, true),  // lookup rows: q not read
+                          margin ? nullptr : &next_prob);
   DraftChoice out;
   out.ids.assign(proposed.begin(), proposed.begin() + v.accepted);
   out.ids.push_back(v.next);
   out.q = q;
   const int64_t row = v.accepted;
-  const at::Tensor confidence = exit == DraftExit::Margin
-                                    ? top1_margin(logits.slice(0, row, row + 1),
-                                                  argmax_top1(logits.slice(0, row, row + 1), false).first)
-                                    : q[row][v.next].reshape({1});
   out.confidence.assign(row, 1.0f);  // kept proposals: the pass goes on past them
-  out.confidence.push_back(floats_to_host(confidence)[0]);
+  float confidence = next_prob;
+  if (margin) {
+    const at::Tensor last = logits.slice(0, row, row + 1);
+    confidence = floats_to_host(top1_margin(last, argmax_top1(last, /*with_prob=*/false).first))[0];
+  }
+  out.confidence.push_back(confidence);
   return out;
 }
 

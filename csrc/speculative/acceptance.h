@@ -70,9 +70,10 @@ class SamplingAcceptance final : public AcceptanceRule {
   Verdict accept(const Proposal& proposal, const at::Tensor& verify_logits) override;
 
  private:
-  // speculative_accept on the device of p, with uniforms from the stream: (accepted, next) on the host.
+  // speculative_accept on the device of p, with uniforms from the stream: the verdict on the host, in one
+  // read that also brings p's probability of the next token when next_prob is given.
   Verdict judge(const at::Tensor& p, const at::Tensor& q, const std::vector<int64_t>& drafts,
-                const std::vector<bool>& lookup);
+                const std::vector<bool>& lookup, float* next_prob = nullptr);
   SamplingParams params_;
   RandomStream random_;
 };

@@ -10,10 +10,12 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <utility>
 
 namespace dotf {
 
-struct RopeQkvShape;  // ops/rope.h
+struct RopeQkvShape;    // ops/rope.h
+struct SamplingParams;  // ops/sample.h
 
 // h: [T, C], updated in place when delta is given; delta: [T, C] or undefined; weight: [C];
 // normed: [T, C] output; cos: [T] float32 output or undefined. As add_rmsnorm_cossim (ops/rmsnorm.h).
@@ -37,6 +39,24 @@ void argmax_top1_cuda(const at::Tensor& logits, at::Tensor& ids, at::Tensor& pro
 // drafts: contiguous [k] int64; target: contiguous [k+1] int64; out: [2] int64 output. As
 // greedy_accept (ops/accept.h).
 void greedy_accept_cuda(const at::Tensor& drafts, const at::Tensor& target, at::Tensor& out);
+
+// logits: contiguous [T, V], V > 0, float32/float16/bfloat16 -> [T, V] float32. As warped_probabilities
+// (ops/sample.h), except that a bad row (NaN or +inf, or no finite logit) is not raised here, which would
+// need a host read: it comes back as NaN, and a draw from it (sample_rows_cuda, speculative_accept_cuda)
+// returns token -1, which the caller reports (SamplingAcceptance raises "non-finite logits").
+at::Tensor warped_probabilities_cuda(const at::Tensor& logits, const SamplingParams& params);
+
+// probs: contiguous [T, V] float32; uniforms: contiguous [T] float64 -> [T] int64. As sample_rows
+// (ops/sample.h); -1 for a row with no positive weight or a NaN.
+at::Tensor sample_rows_cuda(const at::Tensor& probs, const at::Tensor& uniforms);
+
+// p: contiguous [k+1, V] float32; q: contiguous [k, V] float32; drafts: contiguous [k] int64; lookup:
+// contiguous [k] bool; uniforms: contiguous [k+1] float64 -> ([2] int64, [k] float64). As
+// speculative_accept (ops/sample.h), except that a draft outside the vocabulary or a NaN row gives next
+// token -1 instead of an error (checking it would need a host read).
+std::pair<at::Tensor, at::Tensor> speculative_accept_cuda(const at::Tensor& p, const at::Tensor& q,
+                                                          const at::Tensor& drafts, const at::Tensor& lookup,
+                                                          const at::Tensor& uniforms);
 
 // gate_up: contiguous [T, 2I]; out: [T, I] of its dtype. As silu_mul (ops/activation.h).
 void silu_mul_cuda(const at::Tensor& gate_up, at::Tensor& out);

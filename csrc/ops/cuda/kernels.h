@@ -54,6 +54,30 @@ void launch_argmax_top1(const T* logits, int64_t rows, int vocab, int64_t* ids, 
 void launch_greedy_accept(const int64_t* drafts, const int64_t* target, int64_t k, int64_t* out,
                           cudaStream_t stream);
 
+// Sampling (ops/sample.h has the semantics): the warp in ops/cuda/sample_warp.cu, the draws in
+// ops/cuda/sample.cu. The warp's arguments, as the CPU reference computes them from SamplingParams.
+struct WarperArgs {
+  float inv_temperature;  // float(1 / temperature)
+  int64_t top_k;          // 0: off
+  double top_p;           // 1: off
+  float min_p;            // float(min_p); 0: off
+};
+// logits: [rows, vocab]; probs: [rows, vocab] float32 output: the warped softmax, 0 for removed tokens. A
+// row holding NaN or +inf, or no finite logit, is written as NaN (the draws below then return -1).
+template <typename T>
+void launch_warped_probabilities(const T* logits, int64_t rows, int64_t vocab, const WarperArgs& args, float* probs,
+                                 cudaStream_t stream);
+// probs: [rows, vocab] float32 weights >= 0; uniforms: [rows]; ids: [rows] output: the first token whose
+// cumulative weight exceeds u * (row sum); -1 for a row with no positive weight or a NaN.
+void launch_sample_rows(const float* probs, const double* uniforms, int64_t rows, int64_t vocab, int64_t* ids,
+                        cudaStream_t stream);
+// p: [k+1, vocab]; q: [k, vocab] (rows of lookup drafts not read; nullptr when k is 0); drafts: [k];
+// lookup: [k]; uniforms: [k+1]; out: [2] = (accepted drafts, next token; -1 for a NaN row or a draft
+// outside the vocabulary); ratios: [k] = min(1, p/q) of the drafts tested, NaN past them.
+void launch_speculative_accept(const float* p, const float* q, const int64_t* drafts, const bool* lookup,
+                               const double* uniforms, int64_t k, int64_t vocab, int64_t* out, double* ratios,
+                               cudaStream_t stream);
+
 // gate_up: [rows, 2I]; out: [rows, I].
 template <typename T>
 void launch_silu_mul(const T* gate_up, T* out, int64_t rows, int64_t I, cudaStream_t stream);
