@@ -30,5 +30,8 @@ at::Tensor attention_with_cache_cuda(const at::Tensor&, const at::Tensor&, const
 void argmax_top1_cuda(const at::Tensor&, at::Tensor&, at::Tensor&, bool) { no_cuda_kernels("argmax_top1"); }
 void greedy_accept_cuda(const at::Tensor&, const at::Tensor&, at::Tensor&) { no_cuda_kernels("greedy_accept"); }
 void silu_mul_cuda(const at::Tensor&, at::Tensor&) { no_cuda_kernels("silu_mul"); }
+void quant_linear_cuda(const at::Tensor&, const QuantizedWeight&, const at::Tensor&, at::Tensor&) {
+  no_cuda_kernels("quant_linear");
+}
 
 }  // namespace dotf
