@@ -28,7 +28,8 @@ large shape's: a proxy, said in the table):
         --quant bench/results/quant_draft_acceptance/qwen2.5-coder-1.5b.json=llama2-7b
 
     draft step = the measured quantized draft step when the GPU JSON has one ("draft_int8", "draft_int4"),
-                 else the full step scaled by the draft's bytes (quantized weights + the exact KV cache)
+                 else the full step with its linears' times swapped for the measured quantized kernels'
+                 ("draft_int8_kernels", gpu_step_bench.py), else the full step scaled by the draft's bytes (quantized weights + the exact KV cache)
                  over a full step's bytes, at the full step's measured bandwidth;
     round      = k draft steps + one verify of k + 1 tokens (interpolated from the measured T = 1, 5, 9),
                  E[tokens] = (1 - a^(k+1)) / (1 - a) for a per-token acceptance a; the best k <= 8.
@@ -80,14 +81,23 @@ def quantized_weight_bytes(shape: dict, scheme: str) -> float:
     return total
 
 
+def draft_step_source(entry: dict, scheme: str) -> tuple[float | None, str]:
+    """The quantized draft step's seconds and where they come from: a measured step, the full step with
+    its linears' times swapped for the measured quantized kernels' (gpu_step_bench.py), or None (bytes)."""
+    bits = scheme.split("-")[0]
+    if entry.get("draft_" + bits):
+        return entry["draft_" + bits]["graphed_seconds"], "measured"
+    if entry.get(f"draft_{bits}_kernels"):
+        return entry[f"draft_{bits}_kernels"]["estimated_seconds"], "kernels"
+    return None, "bytes"
+
+
 def project_quantized(acceptance: float, scheme: str, shape: dict, entry: dict) -> tuple[float, int, float]:
     """(projected dotf / AR, best k, draft step / full step) for a per-token acceptance."""
     decode = entry["decode"]
     t_decode = decode["graphed_seconds"]
-    measured = entry.get("draft_" + scheme.split("-")[0])
-    if measured:
-        t_draft = measured["graphed_seconds"]
-    else:
+    t_draft, _ = draft_step_source(entry, scheme)
+    if t_draft is None:
         b = decode["bytes"]
         t_draft = t_decode * (quantized_weight_bytes(shape, scheme) + b["kv"]) / b["total"]
     verify_points = [(1.0, t_decode)] + [(float(v["tokens"]), v["graphed_seconds"]) for v in entry["verify"].values()]
@@ -116,7 +126,7 @@ def quant_lines(gpu: dict, specs: list[str], context: str) -> list[str]:
             for key in ("greedy_agreement", "sampled_acceptance"):
                 speedup, k, cost = project_quantized(e[key], scheme, model["shape"], entry)
                 cells.append(f"{e[key]:.3f}, {k}, {speedup:.2f}x")
-            source = "measured" if entry.get("draft_" + scheme.split("-")[0]) else "bytes"
+            source = draft_step_source(entry, scheme)[1]
             lines.append(f"| {shape_name} | {acc['args']['model']} | {scheme} | {cost:.2f} ({source}) | "
                          + " | ".join(cells) + " |")
     return lines

@@ -8,7 +8,8 @@
 # Writes to OUTDIR (at most eight files, the most a device session brings back): env.txt (machine,
 # versions, dotf.build_info()), build.log, pytest_ops.log (kernels; the C++ tests too), pytest_e2e.log
 # (end to end and CUDA graphs; native backtraces of tests that crashed their worker),
-# gpu_step_bench.json/.log, dotf_bench.json (the C++ microbenchmarks' CUDA cases, when .gpu_deps was
+# gpu_step_bench.json/.log (with the quantized GEMV timings and the draft steps derived from them),
+# dotf_bench.json (the C++ microbenchmarks' CUDA cases, when .gpu_deps was
 # carried: see bench/gpu_deps.sh), status.json (each step's exit code and seconds). Runs every step even
 # when an earlier one fails (except that nothing runs without a successful build); exits non-zero
 # when any step failed.
@@ -114,6 +115,7 @@ if [[ $CPP == 1 ]]; then
     --benchmark_out="$OUT/dotf_bench.json" --benchmark_out_format=json
 fi
 step pytest_ops "$OUT/pytest_ops.log" "$PY" -m pytest tests/python/ops/test_cuda_ops.py tests/python/ops/test_cuda_sample.py \
+  tests/python/ops/test_quant_linear.py \
   tests/python/api/test_build_info.py "${PYTEST_ARGS[@]}"
 if [[ $CPP == 1 ]]; then
   step cpp_tests "$OUT/pytest_ops.log" "$(cat "$ROOT/build/LAST")/dotf_tests"

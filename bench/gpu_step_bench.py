@@ -17,6 +17,12 @@ test (ops/sample.h), on random logits of each model's vocabulary.
 Per-step overhead = 1 - (GPU time per step) / (step time), with the GPU time taken from graph
 replays launched back to back (the host is then far ahead, so the GPU never waits).
 
+Quantized draft: after the steps of every model, the int8/int4 GEMVs of its linear shapes are timed
+against the dense linears at M = --quant-ms (bench/quant_gemv_bench.py: the "quant_gemv" entry, GB/s
+as a fraction of the copy bandwidth), and each context gets "draft_int8_kernels"/"draft_int4_kernels":
+the graphed full step with the dense linear times replaced by the quantized ones (an estimate from
+kernel timings, not a measured step; bench/gpu_projection.py reads measured steps as "draft_int8").
+
 Roofline: bytes a step must move (the weights of the sublayers it runs + the LM head, the KV rows
 its attention layers read and write; embedding rows and activations are negligible) divided by the
 step time, as a fraction of the measured device-to-device copy bandwidth (read + write bytes).
@@ -35,6 +41,7 @@ import torch
 
 import dotf
 from dotf import _C
+from quant_gemv_bench import bench_model_linears, draft_step_estimates  # bench/ is on sys.path when run
 
 
 @dataclass(frozen=True)
@@ -360,6 +367,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ks", default="4,8,12", help="draft lengths k; verify runs k+1 tokens")
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--no-kernels", action="store_true", help="skip the per-kernel breakdown (torch.profiler)")
+    ap.add_argument("--quant-ms", default="1,9,16",
+                    help="rows of x for the quantized GEMV timings (bench/quant_gemv_bench.py); empty: skip them")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("gpu_step_bench: no CUDA device", file=sys.stderr)
@@ -389,6 +398,17 @@ def main(argv=None) -> int:
                                              kernels=not args.no_kernels)
         report["models"][name]["sampling"] = bench_sampling(s, device, ks, args.iters)
         with open(args.out, "w") as f:  # written after each model: a later failure keeps earlier results
+            json.dump(report, f, indent=2)
+    # The quantized GEMVs last, so a failure there keeps every step measured above.
+    quant_ms = [int(m) for m in args.quant_ms.split(",") if m]
+    for name, record in report["models"].items() if quant_ms else ():
+        record["quant_gemv"] = linears = bench_model_linears(name, SHAPES[name], quant_ms, args.iters, bandwidth)
+        for ctx, entry in record["contexts"].items():
+            entry.update(draft_step_estimates(linears, entry["decode"]["graphed_seconds"]))
+            print(f"[{name}] ctx {ctx}: draft step estimated from the quantized GEMVs: " + ", ".join(
+                f"{key[6:10]} {v['estimated_seconds'] * 1e3:.3f} ms ({v['cost_vs_decode']:.2f}x)"
+                for key, v in entry.items() if key.endswith("_kernels")), flush=True)
+        with open(args.out, "w") as f:
             json.dump(report, f, indent=2)
     print(f"wrote {args.out}")
     return 0

@@ -38,5 +38,8 @@ std::pair<at::Tensor, at::Tensor> speculative_accept_cuda(const at::Tensor&, con
                                                           const at::Tensor&, const at::Tensor&) {
   no_cuda_kernels("speculative_accept");
 }
+void quant_linear_cuda(const at::Tensor&, const QuantizedWeight&, const at::Tensor&, at::Tensor&) {
+  no_cuda_kernels("quant_linear");
+}
 
 }  // namespace dotf

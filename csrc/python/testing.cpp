@@ -5,6 +5,7 @@
 #include "ops/accept.h"
 #include "ops/activation.h"
 #include "ops/attention.h"
+#include "ops/quant_linear.h"
 #include "ops/rmsnorm.h"
 #include "ops/rope.h"
 #include "ops/sample.h"
@@ -132,6 +133,22 @@ void register_testing(py::module_& m) {
     return accept_output_distribution(p, q.value_or(at::Tensor()), x);
   }, py::arg("p"), py::arg("q"), py::arg("x"),
      "distribution of the token emitted where draft x (drawn from q; None: a lookup draft) was proposed");
+  py::class_<QuantizedWeight>(ops, "QuantizedWeight", "a weight quantized by quantize_weight (ops/quant_linear.h)")
+      .def_readonly("qweight", &QuantizedWeight::qweight)
+      .def_readonly("scale", &QuantizedWeight::scale)
+      .def_readonly("bits", &QuantizedWeight::bits)
+      .def_readonly("group", &QuantizedWeight::group)
+      .def_readonly("in_features", &QuantizedWeight::in_features)
+      .def_property_readonly("out_features", &QuantizedWeight::out_features)
+      .def_property_readonly("nbytes", &QuantizedWeight::bytes);
+  ops.def("quantize_weight", &quantize_weight, py::arg("w"), py::arg("bits"), py::arg("group") = kInt4Group,
+          "int8 per output channel (bits 8) or int4 in groups along K (bits 4), on w's device");
+  ops.def("dequantize_weight", [](const QuantizedWeight& w) { return dequantize_weight(w); }, py::arg("w"),
+          "q * scale as [N, K] float64");
+  ops.def("quant_linear", &quant_linear, py::arg("x"), py::arg("w"), py::arg("bias") = py::none(),
+          "x (q * scale)^T + bias in x's dtype: the CUDA kernels, or the float64 reference on the CPU");
+  ops.def("quant_linear_reference", &quant_linear_reference, py::arg("x"), py::arg("w"), py::arg("bias") = py::none(),
+          "x (q * scale)^T + bias in float64");
   ops.def("top1_margin", &top1_margin, py::arg("logits"), py::arg("ids"),
           "top-1 logit minus the largest other logit per row (the margin draft exit's confidence)");
 }

@@ -23,8 +23,8 @@ at::Tensor pack_panels(const at::Tensor& w);
 // or the thread count).
 at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, const std::optional<at::Tensor>& bias, int64_t N);
 
-// Symmetric per-output-channel int8 weights: w[n, k] ~= q[n, k] * scale[n], |q| <= 127,
-// scale[n] = max_k |w[n, k]| / 127 (at least FLT_EPSILON, so an all-zero row stays finite).
+// Symmetric per-output-channel int8 weights: w[n, k] ~= q[n, k] * scale[n], |q| <= 127, by the one
+// int8 scheme (quantize_int8_per_channel, ops/quant_linear.h) that the CUDA draft kernels use too.
 struct Int8Panels {
   at::Tensor packed;  // [ceil(N/16), Kp/2, 8, 2, 2] int8, zero-padded (layout in linear_avx2_int8.cpp)
   at::Tensor scale;   // [ceil(N/16) * 16] fp32, zero-padded

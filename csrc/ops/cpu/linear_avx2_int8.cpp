@@ -5,6 +5,7 @@
 #include "core/memory.h"
 #include "ops/cpu/linear_avx2_layout.h"
 #include "ops/cpu/simd.h"
+#include "ops/quant_linear.h"
 
 #include <ATen/Parallel.h>
 #include <ATen/TensorOperators.h>
@@ -176,10 +177,9 @@ constexpr int64_t kInt8Lead = 32;  // spare bytes before the panels (one is read
 }  // namespace
 
 Int8Panels quantize_int8_panels(const at::Tensor& w) {
-  const at::Tensor wf = w.to(at::kFloat).contiguous();
-  const int64_t N = wf.size(0);
-  const at::Tensor scale = std::get<0>(wf.abs().max(1)).div(127.0).clamp_min(std::numeric_limits<float>::epsilon());
-  const at::Tensor q = pad_for_panels((wf / scale.unsqueeze(1)).round().clamp(-127, 127).to(at::kChar), kInt8KMultiple);
+  const int64_t N = w.size(0);
+  auto [q8, scale] = quantize_int8_per_channel(w);  // the one int8 scheme (ops/quant_linear.h)
+  const at::Tensor q = pad_for_panels(q8, kInt8KMultiple);
   const int64_t P = q.size(0) / kPanel, Kp = q.size(1);
   Int8Panels out;
   // [P, h, j, k2, kk] (column 8h + j, k = 2 k2 + kk) -> [P, k2, j, kk, h]: byte 4j + 2kk + h of a step.
@@ -189,7 +189,7 @@ Int8Panels quantize_int8_panels(const at::Tensor& w) {
   storage.narrow(0, 0, kInt8Lead).zero_();  // the panels after it are all written by the copy
   out.packed = storage.narrow(0, kInt8Lead, q.numel()).view(steps.sizes());
   out.packed.copy_(steps);
-  out.scale = at::zeros({P * kPanel}, wf.options());
+  out.scale = at::zeros({P * kPanel}, scale.options());
   out.scale.narrow(0, 0, N).copy_(scale);
   return out;
 }

@@ -14,8 +14,9 @@
 
 namespace dotf {
 
-struct RopeQkvShape;    // ops/rope.h
-struct SamplingParams;  // ops/sample.h
+struct QuantizedWeight;  // ops/quant_linear.h
+struct RopeQkvShape;     // ops/rope.h
+struct SamplingParams;   // ops/sample.h
 
 // h: [T, C], updated in place when delta is given; delta: [T, C] or undefined; weight: [C];
 // normed: [T, C] output; cos: [T] float32 output or undefined. As add_rmsnorm_cossim (ops/rmsnorm.h).
@@ -60,5 +61,9 @@ std::pair<at::Tensor, at::Tensor> speculative_accept_cuda(const at::Tensor& p, c
 
 // gate_up: contiguous [T, 2I]; out: [T, I] of its dtype. As silu_mul (ops/activation.h).
 void silu_mul_cuda(const at::Tensor& gate_up, at::Tensor& out);
+
+// x: contiguous [M, K]; w: checked by quant_linear; bias: contiguous [N] or undefined; out: [M, N] of
+// x's dtype. As quant_linear (ops/quant_linear.h).
+void quant_linear_cuda(const at::Tensor& x, const QuantizedWeight& w, const at::Tensor& bias, at::Tensor& out);
 
 }  // namespace dotf

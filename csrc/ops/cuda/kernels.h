@@ -82,6 +82,27 @@ void launch_speculative_accept(const float* p, const float* q, const int64_t* dr
 template <typename T>
 void launch_silu_mul(const T* gate_up, T* out, int64_t rows, int64_t I, cudaStream_t stream);
 
+// Weight-only quantized y = x (q * scale)^T + bias for small M (ops/cuda/quant_linear.cu); the
+// layouts are QuantizedWeight's (ops/quant_linear.h).
+struct QuantLinearArgs {
+  int64_t M, N, K;  // x: [M, K], out: [M, N]
+  int bits;         // 8: qweight [N, Kp] int8, scale [N] float32;
+                    // 4: qweight [N, Kp/2] uint8 (q + 8, even k low), scale [N, Kp/group] float16
+  int64_t Kp;       // K padded (int8: to 16, int4: to the group)
+  int64_t group;    // int4: inputs per scale, a multiple of 32
+  int splits;       // blocks along K per output block; > 1 writes float32 partial sums, reduced after
+};
+// Rows of x one kernel pass handles; larger M runs ceil(M / kQuantMaxRows) passes.
+inline constexpr int64_t kQuantMaxRows = 16;
+// Sets a.splits for a GPU with sm_count multiprocessors: enough blocks to fill it when N is small.
+void choose_quant_linear_splits(QuantLinearArgs& a, int sm_count);
+// x: [M, K], rows 16-byte aligned (K * sizeof(T) a multiple of 16); qweight rows 16-byte aligned;
+// bias: [N] or nullptr; out: [M, N]; part: [splits, min(M, kQuantMaxRows), N] float32 when
+// a.splits > 1, else nullptr.
+template <typename T>
+void launch_quant_linear(const T* x, const void* qweight, const void* scale, const T* bias, T* out, float* part,
+                         const QuantLinearArgs& a, cudaStream_t stream);
+
 // Whether p is a multiple of `bytes` (the kernels' vector and staging paths need aligned rows).
 inline bool aligned_to(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
