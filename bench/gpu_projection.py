@@ -119,7 +119,10 @@ def quant_lines(gpu: dict, specs: list[str], context: str) -> list[str]:
     for spec in specs:
         path, shape_name = spec.split("=")
         acc = json.load(open(path))
-        model = gpu["models"][shape_name]
+        model = gpu["models"].get(shape_name)
+        if not model or context not in model["contexts"]:
+            lines.append(f"| {shape_name} | {acc['args']['model']} | – | not in this GPU run at context {context} | | |")
+            continue
         entry = model["contexts"][context]
         for scheme, e in acc["summary"].items():
             cells = []

@@ -127,6 +127,13 @@ if [[ -n "$CRASHED" && "${DEBUG_CRASHES:-1}" == 1 ]] && command -v cuda-gdb >/de
       "$PY" -m pytest -q -p no:cacheprovider "$t"
   done
 fi
+# dotf's quantized self-draft projected from this run's steps and kernels with the acceptance measured on
+# real models on the CPU (bench/README.md, "Quantized self-draft on the GPU"); into the step log.
+for ctx in 512 2048; do
+  step "projection_$ctx" "$OUT/gpu_step_bench.log" "$PY" bench/gpu_projection.py --gpu "$OUT/gpu_step_bench.json" \
+    --context "$ctx" --quant bench/results/quant_draft_acceptance/qwen2.5-coder-1.5b.json=llama2-7b \
+    --quant bench/results/quant_draft_acceptance/qwen2.5-coder-1.5b.json=llama2-13b
+done
 write_status
 cat "$OUT/status.json"
 for n in "${ORDER[@]}"; do
