@@ -40,6 +40,9 @@ from llama_cpp_peer import METHODS as LLAMA_CPP_METHODS  # noqa: E402
 # dotf methods beyond the strategy names: (strategy, extra generate() options).
 DOTF_VARIANTS = {
     "dotf_cost": ("dotf", {"selection": "cost"}),  # the cost-aware selection instead of the threshold rule
+    # The full LM head in every pass (the screen off), to measure the LM-head screen interleaved with it.
+    "ar_noscreen": ("ar", {"lm_head_screen": False}),
+    "dotf_noscreen": ("dotf", {"lm_head_screen": False}),
 }
 
 HF_METHODS = {

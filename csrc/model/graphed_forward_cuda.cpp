@@ -75,7 +75,7 @@ void GraphedForward::clear() {
 
 bool GraphedForward::serves(int64_t tokens, const ForwardOptions& options) const {
   return impl_ && stats_.disabled_reason.empty() && tokens >= 1 && tokens <= options_.max_tokens &&
-         options.sublayer_seconds == nullptr && !options.device_start.defined();
+         options.sublayer_seconds == nullptr && !options.device_start.defined() && options.lm_head_screen == nullptr;
 }
 
 ForwardOutput GraphedForward::forward(const std::vector<int64_t>& tokens, int64_t start, KVCache& cache,

@@ -132,9 +132,14 @@ ForwardOutput Transformer::forward(const at::Tensor& tokens, int64_t start, KVCa
     if (profile) (*profile)[2 * l + (is_attention ? 0 : 1)] = lap();
   }
 
+  // The screen is of the model's own head: a forward over other weights computes every logit.
+  const LinearScreen* screen = options.logits_top_k > 0 && !override_weights ? options.lm_head_screen : nullptr;
+  DOTF_CHECK_ARG(!screen || screen->layer().weight().is_same(weights_.lm_head.weight()),
+                 "forward: the LM-head screen given is not of this model's head");
+  auto head = [&](const at::Tensor& x) { return screen ? screen->top_k(x, options.logits_top_k) : w.lm_head(x); };
   ForwardOutput out;
-  if (options.logits == LogitsFor::All) out.logits = w.lm_head(normed);
-  if (options.logits == LogitsFor::Last) out.logits = w.lm_head(normed.narrow(0, T - 1, 1));
+  if (options.logits == LogitsFor::All) out.logits = head(normed);
+  if (options.logits == LogitsFor::Last) out.logits = head(normed.narrow(0, T - 1, 1));
   if (profile) (*profile)[2 * L] = rest + lap();
   if (options.similarity) {
     out.similarity = cos.mean(1).view({L, 2});

@@ -5,6 +5,7 @@
 #include "model/config.h"
 #include "model/layer_plan.h"
 #include "model/weights.h"
+#include "ops/linear_screen.h"
 
 #include <ATen/core/Tensor.h>
 
@@ -27,6 +28,12 @@ struct ForwardOptions {
   // for any start up to `max_start` (>= start), so one capture replays at every position up to it.
   at::Tensor device_start;
   int64_t max_start = -1;
+  // With a screen of this model's LM head (ops/linear_screen.h; Engine::lm_head_screen) and k =
+  // logits_top_k > 0: the caller reads only each row's k largest logits (and every logit tied with the
+  // k-th), so the head may leave the others at -inf. Forwards over other weights (a draft's) and heads
+  // without a screen (CUDA) compute every logit, so CUDA graphs need not key on these.
+  const LinearScreen* lm_head_screen = nullptr;
+  int64_t logits_top_k = 0;
 };
 
 struct ForwardOutput {

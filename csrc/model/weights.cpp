@@ -84,12 +84,14 @@ ModelWeights build_weights(const ModelConfig& c, const TensorMap& tensors, at::S
   return w;
 }
 
-ModelWeights ModelWeights::with_linear_path(LinearPath path) const {
+ModelWeights ModelWeights::with_linear_path(LinearPath path, const Linear* head) const {
+  DOTF_CHECK_ARG(!head || (head->path() == path && head->weight().is_same(lm_head.weight())),
+                 "with_linear_path: the shared head must be a '", to_string(path), "' copy of this LM head");
   ModelWeights out = *this;
   for (auto& layer : out.layers) {
     for (Linear* lin : {&layer.qkv, &layer.o, &layer.gate_up, &layer.down}) *lin = lin->with_path(path);
   }
-  out.lm_head = lm_head.with_path(path);
+  out.lm_head = head ? *head : lm_head.with_path(path);
   return out;
 }
 

@@ -42,7 +42,9 @@ struct ModelWeights {
     fn(lm_head);
   }
   // The same weights with every linear layer laid out for `path` (norms and embeddings shared).
-  ModelWeights with_linear_path(LinearPath path) const;
+  // lm_head: a head already laid out for `path` to share instead of laying out another (the LM head
+  // screen's int8 copy for an int8 draft).
+  ModelWeights with_linear_path(LinearPath path, const Linear* lm_head = nullptr) const;
 };
 
 // tensors: HF state-dict names -> tensors in any float dtype on any device. Missing or mis-shaped

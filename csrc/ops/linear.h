@@ -79,8 +79,13 @@ class Linear {
   // True when a bf16 weight was prepacked as an fp32 copy because this CPU's oneDNN has no bf16
   // inner product (needs avx512bw/vl/dq or avx_ne_convert); the copy then takes twice the bytes.
   bool packed_as_fp32() const { return packed_as_fp32_; }
+  // Int8Avx2: the int8 panels (shared by copies of this Linear, as the LM-head screen's and the int8
+  // draft's head are: tests check that through it).
+  const avx2::Int8Panels& int8_panels() const { return int8_; }
 
  private:
+  friend class LinearScreen;  // runs this layer's kernels on chosen panels (ops/linear_screen.h)
+
   at::Tensor weight_;
   std::optional<at::Tensor> bias_;
   LinearPath path_ = LinearPath::Aten;

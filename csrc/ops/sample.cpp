@@ -273,6 +273,12 @@ std::pair<at::Tensor, at::Tensor> speculative_accept(const at::Tensor& p_in, con
   DOTF_CHECK_ARG(p_in.device().is_cpu(), "speculative_accept runs on the CPU, got p on ", p_in.device());
   const at::Tensor p = p_in.contiguous(), q = q_in.contiguous(), drafts = drafts_in.contiguous();
   const at::Tensor lookup = lookup_in.contiguous(), u = uniforms_in.contiguous();
+  // Every draft is checked, not only those the test reaches: whether a bad id is caught must not
+  // depend on the uniforms.
+  for (int64_t i = 0; i < k; ++i) {
+    const int64_t x = drafts.data_ptr<int64_t>()[i];
+    DOTF_CHECK_ARG(x >= 0 && x < V, "drafts[", i, "] = ", x, " is outside the vocabulary [0, ", V, ")");
+  }
   at::Tensor out = at::empty({2}, drafts.options());
   at::Tensor ratios = at::full({k}, std::numeric_limits<double>::quiet_NaN(), u.options());
   AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "speculative_accept", [&] {
@@ -284,7 +290,6 @@ std::pair<at::Tensor, at::Tensor> speculative_accept(const at::Tensor& p_in, con
     int64_t i = 0;
     for (; i < k; ++i) {
       const int64_t x = d[i];
-      DOTF_CHECK_ARG(x >= 0 && x < V, "drafts[", i, "] = ", x, " is outside the vocabulary [0, ", V, ")");
       const double px = P[i * V + x], qx = is_lookup[i] ? 1.0 : static_cast<double>(Q[i * V + x]);
       ratios.data_ptr<double>()[i] = acceptance_probability(px, qx);
       if (!(uu[i] * qx < px)) break;  // rejected: u_i >= p(x) / q(x)

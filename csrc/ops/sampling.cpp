@@ -31,7 +31,8 @@ double max_of(const scalar_t* row, int64_t n) {
   return best;
 }
 
-// First index of the maximum (like torch.argmax) into *best, or -1 when the row holds NaN or inf.
+// First index of the maximum (like torch.argmax) into *best, or -1 when the row holds NaN or +inf or
+// nothing but -inf (a removed token).
 template <typename scalar_t>
 int64_t argmax_or_nonfinite(const scalar_t* row, int64_t vocab, double* best) {
   if constexpr (std::is_same_v<scalar_t, float>) {
@@ -42,15 +43,15 @@ int64_t argmax_or_nonfinite(const scalar_t* row, int64_t vocab, double* best) {
       return id;
     }
   }
-  *best = static_cast<double>(row[0]);
-  int64_t best_id = 0;
-  bool finite = std::isfinite(*best);
-  for (int64_t v = 1; v < vocab; ++v) {
+  *best = -std::numeric_limits<double>::infinity();
+  int64_t best_id = -1;
+  bool ok = true;
+  for (int64_t v = 0; v < vocab; ++v) {
     const double x = static_cast<double>(row[v]);
-    finite &= std::isfinite(x);
+    ok &= !std::isnan(x) && x != std::numeric_limits<double>::infinity();
     if (x > *best) { *best = x; best_id = v; }
   }
-  return finite ? best_id : -1;
+  return ok ? best_id : -1;
 }
 
 // sum_v exp(row[v] - max): the softmax denominator, so top-1 probability = 1 / it. Only compared

@@ -10,7 +10,9 @@ namespace dotf {
 
 // logits: [T, V] -> (ids [T] int64, top-1 probability [T] float32; 0 when with_prob is false,
 // which skips the exp pass that only the draft-exit test needs).
-// A row holding NaN or +-inf gets id -1 so that callers can report it instead of emitting garbage.
+// A row holding NaN or +inf, or nothing but -inf, gets id -1 so that callers can report it instead of
+// emitting garbage. -inf marks a removed token, as in warped_probabilities (ops/sample.h): the logits
+// an LM-head screen left out (ForwardOptions::logits_top_k).
 std::pair<at::Tensor, at::Tensor> argmax_top1(const at::Tensor& logits, bool with_prob = true);
 
 // logits: [T, V], ids: [T] int64 (argmax_top1's ids) -> [T] float32: logits[r, ids[r]] minus the

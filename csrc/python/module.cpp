@@ -158,9 +158,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def(
           "forward",
           [](PyModel& p, const at::Tensor& tokens, int64_t start, KVCache& cache, std::vector<bool> attention,
-             std::vector<bool> mlp, bool similarity, const std::string& logits, const std::string& weights) {
+             std::vector<bool> mlp, bool similarity, const std::string& logits, const std::string& weights,
+             int64_t logits_top_k) {
+            DOTF_CHECK_ARG(logits_top_k >= 0, "logits_top_k must be >= 0, got ", logits_top_k);
             const auto draft = p.engine->draft_weights(parse_name<DraftWeights>(weights));
-            const ForwardOptions options{parse_name<LogitsFor>(logits), similarity};
+            // Only a forward over the model's own head uses (and builds) the screen.
+            const auto screen = logits_top_k > 0 && !draft ? p.engine->lm_head_screen() : nullptr;
+            const ForwardOptions options{.logits = parse_name<LogitsFor>(logits), .similarity = similarity,
+                                         .lm_head_screen = screen.get(), .logits_top_k = logits_top_k};
             ForwardOutput out;
             {
               py::gil_scoped_release release;
@@ -171,12 +176,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           },
           py::arg("tokens"), py::arg("start"), py::arg("cache"), py::arg("attention"), py::arg("mlp"),
           py::arg("similarity") = false, py::arg("logits") = "all", py::arg("weights") = "same",
-          "weights: 'same' (the model's) or 'int8' (the derived draft copy)")
+          py::arg("logits_top_k") = 0,
+          "weights: 'same' (the model's) or 'int8' (the derived draft copy); logits_top_k > 0: only each row's "
+          "k largest logits are exact, the LM head's screen may leave the rest at -inf")
       .def("graph_stats", [](const PyModel& p) { return graph_stats_to_dict(p.engine->graph_stats()); },
            "CUDA graph totals over this model's generate calls")
       .def("release_graphs", [](PyModel& p) { p.engine->release_graphs(); },
            "drop the captured CUDA graphs and the KV cache they write")
       .def_property_readonly("draft_bytes", [](const PyModel& p) { return p.engine->draft_bytes(); })
+      .def_property_readonly("lm_head_screen_bytes", [](const PyModel& p) { return p.engine->lm_head_screen_bytes(); })
       .def("release_draft", [](PyModel& p) { p.engine->release_draft(); })
       .def("generate", &generate, py::arg("prompt"), py::arg("strategy") = name_of(kDefaultStrategy),
            py::arg("eos_token_ids") = std::vector<int64_t>{}, py::arg("on_tokens") = py::none(),

@@ -5,6 +5,7 @@
 #include "ops/accept.h"
 #include "ops/activation.h"
 #include "ops/attention.h"
+#include "ops/linear_screen.h"
 #include "ops/quant_linear.h"
 #include "ops/rmsnorm.h"
 #include "ops/rope.h"
@@ -30,6 +31,11 @@ namespace {
 struct PyGraphedForward {
   std::shared_ptr<Transformer> model;  // keeps the model alive while graphs point into its weights
   std::unique_ptr<GraphedForward> graphs;
+};
+
+// An LM-head screen: one built here over a given weight, or a model's own.
+struct PyLinearScreen {
+  std::shared_ptr<const LinearScreen> screen;
 };
 
 }  // namespace
@@ -86,6 +92,33 @@ void register_testing(py::module_& m) {
       "gamma after each (accepted, drafted, hit_max_draft) round, by Draft & Verify's rule");
 
   // Ops, exposed for the kernel tests (CPU reference vs CUDA) and microbenchmarks.
+  py::class_<PyLinearScreen>(t, "LinearScreen", "top-k outputs of a linear layer through an int8 screen")
+      .def(py::init([](const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+             return PyLinearScreen{std::make_shared<const LinearScreen>(Linear(weight, bias, LinearPath::Avx2Packed))};
+           }),
+           py::arg("weight"), py::arg("bias") = py::none(), "a screen of Linear(weight, bias) on path 'avx2'")
+      .def("__call__", [](const PyLinearScreen& s, const at::Tensor& x) { return s.screen->layer()(x); },
+           "the layer's full product")
+      .def("top_k", [](const PyLinearScreen& s, const at::Tensor& x, int64_t k) { return s.screen->top_k(x, k); },
+           py::arg("x"), py::arg("k"))
+      .def(
+          "bounds",
+          [](const PyLinearScreen& s, const at::Tensor& x) -> py::object {
+            auto [l8, bound] = s.screen->bounds(x);
+            if (!l8.defined()) return py::none();
+            return py::make_tuple(l8, bound);
+          },
+          py::arg("x"), "(int8 outputs, their bound), or None where the bound does not apply")
+      .def_property_readonly("extra_bytes", [](const PyLinearScreen& s) { return s.screen->extra_bytes(); });
+  t.def(
+      "lm_head_screen",
+      [](PyModel& p) -> py::object {
+        auto screen = p.engine->lm_head_screen();
+        if (!screen) return py::none();
+        return py::cast(PyLinearScreen{std::move(screen)});
+      },
+      py::arg("model"), "the model's LM-head screen (built at first use), or None where its head has none");
+
   auto ops = t.def_submodule("ops", "individual ops");
   ops.def("add_rmsnorm_cossim", [](at::Tensor h, std::optional<at::Tensor> delta, const at::Tensor& weight, double eps,
                                    bool want_cos) {

@@ -130,4 +130,6 @@ std::unique_ptr<AcceptanceRule> make_acceptance_rule(const GenerateOptions& o, u
   return std::make_unique<SamplingAcceptance>(SamplingParams{o.temperature, o.top_k, o.top_p, o.min_p}, seed);
 }
 
+int64_t logits_read(const GenerateOptions& o) { return o.do_sample ? o.top_k : 1; }
+
 }  // namespace dotf

@@ -81,4 +81,11 @@ class SamplingAcceptance final : public AcceptanceRule {
 // The rule a request asks for: sampling when options.do_sample, else greedy.
 std::unique_ptr<AcceptanceRule> make_acceptance_rule(const GenerateOptions& options, uint64_t seed);
 
+// How many of each row's largest logits that rule's choose() and accept() read (every logit tied with the
+// k-th included), so that the full model's passes may leave the others at -inf (ForwardOptions::
+// logits_top_k): 1 for greedy (the argmax); top_k under sampling, as top-k comes first among the warpers
+// and gives every other token probability 0 whatever its logit (warped_probabilities); 0: every logit.
+// draft() reads every logit (its exit confidence spans the vocabulary), so draft passes compute them all.
+int64_t logits_read(const GenerateOptions& options);
+
 }  // namespace dotf

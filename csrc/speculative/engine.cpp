@@ -1,6 +1,7 @@
 #include "speculative/engine.h"
 
 #include "core/check.h"
+#include "speculative/acceptance.h"
 
 #include <algorithm>
 
@@ -22,8 +23,28 @@ std::shared_ptr<const ModelWeights> Engine::draft_weights(DraftWeights kind) {
   DOTF_CHECK_ARG(model_->device().is_cpu(), "draft='int8' is available on CPU only; use draft='same' on ",
                  model_->device());
   std::lock_guard<std::mutex> lock(mutex_);
-  if (!int8_draft_) int8_draft_ = std::make_shared<ModelWeights>(model_->weights().with_linear_path(int8_draft_path()));
+  if (!int8_draft_) {
+    // One int8 copy of the LM head, not two: the draft's head is the screen's where that exists.
+    const bool share = lm_head_screen_ && lm_head_screen_->int8().path() == int8_draft_path();
+    int8_draft_ = std::make_shared<ModelWeights>(
+        model_->weights().with_linear_path(int8_draft_path(), share ? &lm_head_screen_->int8() : nullptr));
+  }
   return int8_draft_;
+}
+
+std::shared_ptr<const LinearScreen> Engine::lm_head_screen() {
+  const Linear& head = model_->weights().lm_head;
+  if (!LinearScreen::supports(head)) return nullptr;
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!lm_head_screen_) {
+    // The same sharing the other way round: the int8 draft's head where that exists.
+    std::optional<Linear> int8;
+    if (int8_draft_ && int8_draft_->lm_head.path() == LinearPath::Int8Avx2 &&
+        int8_draft_->lm_head.weight().is_same(head.weight()))
+      int8 = int8_draft_->lm_head;
+    lm_head_screen_ = std::make_shared<const LinearScreen>(head, std::move(int8));
+  }
+  return lm_head_screen_;
 }
 
 int64_t Engine::draft_bytes() const {
@@ -31,9 +52,16 @@ int64_t Engine::draft_bytes() const {
   return int8_draft_ ? int8_draft_->extra_bytes() : 0;
 }
 
+int64_t Engine::lm_head_screen_bytes() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return lm_head_screen_ ? lm_head_screen_->extra_bytes() : 0;
+}
+
 void Engine::release_draft() {
   std::lock_guard<std::mutex> lock(mutex_);
-  int8_draft_.reset();  // calls in flight keep their own reference alive
+  // Calls in flight keep their own references alive.
+  int8_draft_.reset();
+  lm_head_screen_.reset();
 }
 
 GraphStats Engine::graph_stats() const {
@@ -77,16 +105,21 @@ DecodeResult Engine::generate(const at::Tensor& prompt, const GenerateRequest& r
     local = m.new_cache(rows);
     cache = &local;
   }
+  // Held for the whole call: release_draft() from another thread cannot pull it away.
+  const int64_t k = logits_read(request.options);
+  const std::shared_ptr<const LinearScreen> screen =
+      request.options.lm_head_screen && k > 0 && k <= kScreenMaxTopK ? lm_head_screen() : nullptr;
   const GraphStats before = graphs ? graphs->stats() : GraphStats{};
-  DecodeResult result = request.strategy == Strategy::AR ? decode_ar(m, prompt, *cache, request, graphs)
-                                                         : generate_speculative(prompt, request, *cache, graphs);
+  DecodeResult result = request.strategy == Strategy::AR
+                            ? decode_ar(m, prompt, *cache, request, graphs, screen.get())
+                            : generate_speculative(prompt, request, *cache, graphs, screen.get());
   if (graphs) result.stats.graphs = graphs->stats().since(before);
   else result.stats.graphs.disabled_reason = graphs_note;
   return result;
 }
 
 DecodeResult Engine::generate_speculative(const at::Tensor& prompt, const GenerateRequest& request, KVCache& cache,
-                                          GraphedForward* graphs) {
+                                          GraphedForward* graphs, const LinearScreen* lm_head_screen) {
   const GenerateOptions& o = request.options;
   // Held for the whole call: release_draft() from another thread cannot pull it away.
   const std::shared_ptr<const ModelWeights> draft = draft_weights(o.draft);
@@ -97,7 +130,7 @@ DecodeResult Engine::generate_speculative(const at::Tensor& prompt, const Genera
     std::lock_guard<std::mutex> lock(mutex_);
     if (carried >= 0) exit.gamma = carried;
   }
-  DecodeResult result = decode_speculative(*model_, prompt, cache, request, draft.get(), exit, graphs);
+  DecodeResult result = decode_speculative(*model_, prompt, cache, request, draft.get(), exit, graphs, lm_head_screen);
   if (!o.adaptive_gamma) return result;
   std::lock_guard<std::mutex> lock(mutex_);
   // Draft & Verify's rule has no bounds: a long call can end with gamma outside (0, 1) (or a margin

@@ -1,10 +1,10 @@
 #pragma once
 // One loaded model and what persists between generate calls: the carried-over exit thresholds, the
-// draft weights derived from the model (built on first use) and, on CUDA, the captured step graphs
-// with the KV cache they write. A CUDA call that finds the graphs free takes them and their cache for
-// the call (graphs stay valid across calls only if the cache does); a call that finds them busy (a
-// concurrent call) or a CPU call gets its own cache sized to the request and runs eagerly, so
-// concurrent calls never share mutable state.
+// weights derived from the model (the int8 draft and the LM-head screen, each built on first use) and,
+// on CUDA, the captured step graphs with the KV cache they write. A CUDA call that finds the graphs
+// free takes them and their cache for the call (graphs stay valid across calls only if the cache does);
+// a call that finds them busy (a concurrent call) or a CPU call gets its own cache sized to the request
+// and runs eagerly, so concurrent calls never share mutable state.
 #include "model/transformer.h"
 #include "speculative/loop.h"
 
@@ -25,11 +25,16 @@ class Engine {
   // Cache rows a request needs: prompt + new tokens (verify never writes past that, see loop.cpp).
   static int64_t cache_rows(int64_t prompt_tokens, const GenerateRequest& request);
 
-  // Bytes held by derived draft weights (0 until a request needed them), and a way to free them.
+  // Bytes held by the derived weights (0 until a request needed them), and a way to free them all. The
+  // int8 draft and the LM-head screen share one int8 copy of the head, which both counts include.
   int64_t draft_bytes() const;
+  int64_t lm_head_screen_bytes() const;
   void release_draft();
   // The derived draft weights (built on first use); nullptr for the model's own.
   std::shared_ptr<const ModelWeights> draft_weights(DraftWeights kind);
+  // The LM head's screen (ops/linear_screen.h; option lm_head_screen), built on first use; nullptr where
+  // the head's path has none (CUDA, CPUs without AVX2, fp16/fp64 heads).
+  std::shared_ptr<const LinearScreen> lm_head_screen();
 
   // Totals of the step graphs over this Engine's calls (all zero on CPU), and a way to free them.
   GraphStats graph_stats() const;
@@ -37,13 +42,14 @@ class Engine {
 
  private:
   DecodeResult generate_speculative(const at::Tensor& prompt, const GenerateRequest& request, KVCache& cache,
-                                    GraphedForward* graphs);
+                                    GraphedForward* graphs, const LinearScreen* lm_head_screen);
 
   std::shared_ptr<const Transformer> model_;
   mutable std::mutex mutex_;
   double carried_gamma_ = -1;   // < 0: nothing carried yet
   double carried_margin_ = -1;  // the same for the margin exit (another scale)
   std::shared_ptr<const ModelWeights> int8_draft_;
+  std::shared_ptr<const LinearScreen> lm_head_screen_;
   // CUDA step graphs and the cache they were captured with; graphs_mutex_ is held for a whole call.
   mutable std::mutex graphs_mutex_;
   std::unique_ptr<GraphedForward> graphs_;

@@ -31,6 +31,12 @@ void check_call(const Transformer& model, const at::Tensor& prompt, const KVCach
                  " tokens) + ", r.options.max_new_tokens, " new tokens exceed the cache capacity ", cache.capacity());
 }
 
+// The full model's passes whose logits the rule reads (choose, accept): through the screen when there is one.
+ForwardOptions full_pass(LogitsFor logits, bool similarity, const GenerateOptions& o, const LinearScreen* screen) {
+  return ForwardOptions{.logits = logits, .similarity = similarity, .lm_head_screen = screen,
+                        .logits_top_k = screen ? logits_read(o) : 0};
+}
+
 // The caller's graphs, or an eager stand-in: one code path for both.
 class Steps {
  public:
@@ -48,7 +54,7 @@ class Steps {
 }  // namespace
 
 DecodeResult decode_ar(const Transformer& model, const at::Tensor& prompt, KVCache& cache,
-                       const GenerateRequest& request, GraphedForward* graphs) {
+                       const GenerateRequest& request, GraphedForward* graphs, const LinearScreen* lm_head_screen) {
   check_call(model, prompt, cache, request);
   const auto t0 = Clock::now();
   DecodeResult result;
@@ -59,13 +65,14 @@ DecodeResult decode_ar(const Transformer& model, const at::Tensor& prompt, KVCac
   Steps steps(model, graphs);
   const std::unique_ptr<AcceptanceRule> rule = make_acceptance_rule(request.options, request.seed);
   const LayerPlan full = LayerPlan::full(model.config().num_layers);
+  const ForwardOptions step = full_pass(LogitsFor::Last, false, request.options, lm_head_screen);
 
-  ForwardOutput f = model.forward(prompt, 0, cache, full, ForwardOptions{LogitsFor::Last, false});
+  ForwardOutput f = model.forward(prompt, 0, cache, full, step);
   int64_t next = rule->choose(f.logits);
   st.time.prefill = seconds_since(t0);
   while (!out.emit({next})) {
     out.check_interrupt();
-    f = steps->forward({next}, cache.length(), cache, full, ForwardOptions{LogitsFor::Last, false});
+    f = steps->forward({next}, cache.length(), cache, full, step);
     next = rule->choose(f.logits);
   }
   st.new_tokens = out.emitted();
@@ -79,10 +86,12 @@ namespace {
 class SpeculativeLoop {
  public:
   SpeculativeLoop(const Transformer& model, const at::Tensor& prompt, KVCache& cache, const GenerateRequest& request,
-                  const ModelWeights* draft_weights, AdaptiveGamma& exit, DecodeResult& result, GraphedForward* graphs)
+                  const ModelWeights* draft_weights, AdaptiveGamma& exit, DecodeResult& result, GraphedForward* graphs,
+                  const LinearScreen* lm_head_screen)
       : model_(model), cache_(cache), o_(request.options), exit_(exit), st_(result.stats),
         out_(request, prompt, result.tokens, result.stats), steps_(model, graphs),
         full_(LayerPlan::full(model.config().num_layers)), rule_(make_acceptance_rule(o_, request.seed)),
+        lm_head_screen_(lm_head_screen),
         plan_(model, o_, request.plan, draft_weights != nullptr, st_.plan), lookup_(o_.lookup_options),
         model_drafter_(ModelDrafterParts{*steps_, cache, draft_weights, plan_, *rule_, exit, o_.draft_exit,
                                          request.eos_token_ids, o_.lookup ? &lookup_ : nullptr,
@@ -90,7 +99,8 @@ class SpeculativeLoop {
 
   void run(const at::Tensor& prompt) {
     const auto t0 = Clock::now();
-    const ForwardOutput prefill = model_.forward(prompt, 0, cache_, full_, ForwardOptions{LogitsFor::Last, true});
+    const ForwardOutput prefill =
+        model_.forward(prompt, 0, cache_, full_, full_pass(LogitsFor::Last, true, o_, lm_head_screen_));
     const int64_t first = rule_->choose(prefill.logits);
     st_.time.prefill = seconds_since(t0);
     plan_.start(prefill);
@@ -134,7 +144,8 @@ class SpeculativeLoop {
     std::vector<int64_t> input{out_.history().back()};
     input.insert(input.end(), proposal.tokens.begin(), proposal.tokens.end());
     const bool measure = plan_.measures_verify() && k > 0;
-    const ForwardOutput v = steps_->forward(input, n, cache_, full_, ForwardOptions{LogitsFor::All, measure});
+    const ForwardOutput v =
+        steps_->forward(input, n, cache_, full_, full_pass(LogitsFor::All, measure, o_, lm_head_screen_));
     const Verdict verdict = rule_->accept(proposal, v.logits);
     cache_.truncate(n + verdict.accepted + 1);  // keep [last, d1..d_accepted]; `next` is not cached yet
     const double verify_seconds = seconds_since(t_verify);
@@ -195,6 +206,7 @@ class SpeculativeLoop {
   Steps steps_;
   const LayerPlan full_;
   std::unique_ptr<AcceptanceRule> rule_;
+  const LinearScreen* lm_head_screen_;  // for the full model's passes (full_pass)
   PlanPolicy plan_;
   // The break-even fallback switches by the clock; under sampling a path that depends on the clock would
   // draw different tokens from the same seed, so it decides greedy calls only.
@@ -208,7 +220,7 @@ class SpeculativeLoop {
 
 DecodeResult decode_speculative(const Transformer& model, const at::Tensor& prompt, KVCache& cache,
                                 const GenerateRequest& request, const ModelWeights* draft_weights, AdaptiveGamma& exit,
-                                GraphedForward* graphs) {
+                                GraphedForward* graphs, const LinearScreen* lm_head_screen) {
   check_call(model, prompt, cache, request);
   if (request.plan) request.plan->validate(model.config().num_layers);
   validate_exit_threshold(request.options.draft_exit, exit.gamma);  // the initial one, or one carried over
@@ -224,7 +236,7 @@ DecodeResult decode_speculative(const Transformer& model, const at::Tensor& prom
   st.rounds.acceptance_tests_at.assign(request.options.max_draft, 0);
   st.exit = ExitStats{request.options.draft_exit, exit.gamma, exit.gamma};
   exit.m = 0.0;  // Draft & Verify restarts the acceptance average each call; gamma itself may carry over
-  SpeculativeLoop(model, prompt, cache, request, draft_weights, exit, result, graphs).run(prompt);
+  SpeculativeLoop(model, prompt, cache, request, draft_weights, exit, result, graphs, lm_head_screen).run(prompt);
   st.exit.final = exit.gamma;
   st.new_tokens = static_cast<int64_t>(result.tokens.size());
   st.time.total = seconds_since(t0);

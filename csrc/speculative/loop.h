@@ -21,14 +21,17 @@ struct DecodeResult {
 
 // prompt: [P] int64 CPU. The cache must hold P + max_new_tokens rows (verify never writes past them).
 // `graphs`, when given, runs the decode/draft/verify forwards (CUDA graph replays on a CUDA model);
-// without it every forward is eager. The tokens are the same either way.
+// without it every forward is eager. `lm_head_screen`, when given (a screen of the model's head), serves
+// the full model's passes wherever the rule reads only the largest logits (logits_read, acceptance.h).
+// The tokens are the same either way.
 DecodeResult decode_ar(const Transformer& model, const at::Tensor& prompt, KVCache& cache,
-                       const GenerateRequest& request, GraphedForward* graphs = nullptr);
+                       const GenerateRequest& request, GraphedForward* graphs = nullptr,
+                       const LinearScreen* lm_head_screen = nullptr);
 
 // `draft_weights`: the draft's linear weights (nullptr: the model's own). `exit` holds the draft-exit
 // threshold; it is read and updated in place so that callers can carry it across calls.
 DecodeResult decode_speculative(const Transformer& model, const at::Tensor& prompt, KVCache& cache,
                                 const GenerateRequest& request, const ModelWeights* draft_weights, AdaptiveGamma& exit,
-                                GraphedForward* graphs = nullptr);
+                                GraphedForward* graphs = nullptr, const LinearScreen* lm_head_screen = nullptr);
 
 }  // namespace dotf

@@ -148,6 +148,10 @@ std::vector<OptionInfo> build_table() {
                             "drop tokens less likely than min_p times the most likely one (0: off)"),
       bool_option("cuda_graphs", DOTF_FIELD(cuda_graphs), any,
                   "on a CUDA model, replay decode, draft and verify steps from captured CUDA graphs"),
+      bool_option("lm_head_screen", DOTF_FIELD(lm_head_screen), any,
+                  "greedy and top-k passes of the full model compute in fp32 only the logits that an int8 copy of "
+                  "the LM head, with a rigorous error bound, cannot rule out of the k largest: the same tokens "
+                  "(CPU fp32/bf16 heads on AVX2)"),
   };
 }
 

@@ -108,6 +108,10 @@ struct GenerateOptions {
   LookupOptions lookup_options;
   bool break_even = false;
   bool cuda_graphs = true;
+  // Greedy and top-k passes of the full model compute only the LM head's logits that can be among the
+  // k largest (ops/linear_screen.h, Engine::lm_head_screen; CPU heads on the AVX2 fp32/bf16 path): the
+  // same tokens, faster.
+  bool lm_head_screen = true;
 };
 
 // The defaults of a strategy on a device ("ar" reads only the options that are not speculative).

@@ -177,9 +177,10 @@ class Model:
 
     def forward(self, input_ids: Any, start: int, cache, attention: Sequence[bool] | None = None,
                 mlp: Sequence[bool] | None = None, similarity: bool = False, logits: str = "all",
-                weights: str = "same"):
+                weights: str = "same", logits_top_k: int = 0):
         """Low level: run tokens at positions start.. over `cache` under a layer plan, with the model's
-        weights ("same") or its derived int8 draft copy ("int8").
+        weights ("same") or its derived int8 draft copy ("int8"). logits_top_k > 0: only each row's k largest
+        logits (and those tied with the k-th) are needed; the LM head's int8 screen may leave the rest at -inf.
 
         Returns (logits [T or 1, vocab], mean similarity [L, 2], last-position similarity [L, 2])."""
         ids = self._input_ids(input_ids)
@@ -187,7 +188,7 @@ class Model:
         attention = full if attention is None else self._plan(attention, "attention")
         mlp = full if mlp is None else self._plan(mlp, "mlp")
         return self._impl.forward(ids, _as_int(start, "start"), cache, attention, mlp, bool(similarity), logits,
-                                  weights)
+                                  weights, _as_int(logits_top_k, "logits_top_k"))
 
     def generate(self, prompt: Any, max_new_tokens: int | None = None, strategy: str = DEFAULT_STRATEGY,
                  eos_token_id: Any = None, on_tokens: Callable[[list[int]], Any] | None = None,
@@ -271,8 +272,16 @@ class Model:
         """Memory held by derived draft weights (the int8 copy), 0 until a call needed them."""
         return self._impl.draft_bytes
 
+    @property
+    def lm_head_screen_bytes(self) -> int:
+        """Memory held by the LM head's int8 screen (option lm_head_screen), 0 until a call needed it: an int8
+        copy of the head (vocab x hidden bytes and a float scale per row; the int8 draft's head too, counted in
+        draft_bytes as well) and 16 bytes of bound terms per vocabulary entry."""
+        return self._impl.lm_head_screen_bytes
+
     def release_draft(self) -> None:
-        """Free derived draft weights; the next call that needs them rebuilds them."""
+        """Free the weights derived from the model (the int8 draft, the LM-head screen); the next call that
+        needs them rebuilds them."""
         self._impl.release_draft()
 
     def graph_stats(self) -> dict:

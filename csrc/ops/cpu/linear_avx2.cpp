@@ -162,28 +162,55 @@ at::Tensor pack_panels(const at::Tensor& w) {
   return panels;
 }
 
-at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, const std::optional<at::Tensor>& bias, int64_t N) {
+namespace {
+
+// Panels panel_at(i) for i in [0, count) of y = x W^T + bias into y ([M, N] fp32), in parallel.
+template <typename PanelAt>
+void run_panels(const at::Tensor& x, const at::Tensor& packed, const std::optional<at::Tensor>& bias, int64_t N,
+                float* y, int64_t count, PanelAt panel_at) {
 #ifdef DOTF_HAVE_AVX2_KERNEL
   const at::Tensor xf = x.to(at::kFloat).contiguous();  // no copy for a contiguous fp32 x
-  const int64_t M = xf.size(0), P = packed.size(0), Kp = packed.size(1), q = Kp / kSegments;
+  const int64_t M = xf.size(0), Kp = packed.size(1), q = Kp / kSegments;
   const auto [xs, xseg] = repack_segments(xf, q);
   const float* xp = xs.data_ptr<float>();
   const float* bp = bias ? bias->data_ptr<float>() : nullptr;
-  at::Tensor y = at::empty({M, N}, xf.options());
-  float* yp = y.data_ptr<float>();
-  const int64_t grain = panel_grain(Kp);
-  if (packed.scalar_type() == at::kFloat) {
-    const float* wp = packed.data_ptr<float>();
-    at::parallel_for(0, P, grain, [&](int64_t b, int64_t e) { avx2_linear_panels<float>(xp, M, q, xseg, wp, N, bp, yp, b, e); });
-  } else {
-    const auto* wp = reinterpret_cast<const uint16_t*>(packed.data_ptr<at::BFloat16>());
-    at::parallel_for(0, P, grain, [&](int64_t b, int64_t e) { avx2_linear_panels<uint16_t>(xp, M, q, xseg, wp, N, bp, yp, b, e); });
-  }
-  return y;
+  auto over = [&](auto* wp) {
+    at::parallel_for(0, count, panel_grain(Kp), [&](int64_t b, int64_t e) {
+      // Consecutive panels go to the kernel as one range (its loop over panels).
+      for (int64_t i = b; i < e;) {
+        const int64_t first = panel_at(i);
+        int64_t j = i + 1;
+        while (j < e && panel_at(j) == first + (j - i)) ++j;
+        avx2_linear_panels(xp, M, q, xseg, wp, N, bp, y, first, first + (j - i));
+        i = j;
+      }
+    });
+  };
+  if (packed.scalar_type() == at::kFloat) over(packed.data_ptr<float>());
+  else over(reinterpret_cast<const uint16_t*>(packed.data_ptr<at::BFloat16>()));
 #else
   DOTF_CHECK(false, "linear path 'avx2' is not built for this architecture");
-  return {};
 #endif
+}
+
+}  // namespace
+
+at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, const std::optional<at::Tensor>& bias, int64_t N) {
+  at::Tensor y = at::empty({x.size(0), N}, x.options().dtype(at::kFloat));
+  run_panels(x, packed, bias, N, y.data_ptr<float>(), packed.size(0), [](int64_t i) { return i; });
+  return y;
+}
+
+void linear_panels(const at::Tensor& x, const at::Tensor& packed, const std::optional<at::Tensor>& bias, int64_t N,
+                   const std::vector<int64_t>& panels, at::Tensor& y) {
+  DOTF_CHECK(y.is_contiguous() && y.scalar_type() == at::kFloat && y.dim() == 2 && y.size(0) == x.size(0) &&
+                 y.size(1) == N,
+             "linear_panels: y must be a contiguous float32 [", x.size(0), ", ", N, "] tensor, got ", y.sizes());
+  for (const int64_t p : panels)
+    DOTF_CHECK(p >= 0 && p < packed.size(0), "linear_panels: panel ", p, " is outside [0, ", packed.size(0), ")");
+  const int64_t* list = panels.data();
+  run_panels(x, packed, bias, N, y.data_ptr<float>(), static_cast<int64_t>(panels.size()),
+             [list](int64_t i) { return list[i]; });
 }
 
 }  // namespace dotf::avx2

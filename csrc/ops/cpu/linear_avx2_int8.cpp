@@ -22,6 +22,9 @@ namespace dotf::avx2 {
 
 namespace {
 
+// Pair steps per segment between int32 -> fp32 flushes of the accumulators (see Overflow below).
+constexpr int64_t kInt8Chunk = 32;
+
 #ifdef DOTF_HAVE_AVX2_KERNEL
 // Widening int8 to fp32 costs lane-crossing shuffles (vpmovsxbd) that capped a first fp32-FMA version
 // at ~4 weights per cycle, slower than FBGEMM. So the products are integer: each row of x is
@@ -43,7 +46,6 @@ namespace {
 // fp32 tile every kInt8Chunk pair steps of all 4 segments (4 * 32 = 128 pair sums <= 1.07e9 < 2^31).
 // Row blocks of up to 6 share the widened weights. Rows are batch invariant (integer sums are
 // exact; the flushes happen at the same k for every row).
-constexpr int64_t kInt8Chunk = 32;  // pair steps per segment between int32 -> fp32 flushes
 
 // c[MB][16] (row stride ldc, fp32) += sum over the 4 segments s and pair steps k < kc of
 //   x[s * xseg + k * ldx + i] (an int16 pair) . (the 32 weight bytes at p + (s * q2 + k) * 32).
@@ -194,10 +196,18 @@ Int8Panels quantize_int8_panels(const at::Tensor& w) {
   return out;
 }
 
-at::Tensor dequantize_int8_panels(const Int8Panels& w, int64_t N, int64_t K) {
+at::Tensor int8_panel_values(const Int8Panels& w, int64_t N, int64_t K) {
   const int64_t P = w.packed.size(0), Kp = 2 * w.packed.size(1);
-  const at::Tensor q = w.packed.permute({0, 4, 2, 1, 3}).reshape({P * kPanel, Kp}).narrow(0, 0, N).narrow(1, 0, K);
-  return q.to(at::kFloat) * w.scale.narrow(0, 0, N).unsqueeze(1);
+  return w.packed.permute({0, 4, 2, 1, 3}).reshape({P * kPanel, Kp}).narrow(0, 0, N).narrow(1, 0, K);
+}
+
+at::Tensor dequantize_int8_panels(const Int8Panels& w, int64_t N, int64_t K) {
+  return int8_panel_values(w, N, K).to(at::kFloat) * w.scale.narrow(0, 0, N).unsqueeze(1);
+}
+
+int64_t int8_fp32_roundings(const Int8Panels& w) {
+  const int64_t q2 = w.packed.size(1) / kSegments;
+  return 2 * ((q2 + kInt8Chunk - 1) / kInt8Chunk) + 2;
 }
 
 at::Tensor linear_int8(const at::Tensor& x, const Int8Panels& w, const std::optional<at::Tensor>& bias, int64_t N) {

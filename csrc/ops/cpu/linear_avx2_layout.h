@@ -12,6 +12,8 @@
 // lockstep, which is what brings M = 1 to MKL's sgemv speed. x is repacked per call into the same four
 // segments, k-major ([4][Kp/4][M], the segments padded apart so they do not alias in L1), so the
 // broadcasts of a k step for all rows share a line.
+#include "ops/cpu/linear_avx2.h"  // kPanel
+
 #include <ATen/ops/zeros.h>
 
 #include <algorithm>
@@ -19,7 +21,6 @@
 
 namespace dotf::avx2 {
 
-constexpr int64_t kPanel = 16;    // output columns per panel
 constexpr int64_t kSegments = 4;  // concurrent DRAM streams per panel
 constexpr int64_t kRowBlock = 6;  // rows of x per micro-kernel call
 

@@ -21,26 +21,27 @@ DOTF_AVX2 float simd_denominator(const float* x, int64_t n, float max_logit, int
   return simd::hsum8(sum);
 }
 
-// First index of the maximum of x[0, n), or -1 when any element is NaN or infinite (the scalar
-// loop's contract, same result: float -> double is exact, so both compare the same values).
+// First index of the maximum of x[0, n), or -1 when any element is NaN or +inf or all are -inf (the
+// scalar loop's contract, same result: float -> double is exact, so both compare the same values).
 DOTF_AVX2 int64_t simd_argmax(const float* x, int64_t n, float* max_out) {
+  const __m256 inf = _mm256_set1_ps(INFINITY);
   __m256 mx = _mm256_set1_ps(-INFINITY), bad = _mm256_setzero_ps();
   int64_t v = 0;
   for (; v + 8 <= n; v += 8) {
     const __m256 xv = _mm256_loadu_ps(x + v);
-    bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_sub_ps(xv, xv), _mm256_setzero_ps(), _CMP_NEQ_UQ));  // inf/NaN
+    bad = _mm256_or_ps(bad, _mm256_or_ps(_mm256_cmp_ps(xv, xv, _CMP_UNORD_Q), _mm256_cmp_ps(xv, inf, _CMP_EQ_OQ)));
     mx = _mm256_max_ps(mx, xv);
   }
   float lanes[8];
   _mm256_storeu_ps(lanes, mx);
   float best = lanes[0];
   for (float l : lanes) best = std::max(best, l);
-  bool finite = _mm256_movemask_ps(bad) == 0;
+  bool ok = _mm256_movemask_ps(bad) == 0;
   for (int64_t t = v; t < n; ++t) {
-    finite &= std::isfinite(x[t]);
+    ok &= !std::isnan(x[t]) && x[t] != INFINITY;
     best = std::max(best, x[t]);
   }
-  if (!finite) return -1;
+  if (!ok || best == -INFINITY) return -1;
   *max_out = best;
   for (int64_t t = 0; t < n; ++t)
     if (x[t] == best) return t;

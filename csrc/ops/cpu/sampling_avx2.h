@@ -10,8 +10,8 @@ namespace dotf::avx2 {
 // std::max(best, NaN) skips it.
 float max_of(const float* x, int64_t n);
 
-// x: [n], n > 0. First index of the maximum (like torch.argmax), or -1 when any element is NaN or
-// infinite; *max_out receives the maximum when the row is finite.
+// x: [n], n > 0. First index of the maximum (like torch.argmax), or -1 when any element is NaN or +inf
+// or all are -inf (removed tokens); *max_out receives the maximum otherwise.
 int64_t argmax_or_nonfinite(const float* x, int64_t n, float* max_out);
 
 // x: [n]. sum of exp(x[v] - max_logit) over the whole 8-lane blocks of x (vector exp, ~2 ulp);

@@ -1,7 +1,8 @@
 // CUDA greedy choice + top-1 probability: one block per row, one pass over the vocabulary with an
 // online (max, first argmax, sum of exp(l - max)) state per thread, merged by warp shuffles and
 // shared memory. Same results as argmax_top1_cpu (ops/sampling.cpp): the first index of the
-// maximum, 1 / sum(exp(l - max)) in float32, id -1 (and probability 0) for rows holding NaN or inf.
+// maximum, 1 / sum(exp(l - max)) in float32, id -1 (and probability 0) for rows holding NaN or +inf or
+// nothing but -inf (-inf is a removed token).
 #include "ops/cuda/kernels.h"
 
 #include "ops/cuda/utils.cuh"
@@ -12,17 +13,17 @@ struct Top1 {
   float max;    // running maximum (-inf when nothing seen)
   int index;    // its first index (INT_MAX when nothing seen)
   float sum;    // sum of exp(l - max) over the elements seen
-  bool finite;  // no NaN / inf seen
+  bool finite;  // no NaN / +inf seen
 };
 
 template <bool WITH_PROB>
 __device__ __forceinline__ void top1_push(Top1& s, float x, int index) {
-  s.finite &= isfinite(x);
+  s.finite &= !isnan(x) && x != INFINITY;
   if (x > s.max) {  // strict: the first index wins ties; NaN never wins
     if (WITH_PROB) s.sum = s.sum * expf(s.max - x) + 1.0f;  // expf(-inf) = 0 on the first element
     s.max = x;
     s.index = index;
-  } else if (WITH_PROB) {
+  } else if (WITH_PROB && x != -INFINITY) {  // a removed token adds nothing (and -inf - -inf is NaN)
     s.sum += expf(x - s.max);
   }
 }

@@ -268,7 +268,10 @@ def test_argmax_top1(dtype, rows, vocab, with_prob):
     if rows >= 4 and vocab >= 7:
         logits[1, vocab // 2] = float("nan")
         logits[2, 3] = float("inf")
-        logits[3, vocab - 1] = float("-inf")
+        logits[3, :] = float("-inf")          # nothing left: -1
+    if rows >= 13 and vocab >= 7:
+        logits[4, ::2] = float("-inf")        # removed tokens (an LM-head screen's): the rest decides
+        logits[5, 1:] = float("-inf")
     ids_ref, probs_ref = ops.argmax_top1(logits, with_prob)
 
     logits_dev = logits.to(DEV)
@@ -281,6 +284,8 @@ def test_argmax_top1(dtype, rows, vocab, with_prob):
         assert ids_ref[0].item() == vocab // 3
     if rows >= 4 and vocab >= 7:
         assert ids_ref[1:4].tolist() == [-1, -1, -1]
+    if rows >= 13 and vocab >= 7:
+        assert ids_ref[4].item() == logits[4].float().argmax().item() and ids_ref[5].item() == 0
     torch.testing.assert_close(probs.cpu(), probs_ref, rtol=2e-4, atol=1e-7)
     if not with_prob:
         assert torch.equal(probs.cpu(), torch.zeros(rows))

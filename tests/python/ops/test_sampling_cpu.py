@@ -1,5 +1,6 @@
 """argmax_top1 on the CPU (the vectorized float32 path and the scalar path of other dtypes) against
-torch: first index of the maximum, top-1 softmax probability, -1 for rows with NaN or inf."""
+torch: first index of the maximum, top-1 softmax probability, -1 for rows with NaN or +inf or nothing but
+-inf (-inf is a removed token, e.g. a logit the LM-head screen left out)."""
 from __future__ import annotations
 
 import pytest
@@ -23,12 +24,30 @@ def test_matches_torch(dtype, vocab):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_nonfinite_rows_give_minus_one(dtype):
-    x = torch.randn(4, 1000, dtype=dtype)
+    x = torch.randn(5, 1001, dtype=dtype)
     x[1, 3] = float("nan")
-    x[2, 999] = float("inf")   # in the scalar tail of the vector loop
-    x[3, 16] = -float("inf")
+    x[2, 1000] = float("inf")   # in the scalar tail of the vector loop
+    x[3].fill_(-float("inf"))
     ids, _ = _C.testing.ops.argmax_top1(x, True)
-    assert ids.tolist()[1:] == [-1, -1, -1] and ids[0] == x[0].argmax()
+    assert ids.tolist()[1:4] == [-1, -1, -1] and ids[0] == x[0].argmax()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("with_prob", [True, False])
+def test_minus_inf_is_a_removed_token(dtype, with_prob):
+    """-inf entries take no part: the argmax and top-1 probability of the finite entries alone."""
+    g = torch.Generator().manual_seed(7)
+    x = (torch.randn(3, 1001, generator=g) * 3).to(dtype)
+    x[0, :500] = -float("inf")            # the first entries (the vector loop's start) removed
+    x[1, ::2] = -float("inf")
+    x[2, :] = -float("inf")
+    x[2, 1000] = 1.5                      # one finite entry, in the scalar tail
+    ids, probs = _C.testing.ops.argmax_top1(x, with_prob)
+    assert torch.equal(ids, x.argmax(-1))
+    if with_prob:
+        ref = torch.softmax(x.double(), -1).max(-1).values
+        torch.testing.assert_close(probs.double(), ref, rtol=1e-5, atol=1e-6)
+        assert probs[2] == 1.0
 
 
 # ---- top1_margin: the margin draft exit's confidence ----------------------------------------------
