@@ -27,6 +27,9 @@ struct ForwardOptions {
   // for any start up to `max_start` (>= start), so one capture replays at every position up to it.
   at::Tensor device_start;
   int64_t max_start = -1;
+  // The draft's passes under draft_kv="int8": attention reads the cache's int8 mirror instead of the
+  // exact rows (the cache must have one). The new rows are written to both either way.
+  bool int8_kv = false;
 };
 
 struct ForwardOutput {

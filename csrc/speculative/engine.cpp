@@ -80,6 +80,7 @@ DecodeResult Engine::generate(const at::Tensor& prompt, const GenerateRequest& r
   const GraphStats before = graphs ? graphs->stats() : GraphStats{};
   DecodeResult result = request.strategy == Strategy::AR ? decode_ar(m, prompt, *cache, request, graphs)
                                                          : generate_speculative(prompt, request, *cache, graphs);
+  result.stats.memory = {cache->nbytes(), cache->int8_mirror_nbytes()};
   if (graphs) result.stats.graphs = graphs->stats().since(before);
   else result.stats.graphs.disabled_reason = graphs_note;
   return result;
