@@ -18,8 +18,9 @@ GenerateOptions preset(Strategy strategy, c10::DeviceType device) {
   // (threshold 1), a low exit threshold (a 0.6 top-1 probability ended most rounds early), and rounds of
   // at most 8 (verifying more costs more than it wins on a CPU).
   o.draft = DraftWeights::Int8;
-  // Its attention reads the int8 mirror of the KV cache: at long contexts the fp32 KV cache, not the
-  // weights, is most of what a draft step reads (bench/README.md "Long contexts").
+  // Its attention reads the int8 mirror of the KV cache: past ~2k tokens of context the fp32 KV rows, not
+  // the int8 weights, are most of what a draft step reads, and at ~300 tokens the mirror measured no
+  // slower (bench/README.md, "Long contexts").
   o.draft_kv = DraftKV::Int8;
   o.selection.threshold = 1.0;
   o.gamma = 0.2;
@@ -119,7 +120,7 @@ std::vector<OptionInfo> build_table() {
                                   "draft weights: the model's own or an int8 copy derived at first use (CPU)"),
       choice_option<DraftKV>("draft_kv", DOTF_FIELD(draft_kv), spec,
                              "KV rows the draft's attention reads: the exact cache or an int8 mirror of it (CPU; "
-                             "a quarter of the fp32 bytes, kept beside the cache)"),
+                             "about a quarter of the fp32 bytes, kept beside the cache)"),
       bool_option("lookup", DOTF_FIELD(lookup), spec, "n-gram lookup drafts from the prompt and the output"),
       bool_option("lookup_every_step", DOTF_FIELD(lookup_every_step), spec,
                   "look up again after every model draft token, not only at the start of a round"),
