@@ -248,3 +248,98 @@ def encode_prompt(tokenizer, item: dict, chat: bool) -> list[int]:
     else:
         raise ValueError(f"prompt item needs 'text' or 'messages', got keys {sorted(item)}")
     return list(tokenizer.encode(text))
+
+
+# ------------------------------------------------------------ long contexts
+# Prompts of an exact token count (1k-32k) for bench/long_context.py, from held-out data only: ACLSum's
+# test split (train/validation are the tests' and tuning's), HumanEval's last problems (the tests use the
+# first ten, tuning from problem 20), ShareGPT conversations drawn with seed 1 (as the benchmark's first
+# turns are; tuning draws with seed 7).
+
+LONG_KINDS = ("summarize", "code", "chat")
+_BODY = "\x00BODY\x00"
+
+
+def _chat_frame(tokenizer, instruction: str) -> tuple[list[int], list[int]]:
+    """Token ids of a one-turn chat prompt before and after its body (the template's header, the
+    instruction; then the end of the turn and the generation prompt)."""
+    text = tokenizer.apply_chat_template([{"role": "user", "content": f"{instruction}\n\n{_BODY}"}],
+                                         add_generation_prompt=True, tokenize=False)
+    head, tail = text.split(_BODY)
+    return (list(tokenizer.encode(head, add_special_tokens=False)),
+            list(tokenizer.encode(tail, add_special_tokens=False)))
+
+
+def _enough(tokenizer, pieces, tokens: int, backwards: bool = False) -> list[int]:
+    """Token ids of the pieces joined by blank lines (each one before the text so far when backwards),
+    taking pieces until there are >= tokens."""
+    text = ""
+    for piece in pieces:
+        text = piece if not text else f"{piece}\n\n{text}" if backwards else f"{text}\n\n{piece}"
+        if len(text) >= 2 * tokens:  # about 3-4 characters a token: encode only when possibly enough
+            ids = list(tokenizer.encode(text, add_special_tokens=False))
+            if len(ids) >= tokens:
+                return ids
+    raise ValueError(f"not enough held-out text for a {tokens}-token prompt")
+
+
+def long_summarize_prompt(tokenizer, tokens: int) -> list[int]:
+    """Summarize several ACLSum test papers (title, abstract, introduction, conclusion: the sections the
+    dataset keeps), the text cut at `tokens` in all."""
+    head, tail = _chat_frame(tokenizer, "Summarize each of the following papers in three sentences.")
+    papers = (f"{d['title']}\n\n{d['text']}" for d in aclsum_documents("test"))
+    return head + _enough(tokenizer, papers, tokens)[:tokens - len(head) - len(tail)] + tail
+
+
+def long_code_prompt(tokenizer, tokens: int) -> list[int]:
+    """A source file of HumanEval solutions (prompt + canonical solution, from the last problems back),
+    its latest lines kept, then the request: the next problem's signature and docstring to complete."""
+    with gzip.open(_data_file(*_HUMANEVAL), "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    request = list(tokenizer.encode("\n\n" + rows[-1]["prompt"], add_special_tokens=False))
+    solved = (r["prompt"] + r["canonical_solution"].rstrip() for r in reversed(rows[:-1]))
+    body = _enough(tokenizer, solved, tokens, backwards=True)
+    return body[len(body) - (tokens - len(request)):] + request
+
+
+@functools.lru_cache(maxsize=1)
+def _sharegpt_long_chats(min_chars: int) -> tuple:
+    """Conversations (lists of (role, text)) of >= min_chars that open with a human turn."""
+    chats = []
+    for conv in _iter_json_array(_data_file(*_SHAREGPT).read_text(encoding="utf-8")):
+        turns = [("user" if m.get("from") in ("human", "user") else "assistant", (m.get("value") or "").strip())
+                 for m in conv.get("conversations") or []]
+        if turns and turns[0][0] == "user" and sum(len(t) for _, t in turns) >= min_chars:
+            chats.append((conv["id"], tuple(turns)))
+    return tuple(chats)
+
+
+def long_chat_prompt(tokenizer, tokens: int, index: int = 0) -> list[int]:
+    """A long ShareGPT conversation up to a user turn past `tokens`, its latest `tokens` kept (a sliding
+    window: it starts inside an earlier turn), ending with the generation prompt."""
+    pool = list(_sharegpt_long_chats(2 * tokens))
+    random.Random(1).shuffle(pool)
+    for _, turns in pool:
+        messages = []
+        for role, text in turns:
+            messages.append({"role": role, "content": text})
+            if role != "user":
+                continue
+            rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            ids = list(tokenizer.encode(rendered, add_special_tokens=False))
+            if len(ids) >= tokens:
+                if index == 0:
+                    return ids[-tokens:]
+                index -= 1
+                break
+    raise ValueError(f"not enough long ShareGPT conversations for a {tokens}-token prompt")
+
+
+def long_prompt(tokenizer, kind: str, tokens: int) -> list[int]:
+    """Token ids of a held-out `kind` prompt of exactly `tokens` tokens."""
+    build = {"summarize": long_summarize_prompt, "code": long_code_prompt, "chat": long_chat_prompt}
+    if kind not in build:
+        raise ValueError(f"unknown long-context kind {kind!r}; choose from {', '.join(LONG_KINDS)}")
+    ids = build[kind](tokenizer, tokens)
+    assert len(ids) == tokens, (kind, len(ids), tokens)
+    return ids

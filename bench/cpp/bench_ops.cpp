@@ -3,6 +3,7 @@
 //   op/rmsnorm_cossim/C:<hidden>/T:<rows>/<dtype>/<device>        residual add + RMSNorm + cosine similarity
 //   op/rope_kv_write/<model>/T:<rows>/<dtype>/<device>             RoPE of q and k + k, v written to the cache
 //   op/attention/<model>/q:<T>/ctx:<cached>/<dtype>/<device>       T queries over <cached> + T cache rows
+//   op/attention_int8/<model>/q:<T>/ctx:<cached>/<dtype>/cpu        the same over the draft's int8 mirror
 //   op/argmax_top1/V:<vocab>/rows:<rows>/<prob|id>/<dtype>/<device> greedy id (+ its probability) per row
 //
 // <model> gives the head layout (smollm2-135m 9/3 heads, qwen2.5-0.5b 14/2, llama2-7b 32/32; head_dim
@@ -12,6 +13,7 @@
 // are random: the values do not change the work.
 #include "bench_common.h"
 #include "ops/attention.h"
+#include "ops/attention_int8.h"
 #include "ops/rmsnorm.h"
 #include "ops/rope.h"
 #include "ops/sampling.h"
@@ -87,6 +89,24 @@ void attention_case(benchmark::State& state, const ModelConfig& c, int64_t query
   state.SetBytesProcessed(state.iterations() * bytes);
 }
 
+// The int8 mirror of the same rows (draft_kv="int8"): a byte per value plus a float scale per row and head.
+void attention_int8_case(benchmark::State& state, const ModelConfig& c, int64_t query_len, int64_t cached,
+                         at::ScalarType dtype) {
+  const auto opts = at::TensorOptions().dtype(dtype);
+  const int64_t H = c.num_heads, KVH = c.num_kv_heads, D = c.head_dim, rows = cached + query_len;
+  const at::Tensor q = at::randn({query_len, H, D}, opts);
+  const at::Tensor k_cache = at::randn({rows, KVH, D}, opts), v_cache = at::randn({rows, KVH, D}, opts);
+  at::Tensor k_q = at::empty({KVH, rows, D}, at::kChar), v_q = at::empty({KVH, rows, D}, at::kChar);
+  at::Tensor k_s = at::empty({KVH, rows}, at::kFloat), v_s = at::empty({KVH, rows}, at::kFloat);
+  quantize_kv_rows(k_cache, v_cache, 0, rows, k_q, v_q, k_s, v_s);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  run_iterations(state, at::kCPU, [&] {
+    benchmark::DoNotOptimize(int8_attention_with_cache(q, k_q, v_q, k_s, v_s, cached, scale));
+  });
+  const int64_t bytes = 2 * rows * KVH * (D + 4) + 2 * query_len * H * D * q.element_size();
+  state.SetBytesProcessed(state.iterations() * bytes);
+}
+
 void argmax_top1_case(benchmark::State& state, int64_t vocab, int64_t rows, bool with_prob, at::ScalarType dtype,
                       at::Device device) {
   const at::Tensor logits = at::randn({rows, vocab}, at::TensorOptions().dtype(dtype).device(device));  // [T, V]
@@ -120,6 +140,11 @@ const bool registered = [] {
                               "/ctx:" + std::to_string(cached) + suffix,
                           device,
                           [=](benchmark::State& s) { attention_case(s, *config, query_len, cached, dtype, device); });
+            if (device.is_cpu())
+              register_case("op/attention_int8/" + std::string(shape.name) + "/q:" + std::to_string(query_len) +
+                                "/ctx:" + std::to_string(cached) + suffix,
+                            device,
+                            [=](benchmark::State& s) { attention_int8_case(s, *config, query_len, cached, dtype); });
           }
         }
       }

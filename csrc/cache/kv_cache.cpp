@@ -1,6 +1,7 @@
 #include "cache/kv_cache.h"
 
 #include "core/check.h"
+#include "ops/attention_int8.h"
 
 #include <ATen/ops/empty.h>
 
@@ -41,6 +42,52 @@ void KVCache::truncate(int64_t n) {
 
 int64_t KVCache::nbytes() const {
   return keys_.defined() ? keys_.nbytes() + values_.nbytes() : 0;
+}
+
+void KVCache::add_int8_mirror() {
+  DOTF_CHECK_ARG(defined(), "KVCache.add_int8_mirror: the cache has no buffers");
+  if (has_int8_mirror()) return;
+  DOTF_CHECK_ARG(keys_.device().is_cpu(), "the int8 KV mirror (draft_kv='int8') is CPU only; the cache is on ",
+                 keys_.device());
+  const int64_t KVH = keys_.size(3), D = keys_.size(4);
+  auto int8 = at::TensorOptions().dtype(at::kChar);
+  auto fp32 = at::TensorOptions().dtype(at::kFloat);
+  int8_keys_ = at::empty({num_layers_, KVH, capacity_, D}, int8);
+  int8_values_ = at::empty({num_layers_, KVH, capacity_, D}, int8);
+  key_scales_ = at::empty({num_layers_, KVH, capacity_}, fp32);
+  value_scales_ = at::empty({num_layers_, KVH, capacity_}, fp32);
+  for (int64_t l = 0; l < num_layers_; ++l) write_int8_mirror(l, 0, length_);
+}
+
+at::Tensor KVCache::int8_keys(int64_t layer) const {
+  DOTF_CHECK(has_int8_mirror() && layer >= 0 && layer < num_layers_, "KVCache: no int8 mirror of layer ", layer);
+  return int8_keys_.select(0, layer);
+}
+
+at::Tensor KVCache::int8_values(int64_t layer) const {
+  DOTF_CHECK(has_int8_mirror() && layer >= 0 && layer < num_layers_, "KVCache: no int8 mirror of layer ", layer);
+  return int8_values_.select(0, layer);
+}
+
+at::Tensor KVCache::key_scales(int64_t layer) const {
+  DOTF_CHECK(has_int8_mirror() && layer >= 0 && layer < num_layers_, "KVCache: no int8 mirror of layer ", layer);
+  return key_scales_.select(0, layer);
+}
+
+at::Tensor KVCache::value_scales(int64_t layer) const {
+  DOTF_CHECK(has_int8_mirror() && layer >= 0 && layer < num_layers_, "KVCache: no int8 mirror of layer ", layer);
+  return value_scales_.select(0, layer);
+}
+
+void KVCache::write_int8_mirror(int64_t layer, int64_t start, int64_t count) {
+  if (!has_int8_mirror() || count == 0) return;
+  at::Tensor kq = int8_keys(layer), vq = int8_values(layer), ks = key_scales(layer), vs = value_scales(layer);
+  quantize_kv_rows(keys(layer), values(layer), start, count, kq, vq, ks, vs);
+}
+
+int64_t KVCache::int8_mirror_nbytes() const {
+  if (!has_int8_mirror()) return 0;
+  return int8_keys_.nbytes() + int8_values_.nbytes() + key_scales_.nbytes() + value_scales_.nbytes();
 }
 
 }  // namespace dotf

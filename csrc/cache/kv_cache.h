@@ -2,6 +2,11 @@
 // Preallocated key/value buffers for every layer plus a length. Rolling back speculation moves the
 // length (O(1), nothing copied): rows past it are dead and get overwritten by the next write, as in
 // gpt-fast's KVCache, flash-attention's cache_seqlens and llama.cpp's llama_memory_seq_rm.
+//
+// Optionally it also holds the draft's int8 mirror (draft_kv="int8", ops/attention_int8.h): every
+// exact row below the length, quantized. Forward passes write a mirror row whenever they write the
+// exact row (full passes and draft passes alike), so the one length serves both: truncate moves it for
+// both and copies nothing, and the rows a verify rewrote and kept are right in the mirror too.
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
@@ -35,8 +40,24 @@ class KVCache {
   // Memory of both buffers, in bytes.
   int64_t nbytes() const;
 
+  // Allocates the int8 mirror (CPU only) and quantizes rows [0, length) into it; nothing if it exists.
+  void add_int8_mirror();
+  bool has_int8_mirror() const { return int8_keys_.defined(); }
+  // This layer's mirror: int8 values [KVH, capacity, D] (a head's rows contiguous, as the draft streams
+  // them) and float32 scales [KVH, capacity], one per (position, KV head). Views, no copy.
+  at::Tensor int8_keys(int64_t layer) const;
+  at::Tensor int8_values(int64_t layer) const;
+  at::Tensor key_scales(int64_t layer) const;
+  at::Tensor value_scales(int64_t layer) const;
+  // Quantizes rows [start, start + count) of this layer's exact buffers into the mirror (when it exists).
+  void write_int8_mirror(int64_t layer, int64_t start, int64_t count);
+  // Memory of the mirror, in bytes (0 without one).
+  int64_t int8_mirror_nbytes() const;
+
  private:
   at::Tensor keys_, values_;
+  at::Tensor int8_keys_, int8_values_;      // [layers, KVH, capacity, D] int8
+  at::Tensor key_scales_, value_scales_;    // [layers, KVH, capacity] float32
   int64_t num_layers_ = 0;
   int64_t capacity_ = 0;
   int64_t length_ = 0;

@@ -3,6 +3,7 @@
 #include "core/check.h"
 #include "ops/activation.h"
 #include "ops/attention.h"
+#include "ops/attention_int8.h"
 #include "ops/rmsnorm.h"
 #include "ops/rope.h"
 
@@ -64,6 +65,7 @@ ForwardOutput Transformer::forward(const at::Tensor& tokens, int64_t start, KVCa
   DOTF_CHECK_DTYPE(tokens, at::kLong, "tokens");
   const int64_t T = tokens.size(0);
   check_forward_args(T, start, cache, plan);
+  DOTF_CHECK_ARG(!options.int8_kv || cache.has_int8_mirror(), "forward: int8_kv needs a cache with an int8 mirror");
   const bool on_device_start = options.device_start.defined();
   if (on_device_start) {
     check_device_start(options.device_start, w.embed, "forward");
@@ -123,7 +125,12 @@ ForwardOutput Transformer::forward(const at::Tensor& tokens, int64_t start, KVCa
       at::Tensor k_slab = cache.keys(l), v_slab = cache.values(l);
       rope_qkv_to_cache(qkv, rope_cos_, rope_sin_, kernel_start, c.num_heads, c.num_kv_heads, q, k_slab, v_slab,
                         options.device_start);
-      delta = lw.o(attention_with_cache(q, k_slab, v_slab, kernel_start, scale, options.device_start));
+      cache.write_int8_mirror(l, start, T);  // no-op without a mirror (always so on CUDA)
+      delta = lw.o(options.int8_kv ? int8_attention_with_cache(q, cache.int8_keys(l), cache.int8_values(l),
+                                                               cache.key_scales(l), cache.value_scales(l), start,
+                                                               scale)
+                                   : attention_with_cache(q, k_slab, v_slab, kernel_start, scale,
+                                                          options.device_start));
     } else {
       delta = lw.down(silu_mul(lw.gate_up(normed)));
     }

@@ -34,6 +34,9 @@ struct ForwardOptions {
   // without a screen (CUDA) compute every logit, so CUDA graphs need not key on these.
   const LinearScreen* lm_head_screen = nullptr;
   int64_t logits_top_k = 0;
+  // The draft's passes under draft_kv="int8": attention reads the cache's int8 mirror instead of the
+  // exact rows (the cache must have one). The new rows are written to both either way.
+  bool int8_kv = false;
 };
 
 struct ForwardOutput {

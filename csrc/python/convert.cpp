@@ -104,6 +104,8 @@ py::dict stats_to_dict(const DecodeStats& s) {
   d["eager_steps"] = s.graphs.eager;
   d["graph_capture_seconds"] = s.graphs.capture_seconds;
   d["graphs_note"] = s.graphs.disabled_reason;
+  d["kv_cache_bytes"] = s.memory.kv_cache;
+  d["kv_mirror_bytes"] = s.memory.kv_mirror;
   if (s.strategy == Strategy::AR) return d;
   d["selection_seconds"] = s.time.selection;
   d["draft_seconds"] = s.time.draft;

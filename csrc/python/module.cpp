@@ -144,7 +144,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def("keys", &KVCache::keys, py::arg("layer"), "[capacity, kv_heads, head_dim] view of a layer's keys")
       .def("values", &KVCache::values, py::arg("layer"))
       .def("append", &KVCache::append, py::arg("count"))
-      .def("truncate", &KVCache::truncate, py::arg("length"));
+      .def("truncate", &KVCache::truncate, py::arg("length"))
+      .def("add_int8_mirror", &KVCache::add_int8_mirror,
+           "allocate the draft's int8 mirror (CPU) and quantize the rows below the length into it")
+      .def_property_readonly("int8_mirror_nbytes", &KVCache::int8_mirror_nbytes);
 
   py::class_<PyModel>(m, "Model")
       .def(py::init<const ModelConfig&, const TensorMap&, at::ScalarType, at::Device, int64_t, const std::string&>(),
@@ -159,13 +162,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           "forward",
           [](PyModel& p, const at::Tensor& tokens, int64_t start, KVCache& cache, std::vector<bool> attention,
              std::vector<bool> mlp, bool similarity, const std::string& logits, const std::string& weights,
-             int64_t logits_top_k) {
+             int64_t logits_top_k, const std::string& kv) {
             DOTF_CHECK_ARG(logits_top_k >= 0, "logits_top_k must be >= 0, got ", logits_top_k);
             const auto draft = p.engine->draft_weights(parse_name<DraftWeights>(weights));
             // Only a forward over the model's own head uses (and builds) the screen.
             const auto screen = logits_top_k > 0 && !draft ? p.engine->lm_head_screen() : nullptr;
             const ForwardOptions options{.logits = parse_name<LogitsFor>(logits), .similarity = similarity,
-                                         .lm_head_screen = screen.get(), .logits_top_k = logits_top_k};
+                                         .lm_head_screen = screen.get(), .logits_top_k = logits_top_k,
+                                         .int8_kv = parse_name<DraftKV>(kv) == DraftKV::Int8};
             ForwardOutput out;
             {
               py::gil_scoped_release release;
@@ -176,9 +180,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           },
           py::arg("tokens"), py::arg("start"), py::arg("cache"), py::arg("attention"), py::arg("mlp"),
           py::arg("similarity") = false, py::arg("logits") = "all", py::arg("weights") = "same",
-          py::arg("logits_top_k") = 0,
+          py::arg("logits_top_k") = 0, py::arg("kv") = "same",
           "weights: 'same' (the model's) or 'int8' (the derived draft copy); logits_top_k > 0: only each row's "
-          "k largest logits are exact, the LM head's screen may leave the rest at -inf")
+          "k largest logits are exact, the LM head's screen may leave the rest at -inf; kv: attention over the "
+          "exact rows ('same') or the cache's int8 mirror ('int8', after cache.add_int8_mirror())")
       .def("graph_stats", [](const PyModel& p) { return graph_stats_to_dict(p.engine->graph_stats()); },
            "CUDA graph totals over this model's generate calls")
       .def("release_graphs", [](PyModel& p) { p.engine->release_graphs(); },

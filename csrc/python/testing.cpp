@@ -5,6 +5,8 @@
 #include "ops/accept.h"
 #include "ops/activation.h"
 #include "ops/attention.h"
+#include "ops/attention_int8.h"
+#include "ops/cpu/attention_avx2.h"
 #include "ops/linear_screen.h"
 #include "ops/quant_linear.h"
 #include "ops/rmsnorm.h"
@@ -147,6 +149,14 @@ void register_testing(py::module_& m) {
   ops.def("attention_with_cache_cpu", &attention_with_cache_cpu);
   ops.def("attention_with_cache_reference", &attention_with_cache_reference);
   ops.def("fused_attention_supports", &fused_attention_supports, py::arg("q"), py::arg("k_cache"));
+  ops.def("quantize_kv_rows", [](const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start, int64_t count,
+                                 at::Tensor k_q, at::Tensor v_q, at::Tensor k_scale, at::Tensor v_scale) {
+    quantize_kv_rows(k_cache, v_cache, start, count, k_q, v_q, k_scale, v_scale);
+  }, py::arg("k_cache"), py::arg("v_cache"), py::arg("start"), py::arg("count"), py::arg("k_q"), py::arg("v_q"),
+     py::arg("k_scale"), py::arg("v_scale"), "quantizes cache rows [start, start + count) into the int8 mirror");
+  ops.def("int8_attention_with_cache", &int8_attention_with_cache);
+  ops.def("int8_attention_with_cache_reference", &int8_attention_with_cache_reference);
+  ops.def("fused_int8_attention_supports", &avx2::int8_attention_supports, py::arg("q"));
   ops.def("argmax_top1", [](const at::Tensor& logits, bool with_prob) {
     auto [ids, probs] = argmax_top1(logits, with_prob);
     return py::make_tuple(ids, probs);

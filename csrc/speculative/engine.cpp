@@ -113,6 +113,7 @@ DecodeResult Engine::generate(const at::Tensor& prompt, const GenerateRequest& r
   DecodeResult result = request.strategy == Strategy::AR
                             ? decode_ar(m, prompt, *cache, request, graphs, screen.get())
                             : generate_speculative(prompt, request, *cache, graphs, screen.get());
+  result.stats.memory = {cache->nbytes(), cache->int8_mirror_nbytes()};
   if (graphs) result.stats.graphs = graphs->stats().since(before);
   else result.stats.graphs.disabled_reason = graphs_note;
   return result;

@@ -95,7 +95,7 @@ class SpeculativeLoop {
         plan_(model, o_, request.plan, draft_weights != nullptr, st_.plan), lookup_(o_.lookup_options),
         model_drafter_(ModelDrafterParts{*steps_, cache, draft_weights, plan_, *rule_, exit, o_.draft_exit,
                                          request.eos_token_ids, o_.lookup ? &lookup_ : nullptr,
-                                         o_.lookup_every_step}) {}
+                                         o_.lookup_every_step, o_.draft_kv == DraftKV::Int8}) {}
 
   void run(const at::Tensor& prompt) {
     const auto t0 = Clock::now();
@@ -236,6 +236,11 @@ DecodeResult decode_speculative(const Transformer& model, const at::Tensor& prom
   st.rounds.acceptance_tests_at.assign(request.options.max_draft, 0);
   st.exit = ExitStats{request.options.draft_exit, exit.gamma, exit.gamma};
   exit.m = 0.0;  // Draft & Verify restarts the acceptance average each call; gamma itself may carry over
+  if (request.options.draft_kv == DraftKV::Int8) {
+    DOTF_CHECK_ARG(model.device().is_cpu(), "draft_kv='int8' is available on CPU only; use draft_kv='same' on ",
+                   model.device());
+    cache.add_int8_mirror();  // the prefill below writes it; rows a given cache already holds are quantized now
+  }
   SpeculativeLoop(model, prompt, cache, request, draft_weights, exit, result, graphs, lm_head_screen).run(prompt);
   st.exit.final = exit.gamma;
   st.new_tokens = static_cast<int64_t>(result.tokens.size());

@@ -23,9 +23,9 @@ void ModelDrafter::propose(const DraftContext& ctx, int64_t max_tokens, Proposal
   while (unchecked > 0 || out.size() < max_tokens) {
     const auto rows = static_cast<int64_t>(feed.size());
     std::vector<double>* profile = p_.plan.profile_target(rows);
-    const ForwardOutput d = p_.steps.forward(feed, position, p_.cache, p_.plan.plan(),
-                                             ForwardOptions{rows > 1 ? LogitsFor::All : LogitsFor::Last, false, profile},
-                                             p_.weights);
+    ForwardOptions options{rows > 1 ? LogitsFor::All : LogitsFor::Last, false, profile};
+    options.int8_kv = p_.int8_kv;
+    const ForwardOutput d = p_.steps.forward(feed, position, p_.cache, p_.plan.plan(), options, p_.weights);
     if (profile) p_.plan.profile_taken();
     // Row i predicts the token after feed[i]; rows before the last check the unchecked proposals.
     const int64_t first = out.size() - unchecked;

@@ -27,6 +27,7 @@ struct ModelDrafterParts {
   const std::vector<int64_t>& eos_token_ids;
   LookupDrafter* lookup;         // nullptr: no lookup proposals
   bool lookup_every_step;        // look up after every model token too, not only at the round's start
+  bool int8_kv;                  // attention reads the cache's int8 mirror (draft_kv="int8")
 };
 
 class ModelDrafter final : public Drafter {

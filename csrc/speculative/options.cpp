@@ -18,6 +18,9 @@ GenerateOptions preset(Strategy strategy, c10::DeviceType device) {
   // (threshold 1), a low exit threshold (a 0.6 top-1 probability ended most rounds early), and rounds of
   // at most 8 (verifying more costs more than it wins on a CPU).
   o.draft = DraftWeights::Int8;
+  // draft_kv stays "same": the int8 KV mirror pays only where the KV rows are most of a draft step's bytes
+  // (thousands of tokens), and its attention kernel costs more per row at short contexts (bench/README.md,
+  // "Long contexts"); long-context users opt in.
   o.selection.threshold = 1.0;
   o.gamma = 0.2;
   o.max_draft = 8;
@@ -114,6 +117,9 @@ std::vector<OptionInfo> build_table() {
                   "start from the threshold the previous call ended with (needs adaptive_gamma)"),
       choice_option<DraftWeights>("draft", DOTF_FIELD(draft), spec,
                                   "draft weights: the model's own or an int8 copy derived at first use (CPU)"),
+      choice_option<DraftKV>("draft_kv", DOTF_FIELD(draft_kv), spec,
+                             "KV rows the draft's attention reads: the exact cache or an int8 mirror of it (CPU; "
+                             "about a quarter of the fp32 bytes, kept beside the cache)"),
       bool_option("lookup", DOTF_FIELD(lookup), spec, "n-gram lookup drafts from the prompt and the output"),
       bool_option("lookup_every_step", DOTF_FIELD(lookup_every_step), spec,
                   "look up again after every model draft token, not only at the start of a round"),

@@ -23,6 +23,9 @@ namespace dotf {
 enum class Strategy { AR, ASD, DOTF };
 // The draft's linear weights: the model's own, or an int8 copy derived from them (CPU).
 enum class DraftWeights { Same, Int8 };
+// The KV rows the model draft's attention reads: the exact cache, or an int8 mirror of it (CPU) that
+// reads a quarter of the fp32 bytes per draft step (cache/kv_cache.h, ops/attention_int8.h).
+enum class DraftKV { Same, Int8 };
 // When the model draft stops (after the token that trips it): its top-1 probability < gamma (the
 // paper's rule, Draft & Verify's), or its top-1 logit minus the runner-up < margin (dotf's rule for a
 // quantized self-draft, which disagrees with the full model only where rounding swaps its top two).
@@ -41,6 +44,10 @@ template <> struct EnumNames<DraftWeights> {
   static constexpr const char* what = "draft";
   static constexpr std::pair<DraftWeights, const char*> entries[] = {{DraftWeights::Same, "same"},
                                                                       {DraftWeights::Int8, "int8"}};
+};
+template <> struct EnumNames<DraftKV> {
+  static constexpr const char* what = "draft_kv";
+  static constexpr std::pair<DraftKV, const char*> entries[] = {{DraftKV::Same, "same"}, {DraftKV::Int8, "int8"}};
 };
 template <> struct EnumNames<DraftExit> {
   static constexpr const char* what = "draft_exit";
@@ -95,6 +102,7 @@ struct GenerateOptions {
   int64_t reselect_every = 0;      // re-select the plan from verify-pass similarities every N rounds
   // The model draft and its exit.
   DraftWeights draft = DraftWeights::Same;
+  DraftKV draft_kv = DraftKV::Same;
   int64_t max_draft = 12;  // K_max
   DraftExit draft_exit = DraftExit::Probability;
   double gamma = 0.6;   // initial threshold of the probability exit

@@ -76,6 +76,11 @@ struct PlanStats {
   double plan_acceptance = -1;
 };
 
+// Bytes of the call's KV cache and of the draft's int8 mirror of it (0 without one).
+struct MemoryStats {
+  int64_t kv_cache = 0, kv_mirror = 0;
+};
+
 struct DecodeStats {
   Strategy strategy = Strategy::AR;
   StopReason stop_reason = StopReason::Running;
@@ -87,6 +92,7 @@ struct DecodeStats {
   ExitStats exit;
   PlanStats plan;
   int64_t fallback_switches = 0;  // times the break-even rule switched to plain steps
+  MemoryStats memory;
   // CUDA graphs during this call; graphs.disabled_reason says why they were not used, when they were not.
   GraphStats graphs;
 

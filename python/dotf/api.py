@@ -177,10 +177,12 @@ class Model:
 
     def forward(self, input_ids: Any, start: int, cache, attention: Sequence[bool] | None = None,
                 mlp: Sequence[bool] | None = None, similarity: bool = False, logits: str = "all",
-                weights: str = "same", logits_top_k: int = 0):
+                weights: str = "same", logits_top_k: int = 0, kv: str = "same"):
         """Low level: run tokens at positions start.. over `cache` under a layer plan, with the model's
-        weights ("same") or its derived int8 draft copy ("int8"). logits_top_k > 0: only each row's k largest
-        logits (and those tied with the k-th) are needed; the LM head's int8 screen may leave the rest at -inf.
+        weights ("same") or its derived int8 draft copy ("int8"), attention over the exact KV rows ("same")
+        or the cache's int8 mirror ("int8", CPU: cache.add_int8_mirror() first; new rows go to both).
+        logits_top_k > 0: only each row's k largest logits (and those tied with the k-th) are needed; the LM
+        head's int8 screen may leave the rest at -inf.
 
         Returns (logits [T or 1, vocab], mean similarity [L, 2], last-position similarity [L, 2])."""
         ids = self._input_ids(input_ids)
@@ -188,7 +190,7 @@ class Model:
         attention = full if attention is None else self._plan(attention, "attention")
         mlp = full if mlp is None else self._plan(mlp, "mlp")
         return self._impl.forward(ids, _as_int(start, "start"), cache, attention, mlp, bool(similarity), logits,
-                                  weights, _as_int(logits_top_k, "logits_top_k"))
+                                  weights, _as_int(logits_top_k, "logits_top_k"), kv)
 
     def generate(self, prompt: Any, max_new_tokens: int | None = None, strategy: str = DEFAULT_STRATEGY,
                  eos_token_id: Any = None, on_tokens: Callable[[list[int]], Any] | None = None,

@@ -8,6 +8,10 @@
 //     draft) cannot reach an earlier row (no 0 * NaN);
 //   * it reads K and V near memory speed instead of paying ATen's per-op overheads, which dominate
 //     these small shapes (measured in bench/README.md).
+// The draft's int8 mirror (cache/kv_cache.h) runs the same kernel body with int8 rows: row s of a KV
+// head is its D int8 values times one float scale (k_scale[s], v_scale[s]). The int8 values are widened
+// to fp32 as they load (exact), each score is then multiplied by its key's scale, and each softmax
+// numerator by its value's scale before the value pass (the sum it is divided by stays unscaled).
 #include "ops/cpu/attention_avx2.h"
 
 #include "ops/cpu/simd.h"
@@ -17,6 +21,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 namespace dotf::avx2 {
@@ -27,10 +32,19 @@ bool attention_supports(const at::Tensor& q, const at::Tensor& k_cache) {
          (dt == at::kFloat || dt == at::kBFloat16 || dt == at::kHalf);
 }
 
+bool int8_attention_supports(const at::Tensor& q) {
+  const at::ScalarType dt = q.scalar_type();
+  return cpu_has_avx2_fma() && q.device().is_cpu() && q.size(2) % 8 == 0 &&
+         (dt == at::kFloat || dt == at::kBFloat16 || dt == at::kHalf);
+}
+
 #ifdef DOTF_HAVE_AVX2_KERNEL
 namespace {
 
 using simd::load8;
+DOTF_AVX2 inline __m256 load8(const int8_t* p) {  // the int8 mirror's values, widened exactly
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
 
 constexpr int64_t kKeyBlock = 32;  // keys per block: their K (or V) rows stay in L1 while every row uses them
 
@@ -89,6 +103,11 @@ DOTF_AVX2 float softmax_numerators(float* scores, int64_t keys) {
   return simd::hsum8(sum);
 }
 
+// x[s] *= row_scale[s] for s < n: the int8 mirror's per-row scales.
+DOTF_AVX2 inline void scale_rows(float* x, const float* row_scale, int64_t n) {
+  for (int64_t s = 0; s < n; ++s) x[s] *= row_scale[s];
+}
+
 // acc[0 .. 8C) += sum over s in [s0, s1) of weights[s] * v[s * stride + 0 .. 8C), s ascending.
 template <typename T, int C>
 DOTF_AVX2 void accumulate_values(const float* weights, const T* v, int64_t stride, int64_t s0, int64_t s1, float* acc) {
@@ -127,10 +146,12 @@ DOTF_AVX2 void accumulate_row(const float* weights, const T* v, int64_t stride, 
 // (Serving several heads per key block reads the cache rows in address order, but its working set
 // grows with the head count: no faster for SmolLM2's 3 KV heads, 1.8x slower for Llama-2-7B's 32.)
 // q: [T, H, D] (strides q_t, q_h); k, v: this head's rows, `stride` elements apart; out: [T, H * D].
-template <typename T>
-DOTF_AVX2 void attend_kv_head(const T* q, int64_t q_t, int64_t q_h, const T* k, const T* v, int64_t stride,
-                              int64_t kvh, int64_t G, int64_t T_rows, int64_t H, int64_t D, int64_t start, float scale,
-                              T* out) {
+// KV is T (the exact cache) or int8_t (the mirror, whose rows' scales are k_scale and v_scale).
+template <typename T, typename KV>
+DOTF_AVX2 void attend_kv_head(const T* q, int64_t q_t, int64_t q_h, const KV* k, const KV* v, int64_t stride,
+                              const float* k_scale, const float* v_scale, int64_t kvh, int64_t G, int64_t T_rows,
+                              int64_t H, int64_t D, int64_t start, float scale, T* out) {
+  constexpr bool kInt8 = std::is_same_v<KV, int8_t>;
   const int64_t rows = G * T_rows, max_keys = start + T_rows, padded = (max_keys + 7) / 8 * 8;
   std::vector<float> qf(rows * D), scores(rows * padded), acc(rows * D, 0.0f);
   // Row i is query head kvh * G + i / T_rows at position start + i % T_rows; it sees keys [0, keys(i)).
@@ -146,14 +167,19 @@ DOTF_AVX2 void attend_kv_head(const T* q, int64_t q_t, int64_t q_h, const T* k, 
       float* si = scores.data() + i * padded;
       for (int64_t s = s0; s < s1; s += 4) {
         if (pair)
-          score_keys4<T, 2>(qf.data() + i * D, D, k, stride, s, max_keys - 1, si, padded);
+          score_keys4<KV, 2>(qf.data() + i * D, D, k, stride, s, max_keys - 1, si, padded);
         else
-          score_keys4<T, 1>(qf.data() + i * D, D, k, stride, s, max_keys - 1, si, padded);
+          score_keys4<KV, 1>(qf.data() + i * D, D, k, stride, s, max_keys - 1, si, padded);
       }
     }
   }
   std::vector<float> inv_sum(rows);
-  for (int64_t i = 0; i < rows; ++i) inv_sum[i] = 1.0f / softmax_numerators(scores.data() + i * padded, keys(i));
+  for (int64_t i = 0; i < rows; ++i) {
+    float* si = scores.data() + i * padded;
+    if constexpr (kInt8) scale_rows(si, k_scale, keys(i));
+    inv_sum[i] = 1.0f / softmax_numerators(si, keys(i));
+    if constexpr (kInt8) scale_rows(si, v_scale, keys(i));
+  }
   for (int64_t s0 = 0; s0 < max_keys; s0 += kKeyBlock)
     for (int64_t i = 0; i < rows; ++i)
       accumulate_row(scores.data() + i * padded, v, stride, s0, std::min(s0 + kKeyBlock, keys(i)), D,
@@ -164,22 +190,54 @@ DOTF_AVX2 void attend_kv_head(const T* q, int64_t q_t, int64_t q_h, const T* k, 
   }
 }
 
-// q: [T, H, D]; k_cache, v_cache: [capacity, KVH, D] (last dim contiguous, same strides); out: [T, H * D].
-template <typename T>
-void fused_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start,
-                     float scale, at::Tensor& out) {
-  const int64_t T_rows = q.size(0), H = q.size(1), D = q.size(2), KVH = k_cache.size(1), G = H / KVH;
+// KVH heads' rows: head h's row s at k + h * head + s * row (v alike); for the int8 mirror, its
+// scale at k_scale + h * scale_head + s (v_scale alike), else the scales are null.
+template <typename KV>
+struct KvHeads {
+  const KV* k;
+  const KV* v;
+  int64_t KVH, head, row;
+  const float* k_scale = nullptr;
+  const float* v_scale = nullptr;
+  int64_t scale_head = 0;
+};
+
+// q: [T, H, D]; out: [T, H * D].
+template <typename T, typename KV>
+void fused_attention(const at::Tensor& q, const KvHeads<KV>& kv, int64_t start, float scale, at::Tensor& out) {
+  const int64_t T_rows = q.size(0), H = q.size(1), D = q.size(2), KVH = kv.KVH, G = H / KVH;
   const T* qp = q.const_data_ptr<T>();
-  const T* kp = k_cache.const_data_ptr<T>();
-  const T* vp = v_cache.const_data_ptr<T>();
   T* op = out.mutable_data_ptr<T>();
   // One task per KV head: each is independent and computes the same numbers on any thread.
   const int64_t grain = (start + T_rows) * G * T_rows * D < 65536 ? KVH : 1;
   at::parallel_for(0, KVH, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t kvh = begin; kvh < end; ++kvh)
-      attend_kv_head(qp, q.stride(0), q.stride(1), kp + kvh * k_cache.stride(1), vp + kvh * k_cache.stride(1),
-                     k_cache.stride(0), kvh, G, T_rows, H, D, start, scale, op);
+    for (int64_t kvh = begin; kvh < end; ++kvh) {
+      const int64_t sh = kvh * kv.scale_head;
+      attend_kv_head(qp, q.stride(0), q.stride(1), kv.k + kvh * kv.head, kv.v + kvh * kv.head, kv.row,
+                     kv.k_scale ? kv.k_scale + sh : nullptr, kv.v_scale ? kv.v_scale + sh : nullptr, kvh, G,
+                     T_rows, H, D, start, scale, op);
+    }
   });
+}
+
+// k_cache, v_cache: [capacity, KVH, D] (last dim contiguous, same strides).
+template <typename T>
+void fused_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start,
+                     float scale, at::Tensor& out) {
+  const KvHeads<T> kv{k_cache.const_data_ptr<T>(), v_cache.const_data_ptr<T>(), k_cache.size(1), k_cache.stride(1),
+                      k_cache.stride(0)};
+  fused_attention<T, T>(q, kv, start, scale, out);
+}
+
+// k_q, v_q: [KVH, capacity, D] int8; k_scale, v_scale: [KVH, capacity] float32 (all contiguous).
+template <typename T>
+void fused_int8_attention(const at::Tensor& q, const at::Tensor& k_q, const at::Tensor& v_q,
+                          const at::Tensor& k_scale, const at::Tensor& v_scale, int64_t start, float scale,
+                          at::Tensor& out) {
+  const int64_t capacity = k_q.size(1), D = k_q.size(2);
+  const KvHeads<int8_t> kv{k_q.const_data_ptr<int8_t>(), v_q.const_data_ptr<int8_t>(), k_q.size(0), capacity * D,
+                           D, k_scale.const_data_ptr<float>(), v_scale.const_data_ptr<float>(), capacity};
+  fused_attention<T, int8_t>(q, kv, start, scale, out);
 }
 
 }  // namespace
@@ -200,6 +258,23 @@ at::Tensor attention_with_cache(const at::Tensor& q, const at::Tensor& k_cache, 
     case at::kFloat: fused_attention<float>(qc, kc, vc, start, s, out); break;
     case at::kBFloat16: fused_attention<c10::BFloat16>(qc, kc, vc, start, s, out); break;
     default: fused_attention<c10::Half>(qc, kc, vc, start, s, out); break;
+  }
+#endif
+  return out;
+}
+
+at::Tensor int8_attention_with_cache(const at::Tensor& q, const at::Tensor& k_q, const at::Tensor& v_q,
+                                     const at::Tensor& k_scale, const at::Tensor& v_scale, int64_t start,
+                                     double scale) {
+  TORCH_CHECK(int8_attention_supports(q), "fused CPU int8 attention: unsupported input");
+  at::Tensor out = at::empty({q.size(0), q.size(1) * q.size(2)}, q.options());
+#ifdef DOTF_HAVE_AVX2_KERNEL
+  const at::Tensor qc = q.stride(2) == 1 ? q : q.contiguous();
+  const auto s = static_cast<float>(scale);
+  switch (q.scalar_type()) {
+    case at::kFloat: fused_int8_attention<float>(qc, k_q, v_q, k_scale, v_scale, start, s, out); break;
+    case at::kBFloat16: fused_int8_attention<c10::BFloat16>(qc, k_q, v_q, k_scale, v_scale, start, s, out); break;
+    default: fused_int8_attention<c10::Half>(qc, k_q, v_q, k_scale, v_scale, start, s, out); break;
   }
 #endif
   return out;

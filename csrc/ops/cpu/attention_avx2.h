@@ -1,7 +1,8 @@
 #pragma once
 // The fused CPU attention kernel (attention_avx2.cpp): causal grouped-query attention of T new
-// queries over a KV cache, fp32 arithmetic whatever the storage dtype, batch invariant (each row's
-// result is independent of T). ops/attention.cpp runs it for decode, draft and verify sizes.
+// queries over a KV cache or over the draft's int8 mirror of it, fp32 arithmetic whatever the storage
+// dtype, batch invariant (each row's result is independent of T). ops/attention.cpp runs it for
+// decode, draft and verify sizes.
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
@@ -18,5 +19,16 @@ bool attention_supports(const at::Tensor& q, const at::Tensor& k_cache);
 // returns: [T, H * D]. Refuses an input attention_supports rejects.
 at::Tensor attention_with_cache(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                                 int64_t start, double scale);
+
+// Whether the int8 kernel takes this query: an x86-64 CPU with AVX2+FMA, q on the CPU in
+// float32/bfloat16/float16, head_dim a multiple of 8.
+bool int8_attention_supports(const at::Tensor& q);
+
+// The same attention over int8 rows: key s of KV head h is k_q[h][s] * k_scale[h][s] (values alike).
+// q: [T, H, D]; k_q, v_q: [KVH, capacity, D] int8, contiguous; k_scale, v_scale: [KVH, capacity]
+// float32, contiguous; rows [0, start + T) are valid. returns: [T, H * D] in q's dtype.
+at::Tensor int8_attention_with_cache(const at::Tensor& q, const at::Tensor& k_q, const at::Tensor& v_q,
+                                     const at::Tensor& k_scale, const at::Tensor& v_scale, int64_t start,
+                                     double scale);
 
 }  // namespace dotf::avx2

@@ -63,7 +63,7 @@ def test_two_threads_one_model_get_the_single_threaded_results(model):
             return res.tokens
         return fn
 
-    ar_alone = model.generate(PROMPT, max_new_tokens=n).tokens
+    ar_alone = model.generate(PROMPT, max_new_tokens=n, strategy="ar").tokens
     asd_alone = model.generate(PROMPT, max_new_tokens=n, strategy="asd", threshold=0.0, max_draft=4).tokens
     dotf_alone = model.generate(PROMPT, max_new_tokens=n, strategy="dotf", threshold=0.0).tokens
     assert asd_alone == ar_alone == dotf_alone
@@ -78,7 +78,7 @@ def test_two_threads_one_model_get_the_single_threaded_results(model):
 
 def test_concurrent_calls_with_streaming_and_release_draft(model):
     """Callbacks from several threads, and release_draft() racing int8-draft calls."""
-    ref = model.generate(PROMPT, max_new_tokens=60).tokens
+    ref = model.generate(PROMPT, max_new_tokens=60, strategy="ar").tokens
     chunks = {i: [] for i in range(3)}
 
     def call(i):
@@ -149,7 +149,7 @@ def _interrupt_after(seconds):
                                          ("dotf", dict(threshold=0.0))])
 @pytest.mark.parametrize("streaming", [False, True])
 def test_keyboard_interrupt_stops_promptly_and_model_stays_usable(long_model, strategy, kw, streaming):
-    ref = long_model.generate(PROMPT, max_new_tokens=20).tokens
+    ref = long_model.generate(PROMPT, max_new_tokens=20, strategy="ar").tokens
     seen = []
     timer = _interrupt_after(0.3)
     t0 = time.perf_counter()
@@ -169,7 +169,7 @@ def test_keyboard_interrupt_stops_promptly_and_model_stays_usable(long_model, st
 
 
 def test_keyboard_interrupt_with_a_user_cache_leaves_it_reusable(long_model):
-    ref = long_model.generate(PROMPT, max_new_tokens=20).tokens
+    ref = long_model.generate(PROMPT, max_new_tokens=20, strategy="ar").tokens
     cache = long_model.new_cache(16384)
     timer = _interrupt_after(0.3)
     try:

@@ -46,7 +46,7 @@ def test_gamma_carries_over_only_when_asked():
 def test_fixed_gamma_stays_put_and_is_lossless(strategy, gamma):
     m = dotf.load(make_tiny_hf("llama-gqa"))
     ids = list(range(5, 25))
-    ar = m.generate(ids, max_new_tokens=40)
+    ar = m.generate(ids, max_new_tokens=40, strategy="ar")
     fixed = m.generate(ids, max_new_tokens=40, strategy=strategy, threshold=0.0, budget=1.0, gamma=gamma,
                        adaptive_gamma=False)
     assert fixed.tokens == ar.tokens
@@ -83,7 +83,7 @@ def test_carried_gamma_stays_valid_after_it_drifts_out_of_range(model, reference
 def test_margin_exit_is_lossless_and_thresholds_the_logit_margin(draft):
     m = dotf.load(make_tiny_hf("llama-gqa"))
     ids = list(range(30, 50))
-    ar = m.generate(ids, max_new_tokens=60)
+    ar = m.generate(ids, max_new_tokens=60, strategy="ar")
     kw = dict(strategy="dotf", draft=draft, threshold=0.0, budget=1.0, lookup=False, break_even=False,
               draft_exit="margin", adaptive_gamma=False, max_draft=6)
     # No real margin reaches 1e6: every round stops after its first draft token.

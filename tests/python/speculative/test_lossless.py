@@ -17,7 +17,7 @@ SETTINGS = [(0.99, 12), (0.985, 4), (0.995, 8), (0.98, 12)]
 def test_asd_equals_ar_on_tiny_models(tiny_arch, threshold, max_draft, gamma):
     m = dotf.load(make_tiny_hf(tiny_arch, dtype=torch.float64), dtype=torch.float64)
     ids = torch.randint(0, 256, (16,), generator=torch.Generator().manual_seed(3)).tolist()
-    ar = m.generate(ids, max_new_tokens=60)
+    ar = m.generate(ids, max_new_tokens=60, strategy="ar")
     asd = m.generate(ids, max_new_tokens=60, strategy="asd", threshold=threshold, budget=1.0, max_draft=max_draft,
                      gamma=gamma)
     assert asd.tokens == ar.tokens
@@ -71,7 +71,7 @@ def test_dotf_lossless_float64_real_prompts(index):
 def test_eos_and_max_new_tokens_are_exact():
     m = dotf.load(make_tiny_hf("llama-tied"))
     ids = list(range(60, 80))
-    ar = m.generate(ids, max_new_tokens=40).tokens
+    ar = m.generate(ids, max_new_tokens=40, strategy="ar").tokens
     eos = ar[17]
     stop = ar.index(eos) + 1
     for strategy in ("ar", "asd"):
@@ -79,3 +79,34 @@ def test_eos_and_max_new_tokens_are_exact():
         assert res.tokens == ar[:stop] and res.stats["stop_reason"] == "eos"
         for n in (1, 2, 7):
             assert m.generate(ids, max_new_tokens=n, strategy=strategy, threshold=0.0).tokens == ar[:n]
+
+
+# ---- the draft's int8 KV mirror (draft_kv="int8") --------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+@pytest.mark.parametrize("strategy,options", [
+    ("asd", dict(threshold=0.0, budget=1.0, max_draft=6)),
+    ("dotf", dict(lookup=False, break_even=False, threshold=0.0, budget=1.0)),
+    ("dotf", {}),  # the preset: int8 weights, lookup, break-even fallback
+])
+def test_int8_kv_draft_equals_ar_on_tiny_models(tiny_arch, dtype, strategy, options):
+    # The draft's attention reads the int8 mirror, the verify pass the exact rows: the tokens are the
+    # full model's, in float32 too (the verify rows are bitwise a decoding step's, mirror or not).
+    m = dotf.load(make_tiny_hf(tiny_arch, dtype=dtype), dtype=dtype)
+    ids = torch.randint(0, 256, (40,), generator=torch.Generator().manual_seed(5)).tolist()
+    ar = m.generate(ids, max_new_tokens=60, strategy="ar")
+    res = m.generate(ids, max_new_tokens=60, strategy=strategy, draft_kv="int8", **options)
+    assert res.tokens == ar.tokens
+    s = res.stats
+    assert s["drafted"] > 0 and 0 < s["kv_mirror_bytes"] < s["kv_cache_bytes"] / 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index", range(10))
+def test_int8_kv_draft_lossless_float32_real_prompts(index):
+    name, ids = real_prompts(5, 5)[index]
+    m = smollm2_dotf(torch.float32)
+    ar = m.generate(ids, max_new_tokens=128, strategy="ar")
+    for draft_kv in ("int8", "same"):
+        res = m.generate(ids, max_new_tokens=128, strategy="dotf", draft_kv=draft_kv)
+        assert res.tokens == ar.tokens, (name, draft_kv)
+        assert (res.stats["kv_mirror_bytes"] > 0) == (draft_kv == "int8")

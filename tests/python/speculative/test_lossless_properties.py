@@ -72,6 +72,9 @@ def test_random_cache_operations_keep_accepted_rows_equal_to_ar(data):
     n = data.draw(st.integers(1, 12), label="prompt")
     m.forward(seq[:n], 0, cache, logits=data.draw(st.sampled_from(["none", "last", "all"])))
     int8 = _has_weights_arg(m)
+    mirror = data.draw(st.booleans(), label="int8 KV mirror")  # drafts then read it; the exact rows stay AR's
+    if mirror:
+        cache.add_int8_mirror()
 
     for _ in range(data.draw(st.integers(1, 10), label="ops")):
         op = data.draw(st.sampled_from(["round", "round", "round", "draft_only", "rollback"]))
@@ -90,6 +93,8 @@ def test_random_cache_operations_keep_accepted_rows_equal_to_ar(data):
                   logits=data.draw(st.sampled_from(["none", "last", "all"])))
         if int8 and data.draw(st.booleans(), label="int8 draft weights"):
             kw["weights"] = "int8"
+        if mirror and data.draw(st.booleans(), label="draft reads the mirror"):
+            kw["kv"] = "int8"
         m.forward(drafts, n, cache, **kw)
         assert cache.length == n + k
         if op == "draft_only":

@@ -57,7 +57,7 @@ def test_non_finite_rejected_draft_keeps_speculation_lossless(max_draft):
     skip_all = [False] * m.num_layers  # draft = embedding -> final norm -> lm_head: often wrong
     for offset in range(0, 256, 9):
         prompt = [(offset + i) % 256 for i in range(20)]
-        ar = m.generate(prompt, max_new_tokens=24).tokens
+        ar = m.generate(prompt, max_new_tokens=24, strategy="ar").tokens
         # The first round always drafts from ar[0]; what does this draft propose there?
         cache = m.new_cache(64)
         m.forward(prompt, 0, cache, logits="none")

@@ -34,7 +34,7 @@ def test_cost_selection_skips_when_acceptance_is_free_and_stays_lossless(draft):
     # (all measured costs are > 0), predict the measured base acceptance, and the output stays exact.
     m = dotf.load(make_tiny_hf("llama-gqa"))
     ids = list(range(30, 50))
-    ar = m.generate(ids, max_new_tokens=60)
+    ar = m.generate(ids, max_new_tokens=60, strategy="ar")
     res = m.generate(ids, max_new_tokens=60, strategy="dotf", draft=draft, lookup=False, break_even=False,
                      selection="cost", sensitivity=0.0, cost_warmup_rounds=1)
     s = res.stats

@@ -1,0 +1,227 @@
+"""Long contexts: decode speed of ar, asd and dotf (its draft reading the exact KV cache or the int8
+mirror) on held-out prompts of 1k-8k tokens, and what one step costs as the context grows.
+
+    flock /tmp/dotf-bench.lock python bench/long_context.py --model smollm2-135m \\
+        --contexts 1024,2048,4096,8192 --out bench/results/long-context-smollm2
+
+Context C: a prompt of C - new_tokens tokens (bench/prompts.py long_prompt: several ACLSum test papers to
+summarize, a file of HumanEval solutions plus the next problem, a long ShareGPT conversation), so that
+prompt and output fill C positions (SmolLM2 has 8192). Every method's tokens are compared with dotf AR's
+(float32: the lossless contract holds there too). Each cell is one generate call, its prefill included and
+reported apart: decode tok/s leaves it out, end-to-end tok/s does not.
+
+Step costs: one full-model step and one dotf draft step (int8 weights, every sublayer: the dotf preset's
+draft) over the exact rows and over the int8 mirror, timed with the low-level forward over a cache of C
+random rows (the cost of attention does not depend on the values), median of --step-repeats.
+Writes results.json, table.md and long_context.png (matplotlib permitting) into --out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import prompts  # noqa: E402
+from common import machine  # noqa: E402
+
+import dotf  # noqa: E402
+
+# method -> (strategy, generate() options)
+METHODS = {
+    "ar": ("ar", {}),
+    "asd": ("asd", {}),
+    "dotf": ("dotf", {"draft_kv": "same"}),
+    "dotf_kv8": ("dotf", {"draft_kv": "int8"}),
+}
+# step -> forward() arguments: the full model's step, dotf's draft step over the exact rows or the mirror
+STEPS = {"full": {}, "draft": {"weights": "int8"}, "draft_kv8": {"weights": "int8", "kv": "int8"}}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--contexts", default="1024,2048,4096,8192")
+    p.add_argument("--kinds", default=",".join(prompts.LONG_KINDS))
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--step-contexts", default="300,512,1024,2048,4096,8128")
+    p.add_argument("--step-repeats", type=int, default=30)
+    p.add_argument("--out", default=None)
+    return p.parse_args(argv)
+
+
+def run_cell(model, method: str, ids: list[int], new_tokens: int) -> dict:
+    strategy, options = METHODS[method]
+    res = model.generate(ids, max_new_tokens=new_tokens, strategy=strategy, **options)
+    s = res.stats
+    decode = s["seconds"] - s["prefill_seconds"]
+    rec = {"method": method, "tokens": res.tokens, "seconds": s["seconds"], "prefill_seconds": s["prefill_seconds"],
+           "decode_tokens_per_second": len(res.tokens) / decode, "tokens_per_second": len(res.tokens) / s["seconds"],
+           "kv_cache_bytes": s["kv_cache_bytes"], "kv_mirror_bytes": s["kv_mirror_bytes"]}
+    if strategy != "ar":
+        model_drafted = s["drafted_by_source"]["model"]
+        rec.update(acceptance_rate=s["acceptance_rate"], mean_accepted_length=s["mean_accepted_length"],
+                   draft_seconds=s["draft_seconds"], verify_seconds=s["verify_seconds"], rounds=s["rounds"],
+                   model_drafted=model_drafted,
+                   draft_ms_per_model_token=1e3 * s["draft_seconds"] / model_drafted if model_drafted else None,
+                   skipped_attention=len(s["skipped_attention_layers"]))
+    return rec
+
+
+def step_costs(model, contexts: list[int], repeats: int) -> list[dict]:
+    """Milliseconds of one step per STEPS entry at each context (median of repeats)."""
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for n in contexts:
+        cache = model.new_cache(n + 1)
+        cache.append(n)
+        for layer in range(model.num_layers):
+            for slab in (cache.keys(layer), cache.values(layer)):
+                slab[:n] = torch.randn(slab[:n].shape, generator=g, dtype=slab.dtype)
+        cache.add_int8_mirror()
+        row = {"context": n}
+        for name, kw in STEPS.items():
+            times = []
+            for _ in range(repeats + 2):  # two warm-ups
+                t0 = time.perf_counter()
+                model.forward([17], n, cache, logits="last", **kw)
+                times.append(time.perf_counter() - t0)
+            row[f"{name}_ms"] = 1e3 * statistics.median(times[2:])
+        print(f"[steps] context {n}: " + ", ".join(f"{k} {row[f'{k}_ms']:.2f} ms" for k in STEPS), file=sys.stderr)
+        rows.append(row)
+    return rows
+
+
+def summarize(records: list[dict], methods: list[str]) -> list[dict]:
+    """Per (context, method): mean over kinds of decode and end-to-end tok/s, speedups vs AR, exactness."""
+    table = []
+    for context in sorted({r["context"] for r in records}):
+        cell = {m: [r for r in records if r["context"] == context and r["method"] == m] for m in methods}
+        mean = lambda m, k: statistics.mean(r[k] for r in cell[m])  # noqa: E731
+        for m in methods:
+            e = {"context": context, "method": m, "prompts": len(cell[m]),
+                 "decode_tokens_per_second": mean(m, "decode_tokens_per_second"),
+                 "tokens_per_second": mean(m, "tokens_per_second"), "prefill_seconds": mean(m, "prefill_seconds"),
+                 "exact": all(r["exact"] for r in cell[m])}
+            if "ar" in cell:
+                e["decode_speedup"] = e["decode_tokens_per_second"] / mean("ar", "decode_tokens_per_second")
+                e["speedup"] = e["tokens_per_second"] / mean("ar", "tokens_per_second")
+            if m != "ar":
+                e["acceptance_rate"] = mean(m, "acceptance_rate")
+                e["mean_accepted_length"] = mean(m, "mean_accepted_length")
+                per_token = [r["draft_ms_per_model_token"] for r in cell[m] if r["draft_ms_per_model_token"]]
+                e["draft_ms_per_model_token"] = statistics.mean(per_token) if per_token else None
+            table.append(e)
+    return table
+
+
+def markdown(table: list[dict], steps: list[dict], records: list[dict], meta: dict) -> str:
+    m = meta["machine"]
+    fmt = lambda v, f="{:.2f}": "–" if v is None else f.format(v)  # noqa: E731
+    lines = [f"model {meta['model']}, float32, {meta['new_tokens']} new tokens, {m['threads']} thread(s), "
+             f"{m['cpu']} ({' '.join(m['cpu_features'])}); kinds: {', '.join(meta['kinds'])}, one held-out prompt "
+             f"each per context", "",
+             "| context | method | decode tok/s | decode vs AR | end-to-end tok/s | vs AR | prefill s | acceptance "
+             "| mean accepted len | draft ms / model token | exact |", "|" + "---|" * 11]
+    for e in table:
+        lines.append(f"| {e['context']} | {e['method']} | {e['decode_tokens_per_second']:.1f} | "
+                     f"{fmt(e.get('decode_speedup'))}x | {e['tokens_per_second']:.2f} | {fmt(e.get('speedup'))}x | "
+                     f"{e['prefill_seconds']:.1f} | {fmt(e.get('acceptance_rate'))} | "
+                     f"{fmt(e.get('mean_accepted_length'))} | {fmt(e.get('draft_ms_per_model_token'))} | "
+                     f"{'yes' if e['exact'] else 'NO'} |")
+    lines += ["", "Means over the kinds. decode: prefill excluded; end-to-end: prefill included (one prefill per "
+              "call). exact: tokens equal dotf AR's on every prompt. dotf: draft_kv='same'; dotf_kv8: "
+              "draft_kv='int8'."]
+    if steps:
+        lines += ["", "| context | full step ms | draft step ms (exact KV) | draft step ms (int8 KV) | int8 KV / exact "
+                  f"KV | int8-KV draft vs its cost at {steps[0]['context']} |", "|" + "---|" * 6]
+    for s in steps:
+        lines.append(f"| {s['context']} | {s['full_ms']:.2f} | {s['draft_ms']:.2f} | {s['draft_kv8_ms']:.2f} | "
+                     f"{s['draft_kv8_ms'] / s['draft_ms']:.2f} | {s['draft_kv8_ms'] / steps[0]['draft_kv8_ms']:.2f}x |")
+    lines += ["", "Per cell (kind, context): seconds of the whole call (prefill seconds), decode tok/s.", "",
+              "| context | kind | " + " | ".join(meta["methods"]) + " |", "|" + "---|" * (2 + len(meta["methods"]))]
+    for context in meta["contexts"]:
+        for kind in meta["kinds"]:
+            cells = {r["method"]: r for r in records if r["context"] == context and r["kind"] == kind}
+            lines.append(f"| {context} | {kind} | " + " | ".join(
+                f"{cells[x]['seconds']:.1f} s ({cells[x]['prefill_seconds']:.1f}), "
+                f"{cells[x]['decode_tokens_per_second']:.1f}" for x in meta["methods"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: list[dict], steps: list[dict], path: Path) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"matplotlib is not installed: skipped {path}", file=sys.stderr)
+        return False
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for method in sorted({e["method"] for e in table} - {"ar"}):
+        rows = [e for e in table if e["method"] == method]
+        a.plot([e["context"] for e in rows], [e["decode_speedup"] for e in rows], marker="o", label=method)
+    a.axhline(1.0, color="k", lw=0.8)
+    a.set(xscale="log", xlabel="context (tokens)", ylabel="decode speedup vs dotf AR", title="decode-only speedup")
+    a.legend(fontsize=8)
+    for key, label in (("full_ms", "full step"), ("draft_ms", "draft step, exact KV"),
+                       ("draft_kv8_ms", "draft step, int8 KV")):
+        b.plot([s["context"] for s in steps], [s[key] for s in steps], marker="o", label=label)
+    b.set(xscale="log", xlabel="context (tokens)", ylabel="ms per step", title="step cost")
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    meta = {"model": args.model, "new_tokens": args.new_tokens, "machine": machine(),
+            "contexts": [int(c) for c in args.contexts.split(",")], "kinds": args.kinds.split(","),
+            "methods": args.methods.split(",")}
+    model = dotf.load(args.model, dtype=torch.float32)
+    prompts.ensure_installed()
+    records, steps = [], []
+    for context in meta["contexts"]:
+        for kind in meta["kinds"]:
+            ids = prompts.long_prompt(model.tokenizer, kind, context - args.new_tokens)
+            ar = None
+            for method in meta["methods"]:
+                rec = {"context": context, "kind": kind, **run_cell(model, method, ids, args.new_tokens)}
+                ar = rec["tokens"] if method == "ar" else ar
+                rec["exact"] = ar is None or rec["tokens"] == ar
+                print(f"[{context} {kind}] {method}: {rec['seconds']:.1f} s (prefill {rec['prefill_seconds']:.1f} s), "
+                      f"decode {rec['decode_tokens_per_second']:.1f} tok/s, exact {rec['exact']}", file=sys.stderr)
+                records.append(rec)
+        write_outputs(args.out, meta, records, steps)  # after every context: a long run keeps what it measured
+    if args.step_contexts:
+        steps = step_costs(model, [int(c) for c in args.step_contexts.split(",")], args.step_repeats)
+    print(write_outputs(args.out, meta, records, steps, plot_too=True))
+
+
+def write_outputs(out: str | None, meta: dict, records: list[dict], steps: list[dict], plot_too: bool = False) -> str:
+    table = summarize(records, meta["methods"])
+    done = {**meta, "contexts": sorted({r["context"] for r in records})}
+    text = markdown(table, steps, records, done)
+    if out:
+        path = Path(out)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "results.json").write_text(json.dumps({"meta": done, "summary": table, "steps": steps,
+                                                       "records": records}, indent=1))
+        (path / "table.md").write_text(text)
+        if plot_too and records and steps:
+            plot(table, steps, path / "long_context.png")
+    return text
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+#include "ops/attention_int8.h"
+
+#include "core/check.h"
+#include "ops/attention.h"
+#include "ops/cpu/attention_avx2.h"
+#include "ops/dtype_dispatch.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/TensorOperators.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace dotf {
+
+namespace {
+
+// One row of one head: D values -> D int8 and a scale.
+template <typename scalar_t>
+void quantize_row(const scalar_t* x, int64_t D, int8_t* q, float* scale) {
+  float amax = 0.0f;
+  bool finite = true;
+  for (int64_t d = 0; d < D; ++d) {
+    const float v = static_cast<float>(x[d]);
+    finite = finite && std::isfinite(v);
+    amax = std::max(amax, std::abs(v));
+  }
+  if (!finite) {
+    std::fill(q, q + D, int8_t{0});
+    *scale = std::numeric_limits<float>::quiet_NaN();
+    return;
+  }
+  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+  for (int64_t d = 0; d < D; ++d)
+    q[d] = static_cast<int8_t>(std::clamp(std::nearbyint(static_cast<float>(x[d]) * inv), -127.0f, 127.0f));
+  *scale = amax / 127.0f;
+}
+
+void check_mirror(const at::Tensor& k_q, const at::Tensor& v_q, const at::Tensor& k_scale,
+                  const at::Tensor& v_scale) {
+  DOTF_CHECK_DIM(k_q, 3, "k_q");
+  DOTF_CHECK_DTYPE(k_q, at::kChar, "k_q");
+  DOTF_CHECK_DTYPE(k_scale, at::kFloat, "k_scale");
+  DOTF_CHECK(v_q.sizes() == k_q.sizes() && v_q.scalar_type() == at::kChar, "v_q must match k_q");
+  DOTF_CHECK(k_scale.dim() == 2 && k_scale.size(0) == k_q.size(0) && k_scale.size(1) == k_q.size(1) &&
+                 v_scale.sizes() == k_scale.sizes() && v_scale.scalar_type() == at::kFloat,
+             "k_scale, v_scale must be [KVH, capacity] float32");
+  DOTF_CHECK(k_q.is_contiguous() && v_q.is_contiguous() && k_scale.is_contiguous() && v_scale.is_contiguous(),
+             "the int8 mirror must be contiguous");
+  DOTF_CHECK(k_q.device().is_cpu(), "the int8 KV mirror is CPU only");
+}
+
+}  // namespace
+
+void quantize_kv_rows(const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start, int64_t count,
+                      at::Tensor& k_q, at::Tensor& v_q, at::Tensor& k_scale, at::Tensor& v_scale) {
+  DOTF_CHECK_DIM(k_cache, 3, "k_cache");
+  DOTF_CHECK(v_cache.sizes() == k_cache.sizes() && v_cache.strides() == k_cache.strides(), "v_cache must match k_cache");
+  check_mirror(k_q, v_q, k_scale, v_scale);
+  const int64_t capacity = k_cache.size(0), KVH = k_cache.size(1), D = k_cache.size(2);
+  DOTF_CHECK(k_q.size(0) == KVH && k_q.size(1) == capacity && k_q.size(2) == D, "k_q must be [KVH=", KVH,
+             ", capacity=", capacity, ", D=", D, "], got ", k_q.sizes());
+  DOTF_CHECK(start >= 0 && count >= 0 && start + count <= capacity, "quantize_kv_rows: rows [", start, ", ",
+             start + count, ") exceed the capacity ", capacity);
+  DOTF_CHECK(k_cache.device().is_cpu() && k_cache.stride(2) == 1, "quantize_kv_rows: CPU slabs with contiguous rows");
+  const int64_t row = k_cache.stride(0), head = k_cache.stride(1);
+  DOTF_DISPATCH_FLOATING(k_cache.scalar_type(), "quantize_kv_rows", [&] {
+    const scalar_t* k = k_cache.const_data_ptr<scalar_t>();
+    const scalar_t* v = v_cache.const_data_ptr<scalar_t>();
+    int8_t* kq = k_q.mutable_data_ptr<int8_t>();
+    int8_t* vq = v_q.mutable_data_ptr<int8_t>();
+    float* ks = k_scale.mutable_data_ptr<float>();
+    float* vs = v_scale.mutable_data_ptr<float>();
+    at::parallel_for(0, count, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t s = start + begin; s < start + end; ++s) {
+        for (int64_t h = 0; h < KVH; ++h) {
+          quantize_row(k + s * row + h * head, D, kq + (h * capacity + s) * D, ks + h * capacity + s);
+          quantize_row(v + s * row + h * head, D, vq + (h * capacity + s) * D, vs + h * capacity + s);
+        }
+      }
+    });
+  });
+}
+
+at::Tensor int8_attention_with_cache_reference(const at::Tensor& q, const at::Tensor& k_q, const at::Tensor& v_q,
+                                               const at::Tensor& k_scale, const at::Tensor& v_scale, int64_t start,
+                                               double scale) {
+  const int64_t S = start + q.size(0);
+  auto dequantize = [&](const at::Tensor& x, const at::Tensor& s) {  // [KVH, capacity, D] -> [S, KVH, D]
+    const at::ScalarType compute = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+    at::Tensor rows = x.narrow(1, 0, S).to(compute) * s.narrow(1, 0, S).to(compute).unsqueeze(-1);
+    return rows.to(q.scalar_type()).permute({1, 0, 2}).contiguous();
+  };
+  return attention_with_cache_reference(q, dequantize(k_q, k_scale), dequantize(v_q, v_scale), start, scale);
+}
+
+at::Tensor int8_attention_with_cache(const at::Tensor& q, const at::Tensor& k_q, const at::Tensor& v_q,
+                                     const at::Tensor& k_scale, const at::Tensor& v_scale, int64_t start,
+                                     double scale) {
+  DOTF_CHECK_DIM(q, 3, "q");
+  check_mirror(k_q, v_q, k_scale, v_scale);
+  DOTF_CHECK(q.device().is_cpu(), "int8_attention_with_cache: the int8 KV mirror is CPU only");
+  DOTF_CHECK(q.size(2) == k_q.size(2), "q head_dim ", q.size(2), " != mirror head_dim ", k_q.size(2));
+  DOTF_CHECK(q.size(1) % k_q.size(0) == 0, "query heads must be a multiple of KV heads");
+  DOTF_CHECK(start >= 0 && start + q.size(0) <= k_q.size(1), "int8 attention: rows [0, ", start + q.size(0),
+             ") exceed the mirror capacity ", k_q.size(1));
+  if (q.size(0) <= kFusedAttentionMaxRows && avx2::int8_attention_supports(q))
+    return avx2::int8_attention_with_cache(q, k_q, v_q, k_scale, v_scale, start, scale);
+  return int8_attention_with_cache_reference(q, k_q, v_q, k_scale, v_scale, start, scale);
+}
+
+}  // namespace dotf
