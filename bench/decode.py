@@ -102,7 +102,10 @@ class Runner:
             if sampling:
                 torch.manual_seed(seed)
             with torch.no_grad():
-                out = self.hf.generate(torch.tensor([ids]), max_new_tokens=self.new_tokens,
+                # An explicit mask: transformers infers one from pad_token_id otherwise, and the pad id here
+                # (the EOS id) occurs in chat-templated prompts, whose turn ends it would then mask out.
+                x = torch.tensor([ids])
+                out = self.hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=self.new_tokens,
                                        **(sampling or {"do_sample": False}), **HF_METHODS[method])
             tokens, stats = out[0, len(ids):].tolist(), {}
         elif method in LLAMA_CPP_METHODS:

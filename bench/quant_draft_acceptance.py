@@ -114,7 +114,8 @@ def main(argv=None) -> int:
         cases = []
         for task in TASKS:
             for pid, ids in task_prompts(tok, task, args.prompts):
-                seq = full.generate(torch.tensor([ids]), max_new_tokens=args.new_tokens, do_sample=False,
+                x = torch.tensor([ids])  # an explicit mask: none is inferred from the pad id
+                seq = full.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=args.new_tokens, do_sample=False,
                                     eos_token_id=None, pad_token_id=0)
                 span = slice(len(ids) - 1, seq.size(1) - 1)  # rows that predict the continuation
                 ref = full(seq).logits[0, span]
