@@ -8,13 +8,11 @@ no reads past a row's own position.
 """
 from __future__ import annotations
 
-import math
-import zlib
-
 import pytest
 import torch
 
 from dotf import _C
+from test_attention_cpu import case as exact_case  # the same seeded inputs as the exact kernel's tests
 
 ops = _C.testing.ops
 
@@ -40,15 +38,9 @@ def mirror(k, v):
 
 
 def case(dtype, heads, kv_heads, head_dim, keys, tokens, q_scale=1.0):
-    """q at positions keys-tokens..keys-1; mirror rows past `keys` quantize NaN (scale NaN)."""
-    g = torch.Generator().manual_seed(zlib.crc32(repr((dtype, heads, kv_heads, head_dim, keys, tokens)).encode()))
-    capacity = keys + 7
-    q = (torch.randn(tokens, heads, head_dim, generator=g) * q_scale).to(dtype)
-    k = torch.full((capacity, kv_heads, head_dim), float("nan")).to(dtype)
-    v = k.clone()
-    k[:keys] = torch.randn(keys, kv_heads, head_dim, generator=g).to(dtype)
-    v[:keys] = torch.randn(keys, kv_heads, head_dim, generator=g).to(dtype)
-    return q, k, v, mirror(k, v), keys - tokens, 1.0 / math.sqrt(head_dim)
+    """The exact attention tests' case (rows past `keys` hold NaN) plus its mirror (NaN scale there)."""
+    q, k, v, start, scale = exact_case(dtype, heads, kv_heads, head_dim, keys, tokens, q_scale)
+    return q, k, v, mirror(k, v), start, scale
 
 
 def dequantized(x_q, scale, rows):
