@@ -170,7 +170,7 @@ def main(argv=None):
     rows = {name: [] for name in configs}
     for task, ids in prompts:
         for name, kw in configs.items():
-            ar = m.generate(ids, max_new_tokens=args.new_tokens)
+            ar = m.generate(ids, max_new_tokens=args.new_tokens, strategy="ar")
             r = m.generate(ids, max_new_tokens=args.new_tokens, **kw)
             assert r.tokens == ar.tokens, name
             s = r.stats

@@ -38,9 +38,14 @@ METHODS = {
     "asd": ("asd", {}),
     "dotf": ("dotf", {"draft_kv": "same"}),
     "dotf_kv8": ("dotf", {"draft_kv": "int8"}),
+    "dotf_kv8_w1024": ("dotf", {"draft_kv": "int8", "draft_window": 1024}),
+    "dotf_kv8_w1024_k4": ("dotf", {"draft_kv": "int8", "draft_window": 1024, "max_draft": 4}),
 }
-# step -> forward() arguments: the full model's step, dotf's draft step over the exact rows or the mirror
-STEPS = {"full": {}, "draft": {"weights": "int8"}, "draft_kv8": {"weights": "int8", "kv": "int8"}}
+# step -> (label, forward() arguments): the full model's step, dotf's draft step over the exact rows, over
+# the mirror, and over the mirror through a 1024-key window (draft_window)
+STEPS = {"full": ("full step", {}), "draft": ("draft, exact KV", {"weights": "int8"}),
+         "draft_kv8": ("draft, int8 KV", {"weights": "int8", "kv": "int8"}),
+         "draft_kv8_w1024": ("draft, int8 KV, window 1024", {"weights": "int8", "kv": "int8", "window": 1024})}
 
 
 def parse_args(argv=None):
@@ -48,7 +53,7 @@ def parse_args(argv=None):
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--contexts", default="1024,2048,4096,8192")
     p.add_argument("--kinds", default=",".join(prompts.LONG_KINDS))
-    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--methods", default="ar,asd,dotf,dotf_kv8,dotf_kv8_w1024", help=f"of {', '.join(METHODS)}")
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--step-contexts", default="300,512,1024,2048,4096,8128")
@@ -87,7 +92,7 @@ def step_costs(model, contexts: list[int], repeats: int) -> list[dict]:
                 slab[:n] = torch.randn(slab[:n].shape, generator=g, dtype=slab.dtype)
         cache.add_int8_mirror()
         row = {"context": n}
-        for name, kw in STEPS.items():
+        for name, (_, kw) in STEPS.items():
             times = []
             for _ in range(repeats + 2):  # two warm-ups
                 t0 = time.perf_counter()
@@ -138,13 +143,15 @@ def markdown(table: list[dict], steps: list[dict], records: list[dict], meta: di
                      f"{'yes' if e['exact'] else 'NO'} |")
     lines += ["", "Means over the kinds. decode: prefill excluded; end-to-end: prefill included (one prefill per "
               "call). exact: tokens equal dotf AR's on every prompt. dotf: draft_kv='same'; dotf_kv8: "
-              "draft_kv='int8'."]
+              "draft_kv='int8'; dotf_kv8_w1024: draft_kv='int8', draft_window=1024 (_k4: max_draft=4)."]
+    drafts = [k for k in STEPS if k != "full"]
     if steps:
-        lines += ["", "| context | full step ms | draft step ms (exact KV) | draft step ms (int8 KV) | int8 KV / exact "
-                  f"KV | int8-KV draft vs its cost at {steps[0]['context']} |", "|" + "---|" * 6]
+        lines += ["", "One step, ms (median); in brackets the draft step's cost relative to its own at "
+                  f"{steps[0]['context']} tokens.", "",
+                  "| context | " + " | ".join(STEPS[k][0] for k in STEPS) + " |", "|" + "---|" * (1 + len(STEPS))]
     for s in steps:
-        lines.append(f"| {s['context']} | {s['full_ms']:.2f} | {s['draft_ms']:.2f} | {s['draft_kv8_ms']:.2f} | "
-                     f"{s['draft_kv8_ms'] / s['draft_ms']:.2f} | {s['draft_kv8_ms'] / steps[0]['draft_kv8_ms']:.2f}x |")
+        lines.append(f"| {s['context']} | {s['full_ms']:.2f} | " + " | ".join(
+            f"{s[f'{k}_ms']:.2f} ({s[f'{k}_ms'] / steps[0][f'{k}_ms']:.2f}x)" for k in drafts) + " |")
     lines += ["", "Per cell (kind, context): seconds of the whole call (prefill seconds), decode tok/s.", "",
               "| context | kind | " + " | ".join(meta["methods"]) + " |", "|" + "---|" * (2 + len(meta["methods"]))]
     for context in meta["contexts"]:
@@ -171,9 +178,8 @@ def plot(table: list[dict], steps: list[dict], path: Path) -> bool:
     a.axhline(1.0, color="k", lw=0.8)
     a.set(xscale="log", xlabel="context (tokens)", ylabel="decode speedup vs dotf AR", title="decode-only speedup")
     a.legend(fontsize=8)
-    for key, label in (("full_ms", "full step"), ("draft_ms", "draft step, exact KV"),
-                       ("draft_kv8_ms", "draft step, int8 KV")):
-        b.plot([s["context"] for s in steps], [s[key] for s in steps], marker="o", label=label)
+    for key, (label, _) in STEPS.items():
+        b.plot([s["context"] for s in steps], [s[f"{key}_ms"] for s in steps], marker="o", label=label)
     b.set(xscale="log", xlabel="context (tokens)", ylabel="ms per step", title="step cost")
     b.legend(fontsize=8)
     fig.tight_layout()
@@ -186,7 +192,7 @@ def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     meta = {"model": args.model, "new_tokens": args.new_tokens, "machine": machine(),
-            "contexts": [int(c) for c in args.contexts.split(",")], "kinds": args.kinds.split(","),
+            "contexts": [int(c) for c in args.contexts.split(",") if c], "kinds": args.kinds.split(","),
             "methods": args.methods.split(",")}
     model = dotf.load(args.model, dtype=torch.float32)
     prompts.ensure_installed()

@@ -75,7 +75,7 @@ def main(argv=None):
     measured = {}
     for task in ("summarize", "code"):
         for pid, ids in task_prompts(m.tokenizer, task, args.prompts):
-            ar = m.generate(ids, max_new_tokens=args.new_tokens)
+            ar = m.generate(ids, max_new_tokens=args.new_tokens, strategy="ar")
             for name, kw in runs.items():
                 r = m.generate(ids, max_new_tokens=args.new_tokens, **kw)
                 assert r.tokens == ar.tokens

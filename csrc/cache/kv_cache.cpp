@@ -40,6 +40,12 @@ void KVCache::truncate(int64_t n) {
   length_ = n;
 }
 
+int64_t KVCache::bytes_per_position(int64_t num_layers, int64_t num_kv_heads, int64_t head_dim,
+                                    at::ScalarType dtype, bool int8_mirror) {
+  const int64_t row = head_dim * static_cast<int64_t>(c10::elementSize(dtype)) + (int8_mirror ? head_dim + 4 : 0);
+  return num_layers * num_kv_heads * 2 * row;  // K and V
+}
+
 int64_t KVCache::nbytes() const {
   return keys_.defined() ? keys_.nbytes() + values_.nbytes() : 0;
 }
@@ -59,25 +65,15 @@ void KVCache::add_int8_mirror() {
   for (int64_t l = 0; l < num_layers_; ++l) write_int8_mirror(l, 0, length_);
 }
 
-at::Tensor KVCache::int8_keys(int64_t layer) const {
+at::Tensor KVCache::mirror_layer(const at::Tensor& buffer, int64_t layer) const {
   DOTF_CHECK(has_int8_mirror() && layer >= 0 && layer < num_layers_, "KVCache: no int8 mirror of layer ", layer);
-  return int8_keys_.select(0, layer);
+  return buffer.select(0, layer);
 }
 
-at::Tensor KVCache::int8_values(int64_t layer) const {
-  DOTF_CHECK(has_int8_mirror() && layer >= 0 && layer < num_layers_, "KVCache: no int8 mirror of layer ", layer);
-  return int8_values_.select(0, layer);
-}
-
-at::Tensor KVCache::key_scales(int64_t layer) const {
-  DOTF_CHECK(has_int8_mirror() && layer >= 0 && layer < num_layers_, "KVCache: no int8 mirror of layer ", layer);
-  return key_scales_.select(0, layer);
-}
-
-at::Tensor KVCache::value_scales(int64_t layer) const {
-  DOTF_CHECK(has_int8_mirror() && layer >= 0 && layer < num_layers_, "KVCache: no int8 mirror of layer ", layer);
-  return value_scales_.select(0, layer);
-}
+at::Tensor KVCache::int8_keys(int64_t layer) const { return mirror_layer(int8_keys_, layer); }
+at::Tensor KVCache::int8_values(int64_t layer) const { return mirror_layer(int8_values_, layer); }
+at::Tensor KVCache::key_scales(int64_t layer) const { return mirror_layer(key_scales_, layer); }
+at::Tensor KVCache::value_scales(int64_t layer) const { return mirror_layer(value_scales_, layer); }
 
 void KVCache::write_int8_mirror(int64_t layer, int64_t start, int64_t count) {
   if (!has_int8_mirror() || count == 0) return;

@@ -39,6 +39,10 @@ class KVCache {
   void truncate(int64_t n);
   // Memory of both buffers, in bytes.
   int64_t nbytes() const;
+  // Bytes one position takes in a cache of this shape (K and V of every layer), plus the int8 mirror's
+  // (head_dim values and one float scale per KV head, K and V) when asked.
+  static int64_t bytes_per_position(int64_t num_layers, int64_t num_kv_heads, int64_t head_dim, at::ScalarType dtype,
+                                    bool int8_mirror);
 
   // Allocates the int8 mirror (CPU only) and quantizes rows [0, length) into it; nothing if it exists.
   void add_int8_mirror();
@@ -55,6 +59,8 @@ class KVCache {
   int64_t int8_mirror_nbytes() const;
 
  private:
+  at::Tensor mirror_layer(const at::Tensor& buffer, int64_t layer) const;  // checks that the mirror exists
+
   at::Tensor keys_, values_;
   at::Tensor int8_keys_, int8_values_;      // [layers, KVH, capacity, D] int8
   at::Tensor key_scales_, value_scales_;    // [layers, KVH, capacity] float32

@@ -42,6 +42,11 @@ KVCache Transformer::new_cache(int64_t capacity) const {
   return KVCache(config_.num_layers, capacity, config_.num_kv_heads, config_.head_dim, dtype(), device());
 }
 
+int64_t Transformer::cache_bytes(int64_t positions, bool int8_mirror) const {
+  return positions *
+         KVCache::bytes_per_position(config_.num_layers, config_.num_kv_heads, config_.head_dim, dtype(), int8_mirror);
+}
+
 at::Tensor token_tensor(const std::vector<int64_t>& tokens) {
   return at::tensor(tokens, at::TensorOptions().dtype(at::kLong));
 }
@@ -128,15 +133,16 @@ ForwardOutput Transformer::forward(const at::Tensor& tokens, int64_t start, KVCa
       cache.write_int8_mirror(l, start, T);  // no-op without a mirror (always so on CUDA)
       delta = lw.o(options.int8_kv ? int8_attention_with_cache(q, cache.int8_keys(l), cache.int8_values(l),
                                                                cache.key_scales(l), cache.value_scales(l), start,
-                                                               scale)
+                                                               scale, options.attention_window)
                                    : attention_with_cache(q, k_slab, v_slab, kernel_start, scale,
-                                                          options.device_start));
+                                                          options.device_start, options.attention_window));
     } else {
       delta = lw.down(silu_mul(lw.gate_up(normed)));
     }
     at::Tensor cos_row = options.similarity ? cos[2 * l + (is_attention ? 0 : 1)] : at::Tensor();
     add_rmsnorm_cossim(h, delta.contiguous(), norm_weight(i + 1), eps, normed, cos_row);
     if (profile) (*profile)[2 * l + (is_attention ? 0 : 1)] = lap();
+    if (options.after_layer && (i + 1 == order.size() || order[i + 1].layer != l)) (*options.after_layer)(l);
   }
 
   // The screen is of the model's own head: a forward over other weights computes every logit.

@@ -9,6 +9,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <vector>
 
 namespace dotf {
@@ -37,6 +38,11 @@ struct ForwardOptions {
   // The draft's passes under draft_kv="int8": attention reads the cache's int8 mirror instead of the
   // exact rows (the cache must have one). The new rows are written to both either way.
   bool int8_kv = false;
+  // The draft's passes under draft_window > 0: attention sees each row's attention sinks and last
+  // `attention_window` keys only (ops/attention.h, kAttentionSinks; CPU). 0: every key.
+  int64_t attention_window = 0;
+  // When set, called after each decoder layer with the layer's index (prefill progress, interrupts).
+  const std::function<void(int64_t)>* after_layer = nullptr;
 };
 
 struct ForwardOutput {
@@ -60,6 +66,8 @@ class Transformer {
   int64_t max_seq_len() const { return max_seq_len_; }
 
   KVCache new_cache(int64_t capacity) const;
+  // Bytes new_cache(positions) takes, plus its int8 mirror's when asked.
+  int64_t cache_bytes(int64_t positions, bool int8_mirror) const;
 
   // The checks forward() makes before it touches anything (also made by graph replays, which skip it):
   // T >= 1 tokens at start <= cache.length(), within the capacity, a cache and plan of this model.

@@ -19,7 +19,7 @@
 namespace dotf {
 
 at::Tensor attention_with_cache_reference(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
-                                          int64_t start, double scale) {
+                                          int64_t start, double scale, int64_t window) {
   const int64_t T = q.size(0), H = q.size(1), D = q.size(2);
   const int64_t KVH = k_cache.size(1), G = H / KVH, S = start + T;
   // A masked key weighs exactly 0 below, but 0 * NaN is NaN: a non-finite V row among the new ones (a
@@ -28,7 +28,7 @@ at::Tensor attention_with_cache_reference(const at::Tensor& q, const at::Tensor&
   if (T > 1 && !at::isfinite(v_cache.narrow(0, start, T)).all().item<bool>()) {
     std::vector<at::Tensor> rows;
     for (int64_t t = 0; t < T; ++t)
-      rows.push_back(attention_with_cache_reference(q.narrow(0, t, 1), k_cache, v_cache, start + t, scale));
+      rows.push_back(attention_with_cache_reference(q.narrow(0, t, 1), k_cache, v_cache, start + t, scale, window));
     return at::cat(rows);
   }
   // Group the query heads that share a KV head: [KVH, G*T, D].
@@ -36,10 +36,13 @@ at::Tensor attention_with_cache_reference(const at::Tensor& q, const at::Tensor&
   at::Tensor k = k_cache.narrow(0, 0, S).permute({1, 2, 0});  // [KVH, D, S]
   at::Tensor v = v_cache.narrow(0, 0, S).permute({1, 0, 2});  // [KVH, S, D]
   at::Tensor scores = at::bmm(qg, k).mul_(scale);             // [KVH, G*T, S]
-  if (T > 1) {
-    // Causal mask among the new positions: key s is hidden from query t when s > start + t.
+  if (T > 1 || window > 0) {
+    // Causal mask among the new positions: key s is hidden from query t when s > start + t; under a
+    // window also when kAttentionSinks <= s <= start + t - window.
     auto opts = at::TensorOptions().dtype(at::kLong).device(q.device());
-    at::Tensor hidden = at::arange(S, opts).unsqueeze(0) > (at::arange(T, opts) + start).unsqueeze(1);  // [T, S]
+    const at::Tensor key = at::arange(S, opts).unsqueeze(0), position = (at::arange(T, opts) + start).unsqueeze(1);
+    at::Tensor hidden = key > position;  // [T, S]
+    if (window > 0) hidden = hidden | ((key >= kAttentionSinks) & (key <= position - window));
     scores.view({KVH, G, T, S}).masked_fill_(hidden, -std::numeric_limits<double>::infinity());
   }
   // ATen's vectorized softmax reduces a row shorter than its vector width (8-16 floats) in another
@@ -78,19 +81,22 @@ bool fused_attention_supports(const at::Tensor& q, const at::Tensor& k_cache) {
 }
 
 at::Tensor attention_with_cache_cpu(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
-                                    int64_t start, double scale) {
-  if (fused_attention_supports(q, k_cache)) return avx2::attention_with_cache(q, k_cache, v_cache, start, scale);
+                                    int64_t start, double scale, int64_t window) {
+  DOTF_CHECK_ARG(window >= 0, "attention window must be >= 0, got ", window);
+  if (fused_attention_supports(q, k_cache))
+    return avx2::attention_with_cache(q, k_cache, v_cache, start, scale, window);
   // A non-finite V row needs the reference path's row-by-row treatment (masked keys weigh 0, 0 * NaN).
   // float64 stays on the reference path: torch's CPU flash kernel loses digits there (3.7e-8 absolute
   // on a tiny model's logits, vs 1e-15 for the reference), and float64 is what parity is tested in.
   const int64_t T = q.size(0);
-  if (start == 0 && T > 1 && q.scalar_type() != at::kDouble && at::isfinite(v_cache.narrow(0, 0, T)).all().item<bool>())
+  if (start == 0 && T > 1 && window == 0 && q.scalar_type() != at::kDouble &&
+      at::isfinite(v_cache.narrow(0, 0, T)).all().item<bool>())
     return prefill_attention(q, k_cache, v_cache, scale);
-  return attention_with_cache_reference(q, k_cache, v_cache, start, scale);
+  return attention_with_cache_reference(q, k_cache, v_cache, start, scale, window);
 }
 
 at::Tensor attention_with_cache(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
-                                int64_t start, double scale, const at::Tensor& device_start) {
+                                int64_t start, double scale, const at::Tensor& device_start, int64_t window) {
   DOTF_CHECK_DIM(q, 3, "q");
   DOTF_CHECK_DIM(k_cache, 3, "k_cache");
   DOTF_CHECK(v_cache.sizes() == k_cache.sizes(), "v_cache must match k_cache");
@@ -99,9 +105,12 @@ at::Tensor attention_with_cache(const at::Tensor& q, const at::Tensor& k_cache, 
   DOTF_CHECK(start >= 0 && start + q.size(0) <= k_cache.size(0), "attention: rows [0, ", start + q.size(0),
              ") exceed the cache capacity ", k_cache.size(0));
   if (device_start.defined()) check_device_start(device_start, q, "attention_with_cache");
-  if (q.is_cuda()) return attention_with_cache_cuda(q, k_cache, v_cache, start, scale, device_start);
+  if (q.is_cuda()) {
+    DOTF_CHECK(window == 0, "attention windows (draft_window) are CPU only; the CUDA kernel attends every key");
+    return attention_with_cache_cuda(q, k_cache, v_cache, start, scale, device_start);
+  }
   if (device_start.defined()) start = read_device_start(device_start, start, "attention_with_cache");
-  return attention_with_cache_cpu(q, k_cache, v_cache, start, scale);
+  return attention_with_cache_cpu(q, k_cache, v_cache, start, scale, window);
 }
 
 }  // namespace dotf

@@ -85,20 +85,21 @@ void quantize_kv_rows(const at::Tensor& k_cache, const at::Tensor& v_cache, int6
 
 at::Tensor int8_attention_with_cache_reference(const at::Tensor& q, const at::Tensor& k_q, const at::Tensor& v_q,
                                                const at::Tensor& k_scale, const at::Tensor& v_scale, int64_t start,
-                                               double scale) {
+                                               double scale, int64_t window) {
   const int64_t S = start + q.size(0);
   auto dequantize = [&](const at::Tensor& x, const at::Tensor& s) {  // [KVH, capacity, D] -> [S, KVH, D]
     const at::ScalarType compute = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
     at::Tensor rows = x.narrow(1, 0, S).to(compute) * s.narrow(1, 0, S).to(compute).unsqueeze(-1);
     return rows.to(q.scalar_type()).permute({1, 0, 2}).contiguous();
   };
-  return attention_with_cache_reference(q, dequantize(k_q, k_scale), dequantize(v_q, v_scale), start, scale);
+  return attention_with_cache_reference(q, dequantize(k_q, k_scale), dequantize(v_q, v_scale), start, scale, window);
 }
 
 at::Tensor int8_attention_with_cache(const at::Tensor& q, const at::Tensor& k_q, const at::Tensor& v_q,
                                      const at::Tensor& k_scale, const at::Tensor& v_scale, int64_t start,
-                                     double scale) {
+                                     double scale, int64_t window) {
   DOTF_CHECK_DIM(q, 3, "q");
+  DOTF_CHECK_ARG(window >= 0, "attention window must be >= 0, got ", window);
   check_mirror(k_q, v_q, k_scale, v_scale);
   DOTF_CHECK(q.device().is_cpu(), "int8_attention_with_cache: the int8 KV mirror is CPU only");
   DOTF_CHECK(q.size(2) == k_q.size(2), "q head_dim ", q.size(2), " != mirror head_dim ", k_q.size(2));
@@ -106,8 +107,8 @@ at::Tensor int8_attention_with_cache(const at::Tensor& q, const at::Tensor& k_q,
   DOTF_CHECK(start >= 0 && start + q.size(0) <= k_q.size(1), "int8 attention: rows [0, ", start + q.size(0),
              ") exceed the mirror capacity ", k_q.size(1));
   if (q.size(0) <= kFusedAttentionMaxRows && avx2::int8_attention_supports(q))
-    return avx2::int8_attention_with_cache(q, k_q, v_q, k_scale, v_scale, start, scale);
-  return int8_attention_with_cache_reference(q, k_q, v_q, k_scale, v_scale, start, scale);
+    return avx2::int8_attention_with_cache(q, k_q, v_q, k_scale, v_scale, start, scale, window);
+  return int8_attention_with_cache_reference(q, k_q, v_q, k_scale, v_scale, start, scale, window);
 }
 
 }  // namespace dotf

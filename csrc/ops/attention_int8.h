@@ -22,15 +22,15 @@ void quantize_kv_rows(const at::Tensor& k_cache, const at::Tensor& v_cache, int6
 // k_q, v_q: [KVH, capacity, D] int8; k_scale, v_scale: [KVH, capacity] float32; rows [0, start + T) valid
 // returns: [T, H * D] in q's dtype. The fused AVX2 kernel (ops/cpu/attention_avx2.h, batch invariant,
 // never reads past a row's position) for T <= kFusedAttentionMaxRows and float32/bfloat16/float16 q;
-// else the reference.
+// else the reference. window: as for attention_with_cache (ops/attention.h, kAttentionSinks).
 at::Tensor int8_attention_with_cache(const at::Tensor& q, const at::Tensor& k_q, const at::Tensor& v_q,
                                      const at::Tensor& k_scale, const at::Tensor& v_scale, int64_t start,
-                                     double scale);
+                                     double scale, int64_t window = 0);
 
 // The reference: rows [0, start + T) dequantized to q's dtype, then attention_with_cache_reference.
 // Same arguments as int8_attention_with_cache.
 at::Tensor int8_attention_with_cache_reference(const at::Tensor& q, const at::Tensor& k_q, const at::Tensor& v_q,
                                                const at::Tensor& k_scale, const at::Tensor& v_scale, int64_t start,
-                                               double scale);
+                                               double scale, int64_t window = 0);
 
 }  // namespace dotf

@@ -51,7 +51,8 @@ std::optional<LayerPlan> fixed_plan(int64_t num_layers, std::optional<std::vecto
 py::tuple generate(PyModel& p, const at::Tensor& prompt, const std::string& strategy,
                    std::vector<int64_t> eos, std::optional<py::function> on_tokens,
                    const py::dict& options, std::optional<std::vector<bool>> plan_attention,
-                   std::optional<std::vector<bool>> plan_mlp, KVCache* cache, uint64_t seed) {
+                   std::optional<std::vector<bool>> plan_mlp, KVCache* cache, uint64_t seed,
+                   std::optional<py::function> on_prefill) {
   GenerateRequest r = p.engine->request(parse_name<Strategy>(strategy));
   apply_options(r, options);
   r.eos_token_ids = std::move(eos);
@@ -64,6 +65,12 @@ py::tuple generate(PyModel& p, const at::Tensor& prompt, const std::string& stra
       const int truth = PyObject_IsTrue(result.ptr());
       if (truth < 0) throw py::error_already_set();
       return truth == 1;
+    };
+  }
+  if (on_prefill) {
+    r.on_prefill_progress = [fn = *on_prefill](int64_t done, int64_t layers) {
+      py::gil_scoped_acquire gil;
+      fn(done, layers);
     };
   }
   if (on_python_main_thread()) r.check_interrupt = check_python_signals;
@@ -154,6 +161,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
            py::arg("config"), py::arg("tensors"), py::arg("dtype"), py::arg("device"), py::arg("max_seq_len"),
            py::arg("linear_path") = "auto")
       .def_property_readonly("max_seq_len", [](const PyModel& p) { return p.model->max_seq_len(); })
+      .def("cache_bytes", [](const PyModel& p, int64_t positions, bool int8_mirror) {
+        return p.model->cache_bytes(positions, int8_mirror);
+      }, py::arg("positions"), py::arg("int8_mirror") = false)
       .def_property_readonly("weight_bytes", [](const PyModel& p) { return p.model->weights().nbytes(); })
       .def_property_readonly("linear_path", [](const PyModel& p) { return to_string(p.model->weights().lm_head.path()); })
       .def("new_cache", [](const PyModel& p, int64_t capacity) { return p.model->new_cache(capacity); },
@@ -162,14 +172,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           "forward",
           [](PyModel& p, const at::Tensor& tokens, int64_t start, KVCache& cache, std::vector<bool> attention,
              std::vector<bool> mlp, bool similarity, const std::string& logits, const std::string& weights,
-             int64_t logits_top_k, const std::string& kv) {
+             int64_t logits_top_k, const std::string& kv, int64_t window) {
             DOTF_CHECK_ARG(logits_top_k >= 0, "logits_top_k must be >= 0, got ", logits_top_k);
             const auto draft = p.engine->draft_weights(parse_name<DraftWeights>(weights));
             // Only a forward over the model's own head uses (and builds) the screen.
             const auto screen = logits_top_k > 0 && !draft ? p.engine->lm_head_screen() : nullptr;
             const ForwardOptions options{.logits = parse_name<LogitsFor>(logits), .similarity = similarity,
                                          .lm_head_screen = screen.get(), .logits_top_k = logits_top_k,
-                                         .int8_kv = parse_name<DraftKV>(kv) == DraftKV::Int8};
+                                         .int8_kv = parse_name<DraftKV>(kv) == DraftKV::Int8,
+                                         .attention_window = window};
             ForwardOutput out;
             {
               py::gil_scoped_release release;
@@ -180,10 +191,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           },
           py::arg("tokens"), py::arg("start"), py::arg("cache"), py::arg("attention"), py::arg("mlp"),
           py::arg("similarity") = false, py::arg("logits") = "all", py::arg("weights") = "same",
-          py::arg("logits_top_k") = 0, py::arg("kv") = "same",
+          py::arg("logits_top_k") = 0, py::arg("kv") = "same", py::arg("window") = 0,
           "weights: 'same' (the model's) or 'int8' (the derived draft copy); logits_top_k > 0: only each row's "
           "k largest logits are exact, the LM head's screen may leave the rest at -inf; kv: attention over the "
-          "exact rows ('same') or the cache's int8 mirror ('int8', after cache.add_int8_mirror())")
+          "exact rows ('same') or the cache's int8 mirror ('int8', after cache.add_int8_mirror()); window > 0: "
+          "attention sees the first 4 keys and the last `window` (a draft's window, CPU)")
       .def("graph_stats", [](const PyModel& p) { return graph_stats_to_dict(p.engine->graph_stats()); },
            "CUDA graph totals over this model's generate calls")
       .def("release_graphs", [](PyModel& p) { p.engine->release_graphs(); },
@@ -194,8 +206,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def("generate", &generate, py::arg("prompt"), py::arg("strategy") = name_of(kDefaultStrategy),
            py::arg("eos_token_ids") = std::vector<int64_t>{}, py::arg("on_tokens") = py::none(),
            py::arg("options") = py::dict(), py::arg("plan_attention") = py::none(), py::arg("plan_mlp") = py::none(),
-           py::arg("cache") = nullptr, py::arg("seed") = 0,
-           "options: name -> value, as dotf.options() lists them");
+           py::arg("cache") = nullptr, py::arg("seed") = 0, py::arg("on_prefill") = py::none(),
+           "options: name -> value, as dotf.options() lists them; on_prefill(layers done, layers) after each "
+           "layer of the prefill");
 
   register_testing(m);
 }

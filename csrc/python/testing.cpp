@@ -139,23 +139,29 @@ void register_testing(py::module_& m) {
   }, py::arg("qkv"), py::arg("cos"), py::arg("sin"), py::arg("start"), py::arg("num_heads"), py::arg("num_kv_heads"),
      py::arg("k_cache"), py::arg("v_cache"), py::arg("device_start") = py::none());
   ops.def("attention_with_cache", [](const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
-                                     int64_t start, double scale, const std::optional<at::Tensor>& device_start) {
-    return attention_with_cache(q, k_cache, v_cache, start, scale, device_start.value_or(at::Tensor()));
+                                     int64_t start, double scale, const std::optional<at::Tensor>& device_start,
+                                     int64_t window) {
+    return attention_with_cache(q, k_cache, v_cache, start, scale, device_start.value_or(at::Tensor()), window);
   }, py::arg("q"), py::arg("k_cache"), py::arg("v_cache"), py::arg("start"), py::arg("scale"),
-     py::arg("device_start") = py::none(),
+     py::arg("device_start") = py::none(), py::arg("window") = 0,
      "device_start: [1] int64 holding the real start (read by the kernel); start is then its upper bound");
   ops.def("greedy_accept", &greedy_accept, py::arg("drafts"), py::arg("target"));
   ops.def("silu_mul", &silu_mul, py::arg("gate_up"), "silu(gate) * up of a [T, 2I] gate|up tensor");
-  ops.def("attention_with_cache_cpu", &attention_with_cache_cpu);
-  ops.def("attention_with_cache_reference", &attention_with_cache_reference);
+  ops.def("attention_with_cache_cpu", &attention_with_cache_cpu, py::arg("q"), py::arg("k_cache"), py::arg("v_cache"),
+          py::arg("start"), py::arg("scale"), py::arg("window") = 0);
+  ops.def("attention_with_cache_reference", &attention_with_cache_reference, py::arg("q"), py::arg("k_cache"),
+          py::arg("v_cache"), py::arg("start"), py::arg("scale"), py::arg("window") = 0);
   ops.def("fused_attention_supports", &fused_attention_supports, py::arg("q"), py::arg("k_cache"));
   ops.def("quantize_kv_rows", [](const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start, int64_t count,
                                  at::Tensor k_q, at::Tensor v_q, at::Tensor k_scale, at::Tensor v_scale) {
     quantize_kv_rows(k_cache, v_cache, start, count, k_q, v_q, k_scale, v_scale);
   }, py::arg("k_cache"), py::arg("v_cache"), py::arg("start"), py::arg("count"), py::arg("k_q"), py::arg("v_q"),
      py::arg("k_scale"), py::arg("v_scale"), "quantizes cache rows [start, start + count) into the int8 mirror");
-  ops.def("int8_attention_with_cache", &int8_attention_with_cache);
-  ops.def("int8_attention_with_cache_reference", &int8_attention_with_cache_reference);
+  ops.def("int8_attention_with_cache", &int8_attention_with_cache, py::arg("q"), py::arg("k_q"), py::arg("v_q"),
+          py::arg("k_scale"), py::arg("v_scale"), py::arg("start"), py::arg("scale"), py::arg("window") = 0);
+  ops.def("int8_attention_with_cache_reference", &int8_attention_with_cache_reference, py::arg("q"), py::arg("k_q"),
+          py::arg("v_q"), py::arg("k_scale"), py::arg("v_scale"), py::arg("start"), py::arg("scale"),
+          py::arg("window") = 0);
   ops.def("fused_int8_attention_supports", &avx2::int8_attention_supports, py::arg("q"));
   ops.def("argmax_top1", [](const at::Tensor& logits, bool with_prob) {
     auto [ids, probs] = argmax_top1(logits, with_prob);

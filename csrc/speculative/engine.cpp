@@ -81,7 +81,9 @@ DecodeResult Engine::generate(const at::Tensor& prompt, const GenerateRequest& r
   DOTF_CHECK_DIM(prompt, 1, "input_ids");
   const int64_t rows = cache_rows(prompt.size(0), request);
   DOTF_CHECK_ARG(rows <= m.max_seq_len(), "prompt (", prompt.size(0), " tokens) + max_new_tokens (",
-                 request.options.max_new_tokens, ") exceeds max_seq_len=", m.max_seq_len());
+                 request.options.max_new_tokens, ") exceeds max_seq_len=", m.max_seq_len(), " (a KV cache of ",
+                 m.max_seq_len(), " positions takes ", m.cache_bytes(m.max_seq_len(), false) / (1 << 20), " MiB in ",
+                 m.dtype(), ")");
 
   // CUDA graphs, when free: they and the cache they were captured with serve this call.
   std::unique_lock<std::mutex> graph_lock(graphs_mutex_, std::defer_lock);

@@ -37,6 +37,19 @@ ForwardOptions full_pass(LogitsFor logits, bool similarity, const GenerateOption
                         .logits_top_k = screen ? logits_read(o) : 0};
 }
 
+// The prompt's pass: a full pass that reports progress and honours interrupts between layers (a long
+// prompt's prefill is the one pass that takes long enough to need both).
+ForwardOutput prefill_pass(const Transformer& model, const at::Tensor& prompt, KVCache& cache, const LayerPlan& full,
+                      ForwardOptions options, const GenerateRequest& r) {
+  const int64_t layers = model.config().num_layers;
+  const std::function<void(int64_t)> after_layer = [&](int64_t layer) {
+    if (r.check_interrupt) r.check_interrupt();
+    if (r.on_prefill_progress) r.on_prefill_progress(layer + 1, layers);
+  };
+  if (r.check_interrupt || r.on_prefill_progress) options.after_layer = &after_layer;
+  return model.forward(prompt, 0, cache, full, options);
+}
+
 // The caller's graphs, or an eager stand-in: one code path for both.
 class Steps {
  public:
@@ -67,7 +80,7 @@ DecodeResult decode_ar(const Transformer& model, const at::Tensor& prompt, KVCac
   const LayerPlan full = LayerPlan::full(model.config().num_layers);
   const ForwardOptions step = full_pass(LogitsFor::Last, false, request.options, lm_head_screen);
 
-  ForwardOutput f = model.forward(prompt, 0, cache, full, step);
+  ForwardOutput f = prefill_pass(model, prompt, cache, full, step, request);
   int64_t next = rule->choose(f.logits);
   st.time.prefill = seconds_since(t0);
   while (!out.emit({next})) {
@@ -88,19 +101,20 @@ class SpeculativeLoop {
   SpeculativeLoop(const Transformer& model, const at::Tensor& prompt, KVCache& cache, const GenerateRequest& request,
                   const ModelWeights* draft_weights, AdaptiveGamma& exit, DecodeResult& result, GraphedForward* graphs,
                   const LinearScreen* lm_head_screen)
-      : model_(model), cache_(cache), o_(request.options), exit_(exit), st_(result.stats),
+      : model_(model), request_(request), cache_(cache), o_(request.options), exit_(exit), st_(result.stats),
         out_(request, prompt, result.tokens, result.stats), steps_(model, graphs),
         full_(LayerPlan::full(model.config().num_layers)), rule_(make_acceptance_rule(o_, request.seed)),
         lm_head_screen_(lm_head_screen),
         plan_(model, o_, request.plan, draft_weights != nullptr, st_.plan), lookup_(o_.lookup_options),
         model_drafter_(ModelDrafterParts{*steps_, cache, draft_weights, plan_, *rule_, exit, o_.draft_exit,
                                          request.eos_token_ids, o_.lookup ? &lookup_ : nullptr,
-                                         o_.lookup_every_step, o_.draft_kv == DraftKV::Int8}) {}
+                                         o_.lookup_every_step, o_.draft_kv == DraftKV::Int8,
+                                         o_.draft_window}) {}
 
   void run(const at::Tensor& prompt) {
     const auto t0 = Clock::now();
     const ForwardOutput prefill =
-        model_.forward(prompt, 0, cache_, full_, full_pass(LogitsFor::Last, true, o_, lm_head_screen_));
+        prefill_pass(model_, prompt, cache_, full_, full_pass(LogitsFor::Last, true, o_, lm_head_screen_), request_);
     const int64_t first = rule_->choose(prefill.logits);
     st_.time.prefill = seconds_since(t0);
     plan_.start(prefill);
@@ -198,6 +212,7 @@ class SpeculativeLoop {
   }
 
   const Transformer& model_;
+  const GenerateRequest& request_;
   KVCache& cache_;
   const GenerateOptions& o_;
   AdaptiveGamma& exit_;
@@ -241,6 +256,9 @@ DecodeResult decode_speculative(const Transformer& model, const at::Tensor& prom
                    model.device());
     cache.add_int8_mirror();  // the prefill below writes it; rows a given cache already holds are quantized now
   }
+  DOTF_CHECK_ARG(request.options.draft_window == 0 || model.device().is_cpu(),
+                 "draft_window is available on CPU only (the CUDA attention kernel attends every key); use "
+                 "draft_window=0 on ", model.device());
   SpeculativeLoop(model, prompt, cache, request, draft_weights, exit, result, graphs, lm_head_screen).run(prompt);
   st.exit.final = exit.gamma;
   st.new_tokens = static_cast<int64_t>(result.tokens.size());

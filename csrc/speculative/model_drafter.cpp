@@ -25,6 +25,7 @@ void ModelDrafter::propose(const DraftContext& ctx, int64_t max_tokens, Proposal
     std::vector<double>* profile = p_.plan.profile_target(rows);
     ForwardOptions options{rows > 1 ? LogitsFor::All : LogitsFor::Last, false, profile};
     options.int8_kv = p_.int8_kv;
+    options.attention_window = p_.attention_window;
     const ForwardOutput d = p_.steps.forward(feed, position, p_.cache, p_.plan.plan(), options, p_.weights);
     if (profile) p_.plan.profile_taken();
     // Row i predicts the token after feed[i]; rows before the last check the unchecked proposals.

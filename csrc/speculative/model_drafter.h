@@ -28,6 +28,7 @@ struct ModelDrafterParts {
   LookupDrafter* lookup;         // nullptr: no lookup proposals
   bool lookup_every_step;        // look up after every model token too, not only at the round's start
   bool int8_kv;                  // attention reads the cache's int8 mirror (draft_kv="int8")
+  int64_t attention_window;      // attention sees the sinks and this many latest keys (draft_window; 0: all)
 };
 
 class ModelDrafter final : public Drafter {

@@ -103,6 +103,9 @@ struct GenerateOptions {
   // The model draft and its exit.
   DraftWeights draft = DraftWeights::Same;
   DraftKV draft_kv = DraftKV::Same;
+  // The draft's attention sees the first kAttentionSinks keys and its last draft_window keys (CPU;
+  // ops/attention.h): a draft step whose cost stops growing with the context. 0: every key.
+  int64_t draft_window = 0;
   int64_t max_draft = 12;  // K_max
   DraftExit draft_exit = DraftExit::Probability;
   double gamma = 0.6;   // initial threshold of the probability exit

@@ -19,8 +19,12 @@ struct GenerateRequest {
   // Called with each chunk of new tokens as it is produced; returns true to end generation after the
   // chunk (a stop string was completed), and may throw to abandon the call.
   std::function<bool(const std::vector<int64_t>&)> on_tokens;
-  // Called between steps and rounds; throws to cancel (the bindings raise KeyboardInterrupt here).
+  // Called between steps and rounds, and between the prefill's layers; throws to cancel (the bindings
+  // raise KeyboardInterrupt here).
   std::function<void()> check_interrupt;
+  // Called during the prefill after each decoder layer with (layers done, layers): a long prompt's
+  // prefill takes seconds to minutes on a CPU (the CLI draws a progress bar). May throw to abandon the call.
+  std::function<void(int64_t, int64_t)> on_prefill_progress;
 };
 
 }  // namespace dotf

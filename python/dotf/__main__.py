@@ -12,10 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 import torch
 
 from . import checkpoints
+
+# A prefill this long takes seconds to minutes on a CPU thread (bench/README.md, "Long contexts"): show its progress.
+PROGRESS_PROMPT_TOKENS = 2048
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 
@@ -86,11 +90,29 @@ def _read_prompt(args: argparse.Namespace) -> str:
     return sys.stdin.read()
 
 
+def _prefill_progress(m, prompt, file=sys.stderr):
+    """generate()'s on_prefill for a prompt of PROGRESS_PROMPT_TOKENS tokens or more: a progress bar over the
+    model's layers on stderr. None for shorter prompts."""
+    from .text import encode_prompt  # noqa: PLC0415
+
+    tokens = len(encode_prompt(m.tokenizer, prompt))
+    if tokens < PROGRESS_PROMPT_TOKENS:
+        return None
+    start = time.perf_counter()
+
+    def bar(done: int, layers: int) -> None:
+        filled = 30 * done // layers
+        print(f"\r[dotf] prefill of {tokens} tokens [{'#' * filled}{'.' * (30 - filled)}] {done}/{layers} layers, "
+              f"{time.perf_counter() - start:.1f} s", end="\n" if done == layers else "", file=file, flush=True)
+    return bar
+
+
 def _generate(args: argparse.Namespace) -> int:
     m = _load(args)
     text = _read_prompt(args)
     prompt = [{"role": "user", "content": text}] if args.chat and getattr(m.tokenizer, "chat_template", None) else text
     kwargs = _generate_kwargs(args)
+    kwargs["on_prefill"] = _prefill_progress(m, prompt)
     if args.stream:
         stream = m.stream(prompt, **kwargs)
         for piece in stream:
@@ -127,7 +149,7 @@ def _chat(args: argparse.Namespace) -> int:
         if not line.strip():
             continue
         messages.append({"role": "user", "content": line})
-        stream = m.stream(messages, **kwargs)
+        stream = m.stream(messages, **kwargs, on_prefill=_prefill_progress(m, messages))
         try:
             for piece in stream:
                 print(piece, end="", flush=True)

@@ -9,7 +9,7 @@ import torch
 
 from . import _C
 from .loading import load_checkpoint
-from .options import DEFAULT_STRATEGY
+from .options import DEFAULT_STRATEGY, STRATEGIES, defaults
 from .text import StopStrings, TextDecoder, TextStream, encode_prompt, is_messages
 
 def build_info() -> dict:
@@ -26,6 +26,18 @@ class GenerateResult:
     tokens: list[int]
     stats: dict = field(default_factory=dict)
     text: str | None = None
+
+
+def _available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _as_int(value: Any, name: str) -> int:
@@ -177,12 +189,13 @@ class Model:
 
     def forward(self, input_ids: Any, start: int, cache, attention: Sequence[bool] | None = None,
                 mlp: Sequence[bool] | None = None, similarity: bool = False, logits: str = "all",
-                weights: str = "same", logits_top_k: int = 0, kv: str = "same"):
+                weights: str = "same", logits_top_k: int = 0, kv: str = "same", window: int = 0):
         """Low level: run tokens at positions start.. over `cache` under a layer plan, with the model's
         weights ("same") or its derived int8 draft copy ("int8"), attention over the exact KV rows ("same")
         or the cache's int8 mirror ("int8", CPU: cache.add_int8_mirror() first; new rows go to both).
         logits_top_k > 0: only each row's k largest logits (and those tied with the k-th) are needed; the LM
-        head's int8 screen may leave the rest at -inf.
+        head's int8 screen may leave the rest at -inf. window > 0: attention sees the first 4 keys and each
+        row's last `window` keys only (the draft_window option's draft passes; CPU).
 
         Returns (logits [T or 1, vocab], mean similarity [L, 2], last-position similarity [L, 2])."""
         ids = self._input_ids(input_ids)
@@ -190,13 +203,14 @@ class Model:
         attention = full if attention is None else self._plan(attention, "attention")
         mlp = full if mlp is None else self._plan(mlp, "mlp")
         return self._impl.forward(ids, _as_int(start, "start"), cache, attention, mlp, bool(similarity), logits,
-                                  weights, _as_int(logits_top_k, "logits_top_k"), kv)
+                                  weights, _as_int(logits_top_k, "logits_top_k"), kv, _as_int(window, "window"))
 
     def generate(self, prompt: Any, max_new_tokens: int | None = None, strategy: str = DEFAULT_STRATEGY,
                  eos_token_id: Any = None, on_tokens: Callable[[list[int]], Any] | None = None,
                  stop: str | Sequence[str] | None = None, draft_attention: Sequence[bool] | None = None,
                  draft_mlp: Sequence[bool] | None = None, cache=None, seed: int | None = None,
-                 generator: torch.Generator | None = None, **options: Any) -> GenerateResult:
+                 generator: torch.Generator | None = None, on_prefill: Callable[[int, int], Any] | None = None,
+                 **options: Any) -> GenerateResult:
         """Generate after `prompt`: a string, a list of chat messages ({"role", "content"} dicts: the chat
         template is applied with the generation prompt) or token ids (a list or 1-D tensor). Greedy by default,
         sampled with do_sample=True. Returns the new tokens, the decoded text (with a tokenizer) and statistics.
@@ -215,6 +229,8 @@ class Model:
         the new text contains one (the text is cut before it; stats["stop_reason"] is "stop").
         on_tokens(list[int]) receives each accepted chunk of tokens as it is produced (see stream() for text);
         it may return True to end generation after that chunk (stats["stop_reason"] is then "stop").
+        on_prefill(done, layers) is called during the prompt's pass after each decoder layer (a progress bar for
+        long prompts; Ctrl-C is honoured between layers too).
         draft_attention / draft_mlp: a fixed draft layer plan (one bool per layer) instead of selection."""
         text_prompt = isinstance(prompt, str) or is_messages(prompt)
         ids = self._input_ids(encode_prompt(self.tokenizer, prompt) if text_prompt else prompt)
@@ -222,8 +238,9 @@ class Model:
             eos_token_id = self.eos_token_ids
         if max_new_tokens is not None:
             options["max_new_tokens"] = max_new_tokens
-        if on_tokens is not None and not callable(on_tokens):
-            raise TypeError(f"on_tokens must be callable, got {type(on_tokens).__name__}")
+        for fn, fn_name in ((on_tokens, "on_tokens"), (on_prefill, "on_prefill")):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{fn_name} must be callable, got {type(fn).__name__}")
         stops = StopStrings(stop)
         if stops.stops and self.tokenizer is None:
             raise ValueError("stop strings need the checkpoint's tokenizer (and transformers installed)")
@@ -241,8 +258,11 @@ class Model:
         # A strategy that is not a str gets the same ValueError as an unknown name, from the name table.
         name = strategy if isinstance(strategy, str) else repr(strategy)
         callback = chunk_callback if (on_tokens is not None or decoder is not None) else None
+        if cache is None:
+            self._check_cache_memory(ids.numel(), name, options)
         tokens, stats = self._impl.generate(ids, name, self._eos(eos_token_id), callback, options, plans[0],
-                                            plans[1], cache, _sampling_seed(seed, generator, options, self.device))
+                                            plans[1], cache, _sampling_seed(seed, generator, options, self.device),
+                                            on_prefill)
         tokens = list(tokens)
         text = None
         if self.tokenizer is not None:
@@ -268,6 +288,35 @@ class Model:
         if len(plan) != self.num_layers:
             raise ValueError(f"{name} must have one entry per layer ({self.num_layers}), got {len(plan)}")
         return plan
+
+    def kv_cache_bytes(self, positions: int, draft_kv: str = "same") -> int:
+        """Bytes of a KV cache of `positions` positions in this model's dtype (K and V of every layer), plus the
+        draft's int8 mirror with draft_kv="int8". A generate call allocates prompt + max_new_tokens positions."""
+        positions = _as_int(positions, "positions")
+        if positions < 0:
+            raise ValueError(f"positions must be >= 0, got {positions}")
+        if draft_kv not in ("same", "int8"):
+            raise ValueError(f"draft_kv must be 'same' or 'int8', got {draft_kv!r}")
+        return self._impl.cache_bytes(positions, draft_kv == "int8")
+
+    def _check_cache_memory(self, prompt_tokens: int, strategy: str, options: dict) -> None:
+        """A MemoryError naming the sizes, before a KV cache larger than the free memory is allocated (a CPU
+        allocation that large would fail late or push the machine into swap)."""
+        if self.device.type != "cpu" or strategy not in STRATEGIES:
+            return  # CUDA raises torch.OutOfMemoryError itself; a bad strategy gets its own error
+        preset = defaults(strategy, "cpu")
+        new, kv = options.get("max_new_tokens", preset["max_new_tokens"]), options.get("draft_kv", preset["draft_kv"])
+        if not isinstance(new, numbers.Integral) or isinstance(new, bool) or new < 1 or kv not in ("same", "int8"):
+            return  # the option checks name these
+        positions = prompt_tokens + int(new)
+        if positions > self.max_seq_len:
+            return  # the max_seq_len check names it, with the cache size
+        need, free = self.kv_cache_bytes(positions, kv), _available_memory_bytes()
+        if free is not None and need > free:
+            raise MemoryError(f"the KV cache for prompt ({prompt_tokens} tokens) + max_new_tokens ({new}) takes "
+                              f"{need / 2**20:.0f} MiB ({self.kv_cache_bytes(1, kv)} bytes per position"
+                              f"{', with the int8 mirror' if kv == 'int8' else ''}), more than the "
+                              f"{free / 2**20:.0f} MiB of memory available: shorten the prompt or lower max_new_tokens")
 
     @property
     def draft_bytes(self) -> int:

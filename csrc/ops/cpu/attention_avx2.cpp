@@ -14,6 +14,8 @@
 // numerator by its value's scale before the value pass (the sum it is divided by stays unscaled).
 #include "ops/cpu/attention_avx2.h"
 
+#include "ops/attention.h"
+
 #include "ops/cpu/simd.h"
 
 #include <ATen/Parallel.h>
@@ -55,13 +57,13 @@ DOTF_AVX2 inline __m128 hsum4x8(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
   return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
 }
 
-// scores[r][s + j] = <q_r, k_{s+j}> for R query rows (D apart in q) and the four keys s..s+3, each
+// out[r * ld_out + j] = <q_r, k_{s+j}> for R query rows (D apart in q) and the four keys s..s+3, each
 // summed over D = 8n lanes in one fixed order (chunk 0, 1, ... then hsum4x8). Keys past last_key
 // are read as last_key (their scores are never used), so the block never reads beyond the rows this
 // forward wrote. Four keys per pass amortize the lane reduction; two rows share each key load.
 template <typename T, int R>
 DOTF_AVX2 inline void score_keys4(const float* q, int64_t D, const T* k, int64_t stride, int64_t s, int64_t last_key,
-                                  float* scores, int64_t ld_scores) {
+                                  float* out, int64_t ld_out) {
   const T* k0 = k + std::min(s, last_key) * stride;
   const T* k1 = k + std::min(s + 1, last_key) * stride;
   const T* k2 = k + std::min(s + 2, last_key) * stride;
@@ -83,8 +85,8 @@ DOTF_AVX2 inline void score_keys4(const float* q, int64_t D, const T* k, int64_t
       a13 = _mm256_fmadd_ps(q1, v3, a13);
     }
   }
-  _mm_storeu_ps(scores + s, hsum4x8(a00, a01, a02, a03));
-  if constexpr (R > 1) _mm_storeu_ps(scores + ld_scores + s, hsum4x8(a10, a11, a12, a13));
+  _mm_storeu_ps(out, hsum4x8(a00, a01, a02, a03));
+  if constexpr (R > 1) _mm_storeu_ps(out + ld_out, hsum4x8(a10, a11, a12, a13));
 }
 
 // scores[s] <- exp(scores[s] - max) for s < keys (max over those keys); returns their sum.
@@ -141,49 +143,87 @@ DOTF_AVX2 void accumulate_row(const float* weights, const T* v, int64_t stride, 
   }
 }
 
+// Which keys a query row sees, as a compact index j in [0, n): key j for j < split, key j + gap after.
+// Every key up to its position (gap 0, split n), or under a window (ops/attention.h) the first
+// kAttentionSinks keys and its last `window` ones.
+struct RowKeys {
+  int64_t n, split, gap;
+  int64_t key(int64_t j) const { return j < split ? j : j + gap; }
+};
+
+inline RowKeys row_keys(int64_t keys, int64_t window) {
+  const int64_t gap = window > 0 ? std::max<int64_t>(0, keys - kAttentionSinks - window) : 0;
+  return gap > 0 ? RowKeys{keys - gap, kAttentionSinks, gap} : RowKeys{keys, keys, 0};
+}
+
 // All G*T query rows of one KV head. Keys go in blocks shared by every row, so K and V stream from
 // memory once per head (not once per row); within a row the order over keys is always ascending.
 // (Serving several heads per key block reads the cache rows in address order, but its working set
 // grows with the head count: no faster for SmolLM2's 3 KV heads, 1.8x slower for Llama-2-7B's 32.)
+// Blocks run over each row's compact key index (RowKeys): the rows of one step share their keys, so a
+// window changes which rows a block reads, not how many times.
 // q: [T, H, D] (strides q_t, q_h); k, v: this head's rows, `stride` elements apart; out: [T, H * D].
 // KV is T (the exact cache) or int8_t (the mirror, whose rows' scales are k_scale and v_scale).
 template <typename T, typename KV>
 DOTF_AVX2 void attend_kv_head(const T* q, int64_t q_t, int64_t q_h, const KV* k, const KV* v, int64_t stride,
                               const float* k_scale, const float* v_scale, int64_t kvh, int64_t G, int64_t T_rows,
-                              int64_t H, int64_t D, int64_t start, float scale, T* out) {
+                              int64_t H, int64_t D, int64_t start, int64_t window, float scale, T* out) {
+  static_assert(kAttentionSinks % 4 == 0, "score_keys4 runs never straddle the sinks' end");
   constexpr bool kInt8 = std::is_same_v<KV, int8_t>;
-  const int64_t rows = G * T_rows, max_keys = start + T_rows, padded = (max_keys + 7) / 8 * 8;
+  const int64_t rows = G * T_rows, last_key = start + T_rows - 1;
+  // Row i is query head kvh * G + i / T_rows at position start + i % T_rows.
+  std::vector<RowKeys> seen(rows);
+  int64_t max_n = 0;
+  for (int64_t i = 0; i < rows; ++i) {
+    seen[i] = row_keys(start + i % T_rows + 1, window);
+    max_n = std::max(max_n, seen[i].n);
+  }
+  const int64_t padded = (max_n + 7) / 8 * 8;
   std::vector<float> qf(rows * D), scores(rows * padded), acc(rows * D, 0.0f);
-  // Row i is query head kvh * G + i / T_rows at position start + i % T_rows; it sees keys [0, keys(i)).
-  auto keys = [&](int64_t i) { return start + i % T_rows + 1; };
   for (int64_t i = 0; i < rows; ++i) {
     const T* qi = q + (i % T_rows) * q_t + (kvh * G + i / T_rows) * q_h;
     for (int64_t d = 0; d < D; ++d) qf[i * D + d] = static_cast<float>(qi[d]) * scale;
   }
-  for (int64_t s0 = 0; s0 < max_keys; s0 += kKeyBlock) {
-    for (int64_t i = 0; i < rows; i += 2) {  // two rows share each key load
-      const bool pair = i + 1 < rows;
-      const int64_t s1 = std::min(s0 + kKeyBlock, pair ? std::max(keys(i), keys(i + 1)) : keys(i));
+  for (int64_t j0 = 0; j0 < max_n; j0 += kKeyBlock) {
+    for (int64_t i = 0; i < rows;) {  // two rows share each key load where they see the same keys
+      const RowKeys& r = seen[i];
+      const bool pair = i + 1 < rows && seen[i + 1].gap == r.gap;  // then key(j) is the same for both
+      const int64_t j1 = std::min(j0 + kKeyBlock, pair ? std::max(r.n, seen[i + 1].n) : r.n);
       float* si = scores.data() + i * padded;
-      for (int64_t s = s0; s < s1; s += 4) {
+      for (int64_t j = j0; j < j1; j += 4) {
         if (pair)
-          score_keys4<KV, 2>(qf.data() + i * D, D, k, stride, s, max_keys - 1, si, padded);
+          score_keys4<KV, 2>(qf.data() + i * D, D, k, stride, r.key(j), last_key, si + j, padded);
         else
-          score_keys4<KV, 1>(qf.data() + i * D, D, k, stride, s, max_keys - 1, si, padded);
+          score_keys4<KV, 1>(qf.data() + i * D, D, k, stride, r.key(j), last_key, si + j, padded);
       }
+      i += pair ? 2 : 1;
     }
   }
   std::vector<float> inv_sum(rows);
   for (int64_t i = 0; i < rows; ++i) {
+    const RowKeys& r = seen[i];
     float* si = scores.data() + i * padded;
-    if constexpr (kInt8) scale_rows(si, k_scale, keys(i));
-    inv_sum[i] = 1.0f / softmax_numerators(si, keys(i));
-    if constexpr (kInt8) scale_rows(si, v_scale, keys(i));
+    auto scale_by = [&](const float* row_scale) {
+      scale_rows(si, row_scale, r.split);
+      scale_rows(si + r.split, row_scale + r.split + r.gap, r.n - r.split);
+    };
+    if constexpr (kInt8) scale_by(k_scale);
+    inv_sum[i] = 1.0f / softmax_numerators(si, r.n);
+    if constexpr (kInt8) scale_by(v_scale);
   }
-  for (int64_t s0 = 0; s0 < max_keys; s0 += kKeyBlock)
-    for (int64_t i = 0; i < rows; ++i)
-      accumulate_row(scores.data() + i * padded, v, stride, s0, std::min(s0 + kKeyBlock, keys(i)), D,
-                     acc.data() + i * D);
+  for (int64_t j0 = 0; j0 < max_n; j0 += kKeyBlock) {
+    for (int64_t i = 0; i < rows; ++i) {
+      const RowKeys& r = seen[i];
+      const float* si = scores.data() + i * padded;
+      const int64_t j1 = std::min(j0 + kKeyBlock, r.n);
+      // Compact keys [a, b) of one run: weights si[a..b), value rows a + shift .. b + shift.
+      auto run = [&](int64_t a, int64_t b, int64_t shift) {
+        if (a < b) accumulate_row(si + a, v + (a + shift) * stride, stride, 0, b - a, D, acc.data() + i * D);
+      };
+      run(j0, std::min(j1, r.split), 0);
+      run(std::max(j0, r.split), j1, r.gap);
+    }
+  }
   for (int64_t i = 0; i < rows; ++i) {
     T* oi = out + (i % T_rows) * H * D + (kvh * G + i / T_rows) * D;
     for (int64_t d = 0; d < D; ++d) oi[d] = static_cast<T>(acc[i * D + d] * inv_sum[i]);
@@ -204,7 +244,8 @@ struct KvHeads {
 
 // q: [T, H, D]; out: [T, H * D].
 template <typename T, typename KV>
-void fused_attention(const at::Tensor& q, const KvHeads<KV>& kv, int64_t start, float scale, at::Tensor& out) {
+void fused_attention(const at::Tensor& q, const KvHeads<KV>& kv, int64_t start, int64_t window, float scale,
+                     at::Tensor& out) {
   const int64_t T_rows = q.size(0), H = q.size(1), D = q.size(2), KVH = kv.KVH, G = H / KVH;
   const T* qp = q.const_data_ptr<T>();
   T* op = out.mutable_data_ptr<T>();
@@ -215,7 +256,7 @@ void fused_attention(const at::Tensor& q, const KvHeads<KV>& kv, int64_t start, 
       const int64_t sh = kvh * kv.scale_head;
       attend_kv_head(qp, q.stride(0), q.stride(1), kv.k + kvh * kv.head, kv.v + kvh * kv.head, kv.row,
                      kv.k_scale ? kv.k_scale + sh : nullptr, kv.v_scale ? kv.v_scale + sh : nullptr, kvh, G,
-                     T_rows, H, D, start, scale, op);
+                     T_rows, H, D, start, window, scale, op);
     }
   });
 }
@@ -223,28 +264,28 @@ void fused_attention(const at::Tensor& q, const KvHeads<KV>& kv, int64_t start, 
 // k_cache, v_cache: [capacity, KVH, D] (last dim contiguous, same strides).
 template <typename T>
 void fused_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start,
-                     float scale, at::Tensor& out) {
+                     int64_t window, float scale, at::Tensor& out) {
   const KvHeads<T> kv{k_cache.const_data_ptr<T>(), v_cache.const_data_ptr<T>(), k_cache.size(1), k_cache.stride(1),
                       k_cache.stride(0)};
-  fused_attention<T, T>(q, kv, start, scale, out);
+  fused_attention<T, T>(q, kv, start, window, scale, out);
 }
 
 // k_q, v_q: [KVH, capacity, D] int8; k_scale, v_scale: [KVH, capacity] float32 (all contiguous).
 template <typename T>
 void fused_int8_attention(const at::Tensor& q, const at::Tensor& k_q, const at::Tensor& v_q,
-                          const at::Tensor& k_scale, const at::Tensor& v_scale, int64_t start, float scale,
-                          at::Tensor& out) {
+                          const at::Tensor& k_scale, const at::Tensor& v_scale, int64_t start, int64_t window,
+                          float scale, at::Tensor& out) {
   const int64_t capacity = k_q.size(1), D = k_q.size(2);
   const KvHeads<int8_t> kv{k_q.const_data_ptr<int8_t>(), v_q.const_data_ptr<int8_t>(), k_q.size(0), capacity * D,
                            D, k_scale.const_data_ptr<float>(), v_scale.const_data_ptr<float>(), capacity};
-  fused_attention<T, int8_t>(q, kv, start, scale, out);
+  fused_attention<T, int8_t>(q, kv, start, window, scale, out);
 }
 
 }  // namespace
 #endif
 
 at::Tensor attention_with_cache(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
-                                int64_t start, double scale) {
+                                int64_t start, double scale, int64_t window) {
   TORCH_CHECK(attention_supports(q, k_cache), "fused CPU attention: unsupported input");
   at::Tensor out = at::empty({q.size(0), q.size(1) * q.size(2)}, q.options());
 #ifdef DOTF_HAVE_AVX2_KERNEL
@@ -255,9 +296,9 @@ at::Tensor attention_with_cache(const at::Tensor& q, const at::Tensor& k_cache, 
   const at::Tensor vc = shared_strides ? v_cache : v_cache.contiguous();
   const auto s = static_cast<float>(scale);
   switch (q.scalar_type()) {
-    case at::kFloat: fused_attention<float>(qc, kc, vc, start, s, out); break;
-    case at::kBFloat16: fused_attention<c10::BFloat16>(qc, kc, vc, start, s, out); break;
-    default: fused_attention<c10::Half>(qc, kc, vc, start, s, out); break;
+    case at::kFloat: fused_attention<float>(qc, kc, vc, start, window, s, out); break;
+    case at::kBFloat16: fused_attention<c10::BFloat16>(qc, kc, vc, start, window, s, out); break;
+    default: fused_attention<c10::Half>(qc, kc, vc, start, window, s, out); break;
   }
 #endif
   return out;
@@ -265,16 +306,16 @@ at::Tensor attention_with_cache(const at::Tensor& q, const at::Tensor& k_cache, 
 
 at::Tensor int8_attention_with_cache(const at::Tensor& q, const at::Tensor& k_q, const at::Tensor& v_q,
                                      const at::Tensor& k_scale, const at::Tensor& v_scale, int64_t start,
-                                     double scale) {
+                                     double scale, int64_t window) {
   TORCH_CHECK(int8_attention_supports(q), "fused CPU int8 attention: unsupported input");
   at::Tensor out = at::empty({q.size(0), q.size(1) * q.size(2)}, q.options());
 #ifdef DOTF_HAVE_AVX2_KERNEL
   const at::Tensor qc = q.stride(2) == 1 ? q : q.contiguous();
   const auto s = static_cast<float>(scale);
   switch (q.scalar_type()) {
-    case at::kFloat: fused_int8_attention<float>(qc, k_q, v_q, k_scale, v_scale, start, s, out); break;
-    case at::kBFloat16: fused_int8_attention<c10::BFloat16>(qc, k_q, v_q, k_scale, v_scale, start, s, out); break;
-    default: fused_int8_attention<c10::Half>(qc, k_q, v_q, k_scale, v_scale, start, s, out); break;
+    case at::kFloat: fused_int8_attention<float>(qc, k_q, v_q, k_scale, v_scale, start, window, s, out); break;
+    case at::kBFloat16: fused_int8_attention<c10::BFloat16>(qc, k_q, v_q, k_scale, v_scale, start, window, s, out); break;
+    default: fused_int8_attention<c10::Half>(qc, k_q, v_q, k_scale, v_scale, start, window, s, out); break;
   }
 #endif
   return out;

@@ -56,6 +56,37 @@ def test_beyond_max_seq_len_fails_up_front(model, reference, strategy):
     assert_usable(model, reference)
 
 
+def test_max_seq_len_error_says_what_the_cache_takes(model):
+    mib = model.kv_cache_bytes(512) // 2**20
+    with pytest.raises(ValueError, match=rf"a KV cache of 512 positions takes {mib} MiB in Float"):
+        model.generate(PROMPT, max_new_tokens=493, strategy="ar")
+
+
+def test_kv_cache_bytes_is_what_a_cache_allocates(model):
+    cache = model.new_cache(100)
+    assert model.kv_cache_bytes(100) == cache.nbytes
+    cache.add_int8_mirror()
+    assert model.kv_cache_bytes(100, draft_kv="int8") == cache.nbytes + cache.int8_mirror_nbytes
+    with pytest.raises(ValueError, match="draft_kv must be 'same' or 'int8'"):
+        model.kv_cache_bytes(10, draft_kv="fp8")
+    with pytest.raises(ValueError, match="positions must be >= 0"):
+        model.kv_cache_bytes(-1)
+
+
+def test_a_cache_larger_than_free_memory_is_refused_up_front(model, reference, monkeypatch):
+    import dotf.api
+    need = model.kv_cache_bytes(20 + 30)
+    monkeypatch.setattr(dotf.api, "_available_memory_bytes", lambda: need - 1)
+    seen = []
+    with pytest.raises(MemoryError, match=r"prompt \(20 tokens\) \+ max_new_tokens \(30\) takes .* MiB of memory available"):
+        model.generate(PROMPT, max_new_tokens=30, strategy="ar", on_tokens=seen.append)
+    assert seen == []
+    monkeypatch.setattr(dotf.api, "_available_memory_bytes", lambda: need)
+    assert len(model.generate(PROMPT, max_new_tokens=30, strategy="ar").tokens) == 30
+    monkeypatch.undo()
+    assert_usable(model, reference)
+
+
 def test_user_cache_too_small(model, reference):
     with pytest.raises(ValueError, match="exceed the cache capacity 25"):
         model.generate(PROMPT, max_new_tokens=10, cache=model.new_cache(25))

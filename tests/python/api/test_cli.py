@@ -49,3 +49,14 @@ def test_bench_prints_a_table_with_the_machine():
     assert "thread(s)" in out.stdout and "| prompt | strategy | tok/s | vs ar |" in out.stdout
     rows = [line for line in out.stdout.splitlines() if line.startswith("| ") and "tok/s" not in line]
     assert len(rows) == 6 and all(line.endswith("| yes |") for line in rows)  # greedy: dotf's tokens are ar's
+
+
+def test_generate_shows_prefill_progress_for_long_prompts(tmp_path):
+    from dotf.__main__ import PROGRESS_PROMPT_TOKENS
+    long = tmp_path / "long.txt"
+    long.write_text("the cat sat on the mat. " * (PROGRESS_PROMPT_TOKENS // 6 + 10), encoding="utf-8")
+    res = dotf_cli("generate", "--max-new-tokens", "2", "--no-stream", "--file", str(long))
+    assert res.returncode == 0, res.stderr
+    assert re.search(r"\[dotf\] prefill of \d+ tokens \[#{30}\] 30/30 layers", res.stderr), res.stderr[-500:]
+    short = dotf_cli("generate", "--max-new-tokens", "2", "--no-stream", "--prompt", "Name a color.")
+    assert short.returncode == 0 and "prefill of" not in short.stderr

@@ -26,7 +26,7 @@ def test_asd_equals_ar_on_tiny_models(tiny_arch, threshold, max_draft, gamma):
 @functools.lru_cache(maxsize=None)
 def _ar_reference(index: int, max_new: int) -> tuple:
     _, ids = real_prompts(10, 10)[index]
-    return tuple(smollm2_dotf(torch.float64).generate(ids, max_new_tokens=max_new).tokens)
+    return tuple(smollm2_dotf(torch.float64).generate(ids, max_new_tokens=max_new, strategy="ar").tokens)
 
 
 @pytest.mark.slow
@@ -98,6 +98,39 @@ def test_int8_kv_draft_equals_ar_on_tiny_models(tiny_arch, dtype, strategy, opti
     assert res.tokens == ar.tokens
     s = res.stats
     assert s["drafted"] > 0 and 0 < s["kv_mirror_bytes"] < s["kv_cache_bytes"] / 3
+
+
+# ---- the draft's attention window (draft_window) ---------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+@pytest.mark.parametrize("strategy,options", [
+    ("asd", dict(threshold=0.0, budget=1.0, max_draft=6)),
+    ("dotf", dict(lookup=False, break_even=False, threshold=0.0, budget=1.0)),
+    ("dotf", dict(draft_kv="int8")),
+])
+def test_windowed_draft_equals_ar_on_tiny_models(tiny_arch, dtype, strategy, options):
+    # A window of 8 keys (plus the 4 sinks) hides most of a 40-token prompt from the draft; the verify
+    # pass attends every key, so the tokens stay the full model's.
+    m = dotf.load(make_tiny_hf(tiny_arch, dtype=dtype), dtype=dtype)
+    ids = torch.randint(0, 256, (40,), generator=torch.Generator().manual_seed(6)).tolist()
+    ar = m.generate(ids, max_new_tokens=60, strategy="ar")
+    res = m.generate(ids, max_new_tokens=60, strategy=strategy, draft_window=8, **options)
+    assert res.tokens == ar.tokens
+    assert res.stats["drafted"] > 0
+
+
+def test_window_changes_what_the_draft_sees(tiny_arch):
+    # The low-level forward under a window differs from full attention once keys fall outside it, and
+    # equals it while the window still covers every key.
+    m = dotf.load(make_tiny_hf(tiny_arch, dtype=torch.float64), dtype=torch.float64)
+    ids = torch.randint(0, 256, (41,), generator=torch.Generator().manual_seed(7)).tolist()
+
+    def last_logits(n, window):
+        cache = m.new_cache(64)
+        m.forward(ids[:n - 1], 0, cache)
+        return m.forward(ids[n - 1:n], n - 1, cache, window=window)[0]
+
+    assert torch.equal(last_logits(12, 8), last_logits(12, 0))  # 4 sinks + 8 recent cover 12 keys
+    assert not torch.allclose(last_logits(41, 8), last_logits(41, 0))
 
 
 @pytest.mark.slow
