@@ -359,6 +359,12 @@ def bench_sampling(s: Shape, device: torch.device, ks: list[int], iters: int) ->
     return out
 
 
+def write_report(path: str, report: dict) -> None:
+    """The JSON report, rewritten whole after each part so that a later failure keeps what was measured."""
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="JSON file to write")
@@ -397,8 +403,7 @@ def main(argv=None) -> int:
         report["models"][name] = bench_model(name, s, device, usable, ks, args.iters, bandwidth,
                                              kernels=not args.no_kernels)
         report["models"][name]["sampling"] = bench_sampling(s, device, ks, args.iters)
-        with open(args.out, "w") as f:  # written after each model: a later failure keeps earlier results
-            json.dump(report, f, indent=2)
+        write_report(args.out, report)  # after each model: a later failure keeps earlier results
     # The quantized GEMVs last, so a failure there keeps every step measured above.
     quant_ms = [int(m) for m in args.quant_ms.split(",") if m]
     for name, record in report["models"].items() if quant_ms else ():
@@ -408,8 +413,7 @@ def main(argv=None) -> int:
             print(f"[{name}] ctx {ctx}: draft step estimated from the quantized GEMVs: " + ", ".join(
                 f"{key[6:10]} {v['estimated_seconds'] * 1e3:.3f} ms ({v['cost_vs_decode']:.2f}x)"
                 for key, v in entry.items() if key.endswith("_kernels")), flush=True)
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=2)
+        write_report(args.out, report)
     print(f"wrote {args.out}")
     return 0
 

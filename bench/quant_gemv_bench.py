@@ -18,7 +18,6 @@ bandwidth (read + write; as gpu_step_bench's roofline). Calls cycle through enou
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import torch
@@ -116,7 +115,7 @@ def draft_step_estimates(linears: dict, decode_graphed_seconds: float) -> dict:
 
 def main(argv=None) -> int:
     sys.path.insert(0, __file__.rsplit("/", 1)[0])
-    from gpu_step_bench import SHAPES, copy_bandwidth  # noqa: PLC0415
+    from gpu_step_bench import SHAPES, copy_bandwidth, write_report  # noqa: PLC0415
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
@@ -132,8 +131,7 @@ def main(argv=None) -> int:
     ms = [int(m) for m in args.ms.split(",") if m]
     for name in [m for m in args.models.split(",") if m]:
         report["models"][name] = bench_model_linears(name, SHAPES[name], ms, args.iters, bandwidth)
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=2)
+        write_report(args.out, report)
     print(f"wrote {args.out}")
     return 0
 

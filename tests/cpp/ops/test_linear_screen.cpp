@@ -139,16 +139,22 @@ TEST(LinearScreen, KeepsTheTopKBitwise) {
   }
 }
 
+// Scales row `top` of the head weight w [N, K] so that x's first row [K] gets a logit of 3 max|logits|
+// there: the clear maximum, whatever the other rows hold.
+void make_clear_maximum(at::Tensor& w, const at::Tensor& x, int64_t top) {
+  const at::Tensor logits = at::linear(x[0].unsqueeze(0), w).squeeze(0);
+  w[top].mul_(3 * logits.abs().max() / logits[top]);
+}
+
 TEST(LinearScreen, KeepsEveryTie) {
   SKIP_WITHOUT_AVX2();
   at::manual_seed(2);
   const int64_t N = 4096, K = 256;
   at::Tensor w = head_weight(N, K);
   const at::Tensor x = hidden(1, K);
-  // Row 100 scaled to be the clear maximum, copied to rows 900 and 4000 (identical rows give identical
+  // Row 100 made the clear maximum, copied to rows 900 and 4000 (identical rows give identical
   // outputs: same kernel, same order of sums); rows 20, 30, 40 likewise tie for the 4th place.
-  const at::Tensor logits = at::linear(x, w).squeeze(0);
-  w[100].mul_(3 * logits.abs().max() / logits[100]);  // logit 3 max|logits|
+  make_clear_maximum(w, x, 100);
   for (const int64_t n : {900, 4000}) w[n].copy_(w[100]);
   w[10].copy_(w[100] * 0.75);
   for (const int64_t n : {20, 30, 40}) w[n].copy_(w[100] * 0.5);
@@ -176,8 +182,7 @@ TEST(LinearScreen, NearTiesAreDecidedAsTheFullProductDecidesThem) {
   // Row 100 made the clear maximum for row 0 of x; 60 rows in 60 other panels are copies of it with one
   // weight moved by an ulp or two, so that their exact logits tie with it or sit an ulp or so away on
   // either side, far inside the int8 bound: only the kernel's own rounding decides the order.
-  const at::Tensor logits = at::linear(x[0].unsqueeze(0), w).squeeze(0);
-  w[100].mul_(3 * logits.abs().max() / logits[100]);
+  make_clear_maximum(w, x, 100);
   for (int64_t i = 0; i < 60; ++i) {
     const int64_t n = 37 + 64 * i + (i % 16);
     w[n].copy_(w[100]);
