@@ -305,7 +305,8 @@ class Model:
         if self.device.type != "cpu" or strategy not in STRATEGIES:
             return  # CUDA raises torch.OutOfMemoryError itself; a bad strategy gets its own error
         preset = defaults(strategy, "cpu")
-        new, kv = options.get("max_new_tokens", preset["max_new_tokens"]), options.get("draft_kv", preset["draft_kv"])
+        new = options.get("max_new_tokens", preset["max_new_tokens"])
+        kv = "same" if strategy == "ar" else options.get("draft_kv", preset["draft_kv"])  # "ar" has no draft
         if not isinstance(new, numbers.Integral) or isinstance(new, bool) or new < 1 or kv not in ("same", "int8"):
             return  # the option checks name these
         positions = prompt_tokens + int(new)
