@@ -1,8 +1,13 @@
 """Long contexts: decode speed of ar, asd and dotf (its draft reading the exact KV cache or the int8
-mirror) on held-out prompts of 1k-8k tokens, and what one step costs as the context grows.
+mirror, through a window or not) on held-out prompts of 1k-8k tokens, and what one pass costs as the
+context grows.
 
     flock /tmp/dotf-bench.lock python bench/long_context.py --model smollm2-135m \\
         --contexts 1024,2048,4096,8192 --out bench/results/long-context-smollm2
+
+Methods are named strategy[_kv8][_w<N>][_k<K>][_c] (method_options). Options are tuned on development prompts
+(--split dev: ACLSum train/validation papers, other HumanEval problems, other ShareGPT chats) and reported
+on held-out ones (--split test, the default).
 
 Context C: a prompt of C - new_tokens tokens (bench/prompts.py long_prompt: several ACLSum test papers to
 summarize, a file of HumanEval solutions plus the next problem, a long ShareGPT conversation), so that
@@ -10,7 +15,7 @@ prompt and output fill C positions (SmolLM2 has 8192). Every method's tokens are
 (float32: the lossless contract holds there too). Each cell is one generate call, its prefill included and
 reported apart: decode tok/s leaves it out, end-to-end tok/s does not.
 
-Step costs: one full-model step and one dotf draft step (int8 weights, every sublayer: the dotf preset's
+Step costs: one full-model step, one verify pass of 9 rows, and one dotf draft step (int8 weights, every sublayer: the dotf preset's
 draft) over the exact rows and over the int8 mirror, timed with the low-level forward over a cache of C
 random rows (the cost of attention does not depend on the values), median of --step-repeats.
 Writes results.json, table.md and long_context.png (matplotlib permitting) into --out.
@@ -32,20 +37,40 @@ from common import machine  # noqa: E402
 
 import dotf  # noqa: E402
 
-# method -> (strategy, generate() options)
-METHODS = {
-    "ar": ("ar", {}),
-    "asd": ("asd", {}),
-    "dotf": ("dotf", {"draft_kv": "same"}),
-    "dotf_kv8": ("dotf", {"draft_kv": "int8"}),
-    "dotf_kv8_w1024": ("dotf", {"draft_kv": "int8", "draft_window": 1024}),
-    "dotf_kv8_w1024_k4": ("dotf", {"draft_kv": "int8", "draft_window": 1024, "max_draft": 4}),
-}
-# step -> (label, forward() arguments): the full model's step, dotf's draft step over the exact rows, over
-# the mirror, and over the mirror through a 1024-key window (draft_window)
-STEPS = {"full": ("full step", {}), "draft": ("draft, exact KV", {"weights": "int8"}),
-         "draft_kv8": ("draft, int8 KV", {"weights": "int8", "kv": "int8"}),
-         "draft_kv8_w1024": ("draft, int8 KV, window 1024", {"weights": "int8", "kv": "int8", "window": 1024})}
+# A method is a strategy and generate() options, named strategy[_kv8][_w<N>][_k<K>][_c]: "_kv8" drafts over
+# the int8 mirror (draft_kv="int8"; without it the draft reads the exact cache, draft_kv="same"), "_w<N>"
+# through an N-key window (draft_window=N), "_k<K>" drafts at most K tokens a round (max_draft=K), "_c" caps
+# each round where the measured costs say (cost_draft_length=True).
+METHOD_GRAMMAR = "ar | (asd|dotf)[_kv8][_w<N>][_k<K>][_c]"
+
+
+def method_options(name: str) -> tuple[str, dict]:
+    """(strategy, generate() options) of a method name (METHOD_GRAMMAR)."""
+    strategy, *parts = name.split("_")
+    if strategy == "ar" and not parts:
+        return "ar", {}
+    if strategy not in ("asd", "dotf"):
+        raise ValueError(f"unknown method {name!r}: {METHOD_GRAMMAR}")
+    options = {"draft_kv": "same"}
+    for part in parts:
+        if part == "kv8":
+            options["draft_kv"] = "int8"
+        elif part == "c":
+            options["cost_draft_length"] = True
+        elif part[:1] in ("w", "k") and part[1:].isdigit():
+            options["draft_window" if part[0] == "w" else "max_draft"] = int(part[1:])
+        else:
+            raise ValueError(f"unknown method {name!r}: {METHOD_GRAMMAR}")
+    return strategy, options
+
+# step -> (label, rows, forward() arguments): the full model's step, a verify pass of 9 rows (8 drafts, the
+# dotf preset's max_draft), dotf's draft step over the exact rows, over the mirror, and over the mirror
+# through a 1024-key window (draft_window)
+VERIFY_ROWS = 9
+STEPS = {"full": ("full step", 1, {}), "verify": (f"verify, {VERIFY_ROWS} rows", VERIFY_ROWS, {}),
+         "draft": ("draft, exact KV", 1, {"weights": "int8"}),
+         "draft_kv8": ("draft, int8 KV", 1, {"weights": "int8", "kv": "int8"}),
+         "draft_kv8_w1024": ("draft, int8 KV, window 1024", 1, {"weights": "int8", "kv": "int8", "window": 1024})}
 
 
 def parse_args(argv=None):
@@ -53,7 +78,9 @@ def parse_args(argv=None):
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--contexts", default="1024,2048,4096,8192")
     p.add_argument("--kinds", default=",".join(prompts.LONG_KINDS))
-    p.add_argument("--methods", default="ar,asd,dotf,dotf_kv8,dotf_kv8_w1024", help=f"of {', '.join(METHODS)}")
+    p.add_argument("--methods", default="ar,asd,dotf,dotf_kv8,dotf_kv8_w1024", help=METHOD_GRAMMAR)
+    p.add_argument("--split", default="test", choices=prompts.LONG_SPLITS,
+                   help="held-out prompts (test: what is reported) or development ones (dev: what is tuned on)")
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--step-contexts", default="300,512,1024,2048,4096,8128")
@@ -63,7 +90,7 @@ def parse_args(argv=None):
 
 
 def run_cell(model, method: str, ids: list[int], new_tokens: int) -> dict:
-    strategy, options = METHODS[method]
+    strategy, options = method_options(method)
     res = model.generate(ids, max_new_tokens=new_tokens, strategy=strategy, **options)
     s = res.stats
     decode = s["seconds"] - s["prefill_seconds"]
@@ -85,18 +112,18 @@ def step_costs(model, contexts: list[int], repeats: int) -> list[dict]:
     g = torch.Generator().manual_seed(0)
     rows = []
     for n in contexts:
-        cache = model.new_cache(n + 1)
+        cache = model.new_cache(n + VERIFY_ROWS)
         cache.append(n)
         for layer in range(model.num_layers):
             for slab in (cache.keys(layer), cache.values(layer)):
                 slab[:n] = torch.randn(slab[:n].shape, generator=g, dtype=slab.dtype)
         cache.add_int8_mirror()
         row = {"context": n}
-        for name, (_, kw) in STEPS.items():
+        for name, (_, step_rows, kw) in STEPS.items():
             times = []
             for _ in range(repeats + 2):  # two warm-ups
                 t0 = time.perf_counter()
-                model.forward([17], n, cache, logits="last", **kw)
+                model.forward([17] * step_rows, n, cache, logits="all" if step_rows > 1 else "last", **kw)
                 times.append(time.perf_counter() - t0)
             row[f"{name}_ms"] = 1e3 * statistics.median(times[2:])
         print(f"[steps] context {n}: " + ", ".join(f"{k} {row[f'{k}_ms']:.2f} ms" for k in STEPS), file=sys.stderr)
@@ -131,8 +158,8 @@ def markdown(table: list[dict], steps: list[dict], records: list[dict], meta: di
     m = meta["machine"]
     fmt = lambda v, f="{:.2f}": "–" if v is None else f.format(v)  # noqa: E731
     lines = [f"model {meta['model']}, float32, {meta['new_tokens']} new tokens, {m['threads']} thread(s), "
-             f"{m['cpu']} ({' '.join(m['cpu_features'])}); kinds: {', '.join(meta['kinds'])}, one held-out prompt "
-             f"each per context", "",
+             f"{m['cpu']} ({' '.join(m['cpu_features'])}); kinds: {', '.join(meta['kinds'])}, one "
+             f"{'development' if meta.get('split') == 'dev' else 'held-out'} prompt each per context", "",
              "| context | method | decode tok/s | decode vs AR | end-to-end tok/s | vs AR | prefill s | acceptance "
              "| mean accepted len | draft ms / model token | exact |", "|" + "---|" * 11]
     for e in table:
@@ -142,16 +169,17 @@ def markdown(table: list[dict], steps: list[dict], records: list[dict], meta: di
                      f"{fmt(e.get('mean_accepted_length'))} | {fmt(e.get('draft_ms_per_model_token'))} | "
                      f"{'yes' if e['exact'] else 'NO'} |")
     lines += ["", "Means over the kinds. decode: prefill excluded; end-to-end: prefill included (one prefill per "
-              "call). exact: tokens equal dotf AR's on every prompt. dotf: draft_kv='same'; dotf_kv8: "
-              "draft_kv='int8'; dotf_kv8_w1024: draft_kv='int8', draft_window=1024 (_k4: max_draft=4)."]
-    drafts = [k for k in STEPS if k != "full"]
+              "call). exact: tokens equal dotf AR's on every prompt. Methods: strategy, then _kv8: draft_kv='int8' "
+              "(else 'same'), _w<N>: draft_window=N, _k<K>: max_draft=K, _c: cost_draft_length=True."]
+    drafts = [k for k in STEPS if k not in ("full", "verify")]
     if steps:
-        lines += ["", "One step, ms (median); in brackets the draft step's cost relative to its own at "
-                  f"{steps[0]['context']} tokens.", "",
+        lines += ["", "One pass, ms (median); in brackets the verify's cost relative to the full step at the same "
+                  f"context, and each draft step's relative to its own at {steps[0]['context']} tokens.", "",
                   "| context | " + " | ".join(STEPS[k][0] for k in STEPS) + " |", "|" + "---|" * (1 + len(STEPS))]
     for s in steps:
-        lines.append(f"| {s['context']} | {s['full_ms']:.2f} | " + " | ".join(
-            f"{s[f'{k}_ms']:.2f} ({s[f'{k}_ms'] / steps[0][f'{k}_ms']:.2f}x)" for k in drafts) + " |")
+        lines.append(f"| {s['context']} | {s['full_ms']:.2f} | {s['verify_ms']:.2f} ({s['verify_ms'] / s['full_ms']:.2f}x) | "
+                     + " | ".join(f"{s[f'{k}_ms']:.2f} ({s[f'{k}_ms'] / steps[0][f'{k}_ms']:.2f}x)" for k in drafts)
+                     + " |")
     lines += ["", "Per cell (kind, context): seconds of the whole call (prefill seconds), decode tok/s.", "",
               "| context | kind | " + " | ".join(meta["methods"]) + " |", "|" + "---|" * (2 + len(meta["methods"]))]
     for context in meta["contexts"]:
@@ -178,7 +206,7 @@ def plot(table: list[dict], steps: list[dict], path: Path) -> bool:
     a.axhline(1.0, color="k", lw=0.8)
     a.set(xscale="log", xlabel="context (tokens)", ylabel="decode speedup vs dotf AR", title="decode-only speedup")
     a.legend(fontsize=8)
-    for key, (label, _) in STEPS.items():
+    for key, (label, _, _) in STEPS.items():
         b.plot([s["context"] for s in steps], [s[f"{key}_ms"] for s in steps], marker="o", label=label)
     b.set(xscale="log", xlabel="context (tokens)", ylabel="ms per step", title="step cost")
     b.legend(fontsize=8)
@@ -193,13 +221,15 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     meta = {"model": args.model, "new_tokens": args.new_tokens, "machine": machine(),
             "contexts": [int(c) for c in args.contexts.split(",") if c], "kinds": args.kinds.split(","),
-            "methods": args.methods.split(",")}
+            "methods": args.methods.split(","), "split": args.split}
+    for method in meta["methods"]:
+        method_options(method)  # an unknown name fails before the model loads
     model = dotf.load(args.model, dtype=torch.float32)
     prompts.ensure_installed()
     records, steps = [], []
     for context in meta["contexts"]:
         for kind in meta["kinds"]:
-            ids = prompts.long_prompt(model.tokenizer, kind, context - args.new_tokens)
+            ids = prompts.long_prompt(model.tokenizer, kind, context - args.new_tokens, split=args.split)
             ar = None
             for method in meta["methods"]:
                 rec = {"context": context, "kind": kind, **run_cell(model, method, ids, args.new_tokens)}

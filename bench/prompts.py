@@ -251,12 +251,14 @@ def encode_prompt(tokenizer, item: dict, chat: bool) -> list[int]:
 
 
 # ------------------------------------------------------------ long contexts
-# Prompts of an exact token count (1k-32k) for bench/long_context.py, from held-out data only: ACLSum's
-# test split (train/validation are the tests' and tuning's), HumanEval's last problems (the tests use the
-# first ten, tuning from problem 20), ShareGPT conversations drawn with seed 1 (as the benchmark's first
-# turns are; tuning draws with seed 7).
+# Prompts of an exact token count (1k-32k) for bench/long_context.py. Held-out ("test", what the
+# benchmark reports): ACLSum's test split, HumanEval's last problems (from the end back), ShareGPT
+# conversations drawn with seed 1 (as the benchmark's first turns are). Development ("dev", what long-context
+# options are tuned on): ACLSum's train and validation papers, HumanEval from problem 20 on (the tests use
+# the first ten), ShareGPT drawn with seed 7 (as tuning's first turns are).
 
 LONG_KINDS = ("summarize", "code", "chat")
+LONG_SPLITS = ("test", "dev")
 _BODY = "\x00BODY\x00"
 
 
@@ -283,19 +285,34 @@ def _enough(tokenizer, pieces, tokens: int, backwards: bool = False) -> list[int
     raise ValueError(f"not enough held-out text for a {tokens}-token prompt")
 
 
-def long_summarize_prompt(tokenizer, tokens: int) -> list[int]:
-    """Summarize several ACLSum test papers (title, abstract, introduction, conclusion: the sections the
-    dataset keeps), the text cut at `tokens` in all."""
+def long_summarize_prompt(tokenizer, tokens: int, split: str = "test") -> list[int]:
+    """Summarize several ACLSum papers (title, abstract, introduction, conclusion: the sections the dataset
+    keeps; test papers, or train then validation ones for "dev"), the text cut at `tokens` in all."""
     head, tail = _chat_frame(tokenizer, "Summarize each of the following papers in three sentences.")
-    papers = (f"{d['title']}\n\n{d['text']}" for d in aclsum_documents("test"))
+    docs = aclsum_documents("test") if split == "test" else aclsum_documents("train") + aclsum_documents("validation")
+    papers = (f"{d['title']}\n\n{d['text']}" for d in docs)
     return head + _enough(tokenizer, papers, tokens)[:tokens - len(head) - len(tail)] + tail
 
 
-def long_code_prompt(tokenizer, tokens: int) -> list[int]:
-    """A source file of HumanEval solutions (prompt + canonical solution, from the last problems back),
-    its latest lines kept, then the request: the next problem's signature and docstring to complete."""
+def long_code_prompt(tokenizer, tokens: int, split: str = "test") -> list[int]:
+    """A source file of HumanEval solutions (prompt + canonical solution, from the last problems back;
+    for "dev", from problem 20 on), its latest lines kept, then the request: the next problem's signature
+    and docstring to complete."""
     with gzip.open(_data_file(*_HUMANEVAL), "rt", encoding="utf-8") as f:
         rows = [json.loads(line) for line in f if line.strip()]
+    if split == "dev":
+        # Problems 20, 21, ... up to the first that makes `tokens`, then the request: the problem after them.
+        # Later problems are never read, so the file stays clear of the held-out one (read from the end).
+        rows = rows[20:]
+        text, end = "", None
+        for i, r in enumerate(rows[:-1]):
+            text += r["prompt"] + r["canonical_solution"] + "\n\n"
+            if len(tokenizer.encode(text, add_special_tokens=False)) >= tokens:
+                end = i + 1
+                break
+        if end is None:
+            raise ValueError(f"not enough development text for a {tokens}-token prompt")
+        rows = rows[:end + 1]
     request = list(tokenizer.encode("\n\n" + rows[-1]["prompt"], add_special_tokens=False))
     solved = (r["prompt"] + r["canonical_solution"].rstrip() for r in reversed(rows[:-1]))
     body = _enough(tokenizer, solved, tokens, backwards=True)
@@ -314,11 +331,11 @@ def _sharegpt_long_chats(min_chars: int) -> tuple:
     return tuple(chats)
 
 
-def long_chat_prompt(tokenizer, tokens: int, index: int = 0) -> list[int]:
+def long_chat_prompt(tokenizer, tokens: int, index: int = 0, split: str = "test") -> list[int]:
     """A long ShareGPT conversation up to a user turn past `tokens`, its latest `tokens` kept (a sliding
     window: it starts inside an earlier turn), ending with the generation prompt."""
     pool = list(_sharegpt_long_chats(2 * tokens))
-    random.Random(1).shuffle(pool)
+    random.Random(1 if split == "test" else 7).shuffle(pool)
     for _, turns in pool:
         messages = []
         for role, text in turns:
@@ -335,11 +352,13 @@ def long_chat_prompt(tokenizer, tokens: int, index: int = 0) -> list[int]:
     raise ValueError(f"not enough long ShareGPT conversations for a {tokens}-token prompt")
 
 
-def long_prompt(tokenizer, kind: str, tokens: int) -> list[int]:
-    """Token ids of a held-out `kind` prompt of exactly `tokens` tokens."""
+def long_prompt(tokenizer, kind: str, tokens: int, split: str = "test") -> list[int]:
+    """Token ids of a `kind` prompt of exactly `tokens` tokens: held-out ("test") or development ("dev")."""
     build = {"summarize": long_summarize_prompt, "code": long_code_prompt, "chat": long_chat_prompt}
     if kind not in build:
         raise ValueError(f"unknown long-context kind {kind!r}; choose from {', '.join(LONG_KINDS)}")
-    ids = build[kind](tokenizer, tokens)
+    if split not in LONG_SPLITS:
+        raise ValueError(f"unknown long-context split {split!r}; choose from {', '.join(LONG_SPLITS)}")
+    ids = build[kind](tokenizer, tokens, split=split)
     assert len(ids) == tokens, (kind, len(ids), tokens)
     return ids

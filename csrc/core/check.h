@@ -1,6 +1,7 @@
 #pragma once
 // Boundary checks that name the argument and what was expected. Every message ends up as a Python
-// exception: DOTF_CHECK_ARG -> ValueError, DOTF_CHECK_TYPE -> TypeError, DOTF_CHECK -> RuntimeError.
+// exception: DOTF_CHECK_ARG -> ValueError, DOTF_CHECK_TYPE -> TypeError, DOTF_CHECK_MEMORY -> MemoryError,
+// DOTF_CHECK -> RuntimeError.
 #include <c10/util/Exception.h>
 #include <ATen/core/Tensor.h>
 
@@ -20,6 +21,11 @@ struct ValueError : std::invalid_argument {
 // Thrown for an argument of the wrong kind (dtype, rank); bindings translate it to TypeError.
 struct TypeError : std::invalid_argument {
   using std::invalid_argument::invalid_argument;
+};
+// Thrown before an allocation that the machine's free memory cannot hold; bindings translate it to
+// MemoryError.
+struct MemoryError : std::runtime_error {
+  using std::runtime_error::runtime_error;
 };
 
 namespace detail {
@@ -75,6 +81,8 @@ std::string concat(const Args&... args) {
   do { if (!(cond)) throw ::dotf::ValueError(::dotf::detail::concat(__VA_ARGS__)); } while (0)
 #define DOTF_CHECK_TYPE(cond, ...) \
   do { if (!(cond)) throw ::dotf::TypeError(::dotf::detail::concat(__VA_ARGS__)); } while (0)
+#define DOTF_CHECK_MEMORY(cond, ...) \
+  do { if (!(cond)) throw ::dotf::MemoryError(::dotf::detail::concat(__VA_ARGS__)); } while (0)
 #define DOTF_CHECK(cond, ...) \
   do { if (!(cond)) throw std::runtime_error(::dotf::detail::concat(__VA_ARGS__)); } while (0)
 

@@ -4,10 +4,12 @@
 #include <ATen/ops/from_blob.h>
 #include <c10/util/accumulate.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <sstream>
 
 #ifdef __linux__
 #include <sys/mman.h>
@@ -31,6 +33,26 @@ std::string transparent_huge_page_mode() {
   if (open == std::string::npos || close == std::string::npos || close < open) return "unavailable";
   return text.substr(open + 1, close - open - 1);
 }
+
+namespace {
+std::atomic<int64_t> available_memory_override{-1};
+}  // namespace
+
+int64_t available_memory_bytes() {
+  const int64_t forced = available_memory_override.load();
+  if (forced >= 0) return forced;
+  std::ifstream f("/proc/meminfo");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("MemAvailable:", 0) != 0) continue;
+    std::istringstream fields(line.substr(13));
+    int64_t kib = -1;
+    return fields >> kib && kib >= 0 ? kib * 1024 : -1;
+  }
+  return -1;
+}
+
+void set_available_memory_bytes_for_tests(int64_t bytes) { available_memory_override.store(bytes < 0 ? -1 : bytes); }
 
 at::Tensor empty_on_huge_pages(at::IntArrayRef sizes, const at::TensorOptions& options, bool enabled) {
 #ifdef __linux__

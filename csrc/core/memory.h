@@ -1,5 +1,6 @@
 #pragma once
-// Large, long-lived CPU buffers (packed weights) on transparent huge pages.
+// Large, long-lived CPU buffers (packed weights) on transparent huge pages, and the free memory a large
+// CPU allocation (a long prompt's KV cache) is checked against before it is made.
 //
 // Why: a decode step streams every weight once, hundreds of MB on 4 KiB pages, i.e. a TLB miss and a
 // page walk every 4 KiB of every stream, and the hardware prefetchers stop at each 4 KiB boundary.
@@ -21,6 +22,14 @@ bool huge_pages_enabled();
 
 // The kernel's transparent-huge-page mode ("always", "madvise", "never"), or "unavailable".
 std::string transparent_huge_page_mode();
+
+// Bytes of memory available to a new allocation without swapping (Linux: MemAvailable in /proc/meminfo,
+// read per call), or -1 where unknown. An allocation larger than this would fail late or push the
+// machine into swap, so callers refuse it up front with the sizes in the message.
+int64_t available_memory_bytes();
+
+// Tests: make available_memory_bytes() return `bytes` (-1: read the machine's figure again).
+void set_available_memory_bytes_for_tests(int64_t bytes);
 
 // An uninitialised tensor like at::empty(sizes, options). On a CPU, when `enabled` and the tensor
 // takes at least kHugePageBytes, its memory starts on a 2 MiB boundary and is advised for huge

@@ -126,6 +126,7 @@ py::dict stats_to_dict(const DecodeStats& s) {
     d["mean_acceptance_probability_at"] = mean;
   }
   d["plain_steps"] = r.plain_steps;
+  d["mean_draft_cap"] = r.mean_draft_cap();
   d["draft_exit"] = name_of(s.exit.exit);
   d["initial_gamma"] = s.exit.initial;
   d["final_gamma"] = s.exit.final;

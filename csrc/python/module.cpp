@@ -94,6 +94,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       PyErr_SetString(PyExc_ValueError, e.what());
     } catch (const dotf::TypeError& e) {
       PyErr_SetString(PyExc_TypeError, e.what());
+    } catch (const dotf::MemoryError& e) {
+      PyErr_SetString(PyExc_MemoryError, e.what());
     }
   });
 

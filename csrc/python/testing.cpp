@@ -2,6 +2,7 @@
 // selection and adaptive-gamma rules on their own, and the individual ops (CPU reference vs CUDA
 // kernels, microbenchmarks).
 #include "core/check.h"
+#include "core/memory.h"
 #include "ops/accept.h"
 #include "ops/activation.h"
 #include "ops/attention.h"
@@ -120,6 +121,9 @@ void register_testing(py::module_& m) {
         return py::cast(PyLinearScreen{std::move(screen)});
       },
       py::arg("model"), "the model's LM-head screen (built at first use), or None where its head has none");
+  t.def("set_available_memory_bytes", &set_available_memory_bytes_for_tests, py::arg("bytes"),
+        "the free memory that generate()'s cache check sees (-1: the machine's own figure again)");
+  t.def("available_memory_bytes", &available_memory_bytes, "the free memory that generate()'s cache check sees");
 
   auto ops = t.def_submodule("ops", "individual ops");
   ops.def("add_rmsnorm_cossim", [](at::Tensor h, std::optional<at::Tensor> delta, const at::Tensor& weight, double eps,

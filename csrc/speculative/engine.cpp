@@ -1,6 +1,7 @@
 #include "speculative/engine.h"
 
 #include "core/check.h"
+#include "core/memory.h"
 #include "speculative/acceptance.h"
 
 #include <algorithm>
@@ -75,6 +76,17 @@ void Engine::release_graphs() {
   graph_cache_ = KVCache();
 }
 
+void Engine::check_cache_fits(int64_t prompt_tokens, int64_t rows, const GenerateRequest& request) const {
+  // "ar" never drafts, so it never adds the mirror whatever draft_kv says.
+  const bool mirror = request.strategy != Strategy::AR && request.options.draft_kv == DraftKV::Int8;
+  const int64_t need = model_->cache_bytes(rows, mirror), available = available_memory_bytes();
+  DOTF_CHECK_MEMORY(available < 0 || need <= available, "the KV cache for prompt (", prompt_tokens,
+                    " tokens) + max_new_tokens (", request.options.max_new_tokens, ") takes ", need >> 20, " MiB (",
+                    model_->cache_bytes(1, mirror), " bytes per position", mirror ? ", with the int8 mirror" : "",
+                    "), more than the ", available >> 20,
+                    " MiB of memory available: shorten the prompt or lower max_new_tokens");
+}
+
 DecodeResult Engine::generate(const at::Tensor& prompt, const GenerateRequest& request, KVCache* cache) {
   const Transformer& m = *model_;
   validate(request.options, request.strategy);  // before the cache is sized from max_new_tokens
@@ -84,6 +96,7 @@ DecodeResult Engine::generate(const at::Tensor& prompt, const GenerateRequest& r
                  request.options.max_new_tokens, ") exceeds max_seq_len=", m.max_seq_len(), " (a KV cache of ",
                  m.max_seq_len(), " positions takes ", m.cache_bytes(m.max_seq_len(), false) / (1 << 20), " MiB in ",
                  m.dtype(), ")");
+  if (!cache && m.device().is_cpu()) check_cache_fits(prompt.size(0), rows, request);
 
   // CUDA graphs, when free: they and the cache they were captured with serve this call.
   std::unique_lock<std::mutex> graph_lock(graphs_mutex_, std::defer_lock);

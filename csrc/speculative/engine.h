@@ -41,6 +41,9 @@ class Engine {
   void release_graphs();
 
  private:
+  // MemoryError with the sizes when a CPU cache of `rows` positions (and the draft's int8 mirror where the
+  // request adds one) would not fit in the machine's available memory (core/memory.h).
+  void check_cache_fits(int64_t prompt_tokens, int64_t rows, const GenerateRequest& request) const;
   DecodeResult generate_speculative(const at::Tensor& prompt, const GenerateRequest& request, KVCache& cache,
                                     GraphedForward* graphs, const LinearScreen* lm_head_screen);
 

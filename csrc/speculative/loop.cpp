@@ -6,6 +6,7 @@
 #include "speculative/model_drafter.h"
 #include "speculative/output.h"
 #include "speculative/policies/break_even.h"
+#include "speculative/policies/draft_length.h"
 #include "speculative/policies/plan_policy.h"
 
 #include <chrono>
@@ -143,13 +144,16 @@ class SpeculativeLoop {
     const int64_t n = cache_.length();  // position of the last emitted token
     Drafter* drafter = this->drafter();
     const bool speculate = drafter && (!fallback_ || break_even_.speculate());
-    const int64_t max_k = speculate ? std::min(o_.max_draft, out_.remaining() - 1) : 0;
+    const int64_t cap = cost_length_ ? draft_length_.cap() : o_.max_draft;
+    const int64_t max_k = speculate ? std::min(cap, out_.remaining() - 1) : 0;
 
     Proposal proposal;
+    double draft_seconds = 0;
     if (max_k > 0) {
       const auto t = Clock::now();
       drafter->propose(DraftContext{out_.history(), n}, max_k, proposal);
-      st_.time.draft += seconds_since(t);
+      draft_seconds = seconds_since(t);
+      st_.time.draft += draft_seconds;
     }
     const int64_t k = proposal.size();
 
@@ -175,17 +179,23 @@ class SpeculativeLoop {
     if (k == 0) {
       st_.rounds.plain_steps += 1;
       if (fallback_) break_even_.record_plain(emitted, seconds);
+      if (cost_length_) draft_length_.record_plain(verify_seconds);
       return finished;
     }
-    const auto [model_drafted, model_accepted] = record_round(proposal, verdict, emitted);
+    st_.rounds.draft_cap_sum += cap;
+    const auto [model_drafted, model_accepted] = record_round(proposal, verdict, emitted, cap);
     if (fallback_) break_even_.record_speculative(emitted, seconds);
+    if (cost_length_)
+      draft_length_.record_round(draft_seconds, model_drafted, k, verdict.accepted, k + 1, verify_seconds);
     plan_.after_round(verify_seconds, model_drafted, model_accepted, measure ? v.similarity : at::Tensor(), k + 1);
     return finished;
   }
 
-  // A round's statistics and the exit threshold's update. Returns the draft model's own (drafted,
-  // accepted): the exit governs the model draft only, so rounds of lookup drafts alone carry no evidence.
-  std::pair<int64_t, int64_t> record_round(const Proposal& proposal, const Verdict& verdict, int64_t emitted) {
+  // A round's statistics and the exit threshold's update (`cap`: the most the round could draft). Returns the
+  // draft model's own (drafted, accepted): the exit governs the model draft only, so rounds of lookup drafts
+  // alone carry no evidence.
+  std::pair<int64_t, int64_t> record_round(const Proposal& proposal, const Verdict& verdict, int64_t emitted,
+                                           int64_t cap) {
     const int64_t k = proposal.size(), accepted = verdict.accepted;
     RoundStats& r = st_.rounds;
     for (size_t i = 0; i < verdict.acceptance_probability.size(); ++i) {
@@ -207,7 +217,7 @@ class SpeculativeLoop {
       model_drafted += source == DraftSource::Model;
       model_accepted += kept && source == DraftSource::Model;
     }
-    exit_.update(model_accepted, model_drafted, k == o_.max_draft);
+    exit_.update(model_accepted, model_drafted, k == cap);
     return {model_drafted, model_accepted};
   }
 
@@ -227,6 +237,9 @@ class SpeculativeLoop {
   // draw different tokens from the same seed, so it decides greedy calls only.
   const bool fallback_ = o_.break_even && !o_.do_sample;
   BreakEven break_even_;
+  // The cost-aware draft length follows the clock too: greedy calls only, for the same reason.
+  const bool cost_length_ = o_.cost_draft_length && !o_.do_sample;
+  DraftLength draft_length_{o_.max_draft};
   LookupDrafter lookup_;
   ModelDrafter model_drafter_;
 };

@@ -103,6 +103,10 @@ std::vector<OptionInfo> build_table() {
                                          "aggregate the prefill similarity over all positions or take the last"),
       number_option<int64_t>("max_draft", DOTF_FIELD(max_draft), at_least(1), spec,
                              "K_max: the most tokens drafted per round"),
+      bool_option("cost_draft_length", DOTF_FIELD(cost_draft_length), spec,
+                  "cap each round at the draft length that the measured draft-step and verify-row costs predict "
+                  "fastest, at most max_draft (greedy calls, as break_even: under sampling a length chosen by "
+                  "the clock would make a seeded call unreproducible)"),
       number_option<double>("gamma", DOTF_FIELD(gamma), Range{0, 1, true, true}, spec,
                             "initial draft-exit threshold on the draft's top-1 probability"),
       choice_option<DraftExit>("draft_exit", DOTF_FIELD(draft_exit), spec,

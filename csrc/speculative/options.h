@@ -107,6 +107,9 @@ struct GenerateOptions {
   // ops/attention.h): a draft step whose cost stops growing with the context. 0: every key.
   int64_t draft_window = 0;
   int64_t max_draft = 12;  // K_max
+  // Cap each round at the draft length the measured draft and verify costs predict fastest
+  // (speculative/policies/draft_length.h; greedy calls), at most max_draft.
+  bool cost_draft_length = false;
   DraftExit draft_exit = DraftExit::Probability;
   double gamma = 0.6;   // initial threshold of the probability exit
   double margin = 0.1;  // initial threshold of the margin exit (logits)

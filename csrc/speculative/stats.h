@@ -42,6 +42,7 @@ struct RoundStats {
   int64_t accepted = 0;
   int64_t round_tokens = 0;          // tokens emitted by rounds (accepted drafts + one each)
   int64_t plain_steps = 0;           // steps decoded without drafting (fallback, end of output)
+  int64_t draft_cap_sum = 0;         // the rounds' caps on their draft length (max_draft, or cost_draft_length's)
   std::vector<int64_t> drafted_at;   // [max_draft]: rounds that drafted a token at position i
   std::vector<int64_t> accepted_at;  // [max_draft]: rounds that accepted the draft at position i
   // Sampling: min(1, p / q) summed over the rounds whose acceptance test reached position i, and their count.
@@ -50,6 +51,7 @@ struct RoundStats {
 
   double acceptance_rate() const { return drafted ? static_cast<double>(accepted) / drafted : 0.0; }
   double mean_accepted_length() const { return rounds ? static_cast<double>(round_tokens) / rounds : 0.0; }
+  double mean_draft_cap() const { return rounds ? static_cast<double>(draft_cap_sum) / rounds : 0.0; }
 };
 
 // One drafter's proposals and how many the verify pass accepted.

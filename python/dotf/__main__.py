@@ -90,12 +90,17 @@ def _read_prompt(args: argparse.Namespace) -> str:
     return sys.stdin.read()
 
 
-def _prefill_progress(m, prompt, file=sys.stderr):
-    """generate()'s on_prefill for a prompt of PROGRESS_PROMPT_TOKENS tokens or more: a progress bar over the
-    model's layers on stderr. None for shorter prompts."""
+def _prompt_ids(m, prompt) -> list[int]:
+    """The prompt's token ids, as generate() would encode them: encoded once here, so that the progress bar
+    can count them and generate() is given the ids themselves."""
     from .text import encode_prompt  # noqa: PLC0415
 
-    tokens = len(encode_prompt(m.tokenizer, prompt))
+    return encode_prompt(m.tokenizer, prompt)
+
+
+def _prefill_progress(tokens: int, file=sys.stderr):
+    """generate()'s on_prefill for a prompt of PROGRESS_PROMPT_TOKENS tokens or more: a progress bar over the
+    model's layers on stderr. None for shorter prompts."""
     if tokens < PROGRESS_PROMPT_TOKENS:
         return None
     start = time.perf_counter()
@@ -111,8 +116,9 @@ def _generate(args: argparse.Namespace) -> int:
     m = _load(args)
     text = _read_prompt(args)
     prompt = [{"role": "user", "content": text}] if args.chat and getattr(m.tokenizer, "chat_template", None) else text
+    prompt = _prompt_ids(m, prompt)
     kwargs = _generate_kwargs(args)
-    kwargs["on_prefill"] = _prefill_progress(m, prompt)
+    kwargs["on_prefill"] = _prefill_progress(len(prompt))
     if args.stream:
         stream = m.stream(prompt, **kwargs)
         for piece in stream:
@@ -149,7 +155,8 @@ def _chat(args: argparse.Namespace) -> int:
         if not line.strip():
             continue
         messages.append({"role": "user", "content": line})
-        stream = m.stream(messages, **kwargs, on_prefill=_prefill_progress(m, messages))
+        ids = _prompt_ids(m, messages)
+        stream = m.stream(ids, **kwargs, on_prefill=_prefill_progress(len(ids)))
         try:
             for piece in stream:
                 print(piece, end="", flush=True)

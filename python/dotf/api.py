@@ -9,7 +9,7 @@ import torch
 
 from . import _C
 from .loading import load_checkpoint
-from .options import DEFAULT_STRATEGY, STRATEGIES, defaults
+from .options import DEFAULT_STRATEGY
 from .text import StopStrings, TextDecoder, TextStream, encode_prompt, is_messages
 
 def build_info() -> dict:
@@ -26,18 +26,6 @@ class GenerateResult:
     tokens: list[int]
     stats: dict = field(default_factory=dict)
     text: str | None = None
-
-
-def _available_memory_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo (Linux), else None."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def _as_int(value: Any, name: str) -> int:
@@ -258,8 +246,6 @@ class Model:
         # A strategy that is not a str gets the same ValueError as an unknown name, from the name table.
         name = strategy if isinstance(strategy, str) else repr(strategy)
         callback = chunk_callback if (on_tokens is not None or decoder is not None) else None
-        if cache is None:
-            self._check_cache_memory(ids.numel(), name, options)
         tokens, stats = self._impl.generate(ids, name, self._eos(eos_token_id), callback, options, plans[0],
                                             plans[1], cache, _sampling_seed(seed, generator, options, self.device),
                                             on_prefill)
@@ -298,26 +284,6 @@ class Model:
         if draft_kv not in ("same", "int8"):
             raise ValueError(f"draft_kv must be 'same' or 'int8', got {draft_kv!r}")
         return self._impl.cache_bytes(positions, draft_kv == "int8")
-
-    def _check_cache_memory(self, prompt_tokens: int, strategy: str, options: dict) -> None:
-        """A MemoryError naming the sizes, before a KV cache larger than the free memory is allocated (a CPU
-        allocation that large would fail late or push the machine into swap)."""
-        if self.device.type != "cpu" or strategy not in STRATEGIES:
-            return  # CUDA raises torch.OutOfMemoryError itself; a bad strategy gets its own error
-        preset = defaults(strategy, "cpu")
-        new = options.get("max_new_tokens", preset["max_new_tokens"])
-        kv = "same" if strategy == "ar" else options.get("draft_kv", preset["draft_kv"])  # "ar" has no draft
-        if not isinstance(new, numbers.Integral) or isinstance(new, bool) or new < 1 or kv not in ("same", "int8"):
-            return  # the option checks name these
-        positions = prompt_tokens + int(new)
-        if positions > self.max_seq_len:
-            return  # the max_seq_len check names it, with the cache size
-        need, free = self.kv_cache_bytes(positions, kv), _available_memory_bytes()
-        if free is not None and need > free:
-            raise MemoryError(f"the KV cache for prompt ({prompt_tokens} tokens) + max_new_tokens ({new}) takes "
-                              f"{need / 2**20:.0f} MiB ({self.kv_cache_bytes(1, kv)} bytes per position"
-                              f"{', with the int8 mirror' if kv == 'int8' else ''}), more than the "
-                              f"{free / 2**20:.0f} MiB of memory available: shorten the prompt or lower max_new_tokens")
 
     @property
     def draft_bytes(self) -> int:

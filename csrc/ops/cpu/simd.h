@@ -29,6 +29,16 @@ DOTF_AVX2 inline __m256 load8(const c10::Half* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
+// Makes the compiler hold each vector in a register (an empty asm that "changes" them): a value used by
+// several FMAs is then loaded once instead of being folded into each as a memory operand, which costs
+// a load per use and makes a kernel load-bound.
+DOTF_AVX2 inline void keep_in_register(__m256& v) { asm("" : "+x"(v)); }
+template <typename... V>
+DOTF_AVX2 inline void keep_in_register(__m256& v, V&... rest) {
+  keep_in_register(v);
+  keep_in_register(rest...);
+}
+
 // The largest of x[0, n) (-inf when n == 0); exact in any order. A NaN element is skipped, as
 // std::max(best, NaN) skips it (max_ps returns its second operand when either is NaN).
 DOTF_AVX2 inline float max_of(const float* x, int64_t n) {

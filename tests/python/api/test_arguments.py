@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+import dotf
+
 from conftest import PROMPT, assert_usable
 
 
@@ -73,17 +75,25 @@ def test_kv_cache_bytes_is_what_a_cache_allocates(model):
         model.kv_cache_bytes(-1)
 
 
-def test_a_cache_larger_than_free_memory_is_refused_up_front(model, reference, monkeypatch):
-    import dotf.api
+def test_a_cache_larger_than_free_memory_is_refused_up_front(model, reference):
+    testing = dotf._C.testing
+    assert testing.available_memory_bytes() > 0  # MemAvailable of this (Linux) machine
     need = model.kv_cache_bytes(20 + 30)
-    monkeypatch.setattr(dotf.api, "_available_memory_bytes", lambda: need - 1)
     seen = []
-    with pytest.raises(MemoryError, match=r"prompt \(20 tokens\) \+ max_new_tokens \(30\) takes .* MiB of memory available"):
-        model.generate(PROMPT, max_new_tokens=30, strategy="ar", on_tokens=seen.append)
-    assert seen == []
-    monkeypatch.setattr(dotf.api, "_available_memory_bytes", lambda: need)
-    assert len(model.generate(PROMPT, max_new_tokens=30, strategy="ar").tokens) == 30
-    monkeypatch.undo()
+    try:
+        testing.set_available_memory_bytes(need - 1)
+        with pytest.raises(MemoryError, match=r"prompt \(20 tokens\) \+ max_new_tokens \(30\) takes .* MiB of memory available"):
+            model.generate(PROMPT, max_new_tokens=30, strategy="ar", on_tokens=seen.append)
+        assert seen == []
+        # The int8 mirror counts where the call adds one, and only there ("ar" never drafts).
+        testing.set_available_memory_bytes(need)
+        assert len(model.generate(PROMPT, max_new_tokens=30, strategy="ar", draft_kv="int8").tokens) == 30
+        with pytest.raises(MemoryError, match="with the int8 mirror"):
+            model.generate(PROMPT, max_new_tokens=30, strategy="dotf", draft_kv="int8")
+        # A cache the caller allocated is already there: nothing new to check.
+        assert len(model.generate(PROMPT, max_new_tokens=10, strategy="ar", cache=model.new_cache(40)).tokens) == 10
+    finally:
+        testing.set_available_memory_bytes(-1)
     assert_usable(model, reference)
 
 

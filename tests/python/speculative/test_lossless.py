@@ -48,6 +48,7 @@ DOTF_VARIANTS = [
     {"lookup": False, "break_even": False},
     {"draft": "same", "threshold": 1.0, "lookup": True},  # nothing skipped, same weights: lookup drafts only
     {"draft_exit": "margin", "margin": 0.2},  # dotf's margin exit on the int8 draft
+    {"cost_draft_length": True, "break_even": False},  # rounds capped by the measured costs
 ]
 
 

@@ -147,6 +147,7 @@ def spec_options(draw, num_layers: int):
         lookup_min_ngram=min_ngram,
         lookup_max_ngram=draw(st.integers(min_ngram, 4)),
         break_even=draw(st.booleans()),
+        cost_draft_length=draw(st.booleans()),
         reselect_every=draw(st.sampled_from([0, 0, 1, 2, 5])),
         adaptive_gamma=adaptive_gamma,
         carry_gamma=adaptive_gamma and draw(st.booleans()),  # a fixed gamma cannot be carried
