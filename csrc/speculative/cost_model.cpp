@@ -25,11 +25,14 @@ double acceptance_factor(const LayerPlan& plan, const std::vector<double>& attn_
   return std::exp(-sensitivity * loss);
 }
 
+double expected_round_tokens(double a, int64_t k) {
+  return a >= 1.0 ? static_cast<double>(k + 1) : (1.0 - std::pow(a, k + 1)) / (1.0 - a);
+}
+
 double predicted_rate(double a, double draft_seconds, double verify_seconds, int64_t max_draft) {
   double best = 0;
   for (int64_t k = 1; k <= max_draft; ++k) {
-    const double tokens = a >= 1.0 ? static_cast<double>(k + 1) : (1.0 - std::pow(a, k + 1)) / (1.0 - a);
-    best = std::max(best, tokens / (static_cast<double>(k) * draft_seconds + verify_seconds));
+    best = std::max(best, expected_round_tokens(a, k) / (static_cast<double>(k) * draft_seconds + verify_seconds));
   }
   return best;
 }

@@ -49,6 +49,10 @@ struct CostAwareChoice {
 double acceptance_factor(const LayerPlan& plan, const std::vector<double>& attention_similarity,
                          const std::vector<double>& mlp_similarity, double sensitivity);
 
+// E(a, k): the tokens a round of k drafts emits on average when each draft is accepted with probability a
+// (k + 1 when a >= 1).
+double expected_round_tokens(double acceptance, int64_t k);
+
 // Predicted tokens per second of a draft with acceptance a and step cost c (see above).
 double predicted_rate(double acceptance, double draft_seconds, double verify_seconds, int64_t max_draft);
 

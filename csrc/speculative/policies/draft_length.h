@@ -12,6 +12,8 @@
 // passes), and the acceptance of drafted tokens. Until the line is identified (rounds of different lengths)
 // the cap is max_draft, and whenever recent rounds stop spreading their lengths it grows a step per round. The cap follows the clock, so the loop uses it for greedy calls only, where the
 // tokens cannot depend on it (as for the break-even fallback).
+#include "speculative/cost_model.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -56,8 +58,8 @@ class DraftLength {
 
   // Tokens per second of rounds capped at k: E(a, k) / (k * draft + first_row + k * per_row).
   static double predicted_rate(double acceptance, int64_t k, double draft, double first_row, double per_row) {
-    const double a = std::clamp(acceptance, 0.0, 0.999);
-    const double tokens = (1.0 - std::pow(a, static_cast<double>(k + 1))) / (1.0 - a);
+    // Clamped below 1: a measured acceptance of 1 is a short sample, not a promise that every draft lands.
+    const double tokens = expected_round_tokens(std::clamp(acceptance, 0.0, 0.999), k);
     return tokens / (static_cast<double>(k) * (draft + per_row) + first_row);
   }
 
