@@ -115,7 +115,7 @@ if [[ $CPP == 1 ]]; then
     --benchmark_out="$OUT/dotf_bench.json" --benchmark_out_format=json
 fi
 step pytest_ops "$OUT/pytest_ops.log" "$PY" -m pytest tests/python/ops/test_cuda_ops.py tests/python/ops/test_cuda_sample.py \
-  tests/python/ops/test_quant_linear.py \
+  tests/python/ops/test_quant_linear.py tests/python/ops/test_attention_int8_cuda.py \
   tests/python/api/test_build_info.py "${PYTEST_ARGS[@]}"
 if [[ $CPP == 1 ]]; then
   step cpp_tests "$OUT/pytest_ops.log" "$(cat "$ROOT/build/LAST")/dotf_tests"

@@ -53,11 +53,9 @@ int64_t KVCache::nbytes() const {
 void KVCache::add_int8_mirror() {
   DOTF_CHECK_ARG(defined(), "KVCache.add_int8_mirror: the cache has no buffers");
   if (has_int8_mirror()) return;
-  DOTF_CHECK_ARG(keys_.device().is_cpu(), "the int8 KV mirror (draft_kv='int8') is CPU only; the cache is on ",
-                 keys_.device());
   const int64_t KVH = keys_.size(3), D = keys_.size(4);
-  auto int8 = at::TensorOptions().dtype(at::kChar);
-  auto fp32 = at::TensorOptions().dtype(at::kFloat);
+  auto int8 = at::TensorOptions().dtype(at::kChar).device(keys_.device());
+  auto fp32 = at::TensorOptions().dtype(at::kFloat).device(keys_.device());
   int8_keys_ = at::empty({num_layers_, KVH, capacity_, D}, int8);
   int8_values_ = at::empty({num_layers_, KVH, capacity_, D}, int8);
   key_scales_ = at::empty({num_layers_, KVH, capacity_}, fp32);
@@ -75,10 +73,10 @@ at::Tensor KVCache::int8_values(int64_t layer) const { return mirror_layer(int8_
 at::Tensor KVCache::key_scales(int64_t layer) const { return mirror_layer(key_scales_, layer); }
 at::Tensor KVCache::value_scales(int64_t layer) const { return mirror_layer(value_scales_, layer); }
 
-void KVCache::write_int8_mirror(int64_t layer, int64_t start, int64_t count) {
+void KVCache::write_int8_mirror(int64_t layer, int64_t start, int64_t count, const at::Tensor& device_start) {
   if (!has_int8_mirror() || count == 0) return;
   at::Tensor kq = int8_keys(layer), vq = int8_values(layer), ks = key_scales(layer), vs = value_scales(layer);
-  quantize_kv_rows(keys(layer), values(layer), start, count, kq, vq, ks, vs);
+  quantize_kv_rows(keys(layer), values(layer), start, count, kq, vq, ks, vs, device_start);
 }
 
 int64_t KVCache::int8_mirror_nbytes() const {

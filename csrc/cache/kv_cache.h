@@ -44,7 +44,8 @@ class KVCache {
   static int64_t bytes_per_position(int64_t num_layers, int64_t num_kv_heads, int64_t head_dim, at::ScalarType dtype,
                                     bool int8_mirror);
 
-  // Allocates the int8 mirror (CPU only) and quantizes rows [0, length) into it; nothing if it exists.
+  // Allocates the int8 mirror on the cache's device and quantizes rows [0, length) into it; nothing if
+  // it exists.
   void add_int8_mirror();
   bool has_int8_mirror() const { return int8_keys_.defined(); }
   // This layer's mirror: int8 values [KVH, capacity, D] (a head's rows contiguous, as the draft streams
@@ -54,7 +55,8 @@ class KVCache {
   at::Tensor key_scales(int64_t layer) const;
   at::Tensor value_scales(int64_t layer) const;
   // Quantizes rows [start, start + count) of this layer's exact buffers into the mirror (when it exists).
-  void write_int8_mirror(int64_t layer, int64_t start, int64_t count);
+  // device_start: as for the ops (a CUDA graph replay's real start; start is then its bound).
+  void write_int8_mirror(int64_t layer, int64_t start, int64_t count, const at::Tensor& device_start = at::Tensor());
   // Memory of the mirror, in bytes (0 without one).
   int64_t int8_mirror_nbytes() const;
 

@@ -130,10 +130,11 @@ ForwardOutput Transformer::forward(const at::Tensor& tokens, int64_t start, KVCa
       at::Tensor k_slab = cache.keys(l), v_slab = cache.values(l);
       rope_qkv_to_cache(qkv, rope_cos_, rope_sin_, kernel_start, c.num_heads, c.num_kv_heads, q, k_slab, v_slab,
                         options.device_start);
-      cache.write_int8_mirror(l, start, T);  // no-op without a mirror (always so on CUDA)
+      cache.write_int8_mirror(l, kernel_start, T, options.device_start);  // no-op without a mirror
       delta = lw.o(options.int8_kv ? int8_attention_with_cache(q, cache.int8_keys(l), cache.int8_values(l),
-                                                               cache.key_scales(l), cache.value_scales(l), start,
-                                                               scale, options.attention_window)
+                                                               cache.key_scales(l), cache.value_scales(l),
+                                                               kernel_start, scale, options.attention_window,
+                                                               options.device_start)
                                    : attention_with_cache(q, k_slab, v_slab, kernel_start, scale,
                                                           options.device_start, options.attention_window));
     } else {

@@ -18,7 +18,8 @@ constexpr int64_t kAttentionSinks = 4;
 // k_cache, v_cache: [capacity, KVH, D]; rows [0, start + T) are valid
 // device_start: optional [1] int64 on q's device holding the position of query 0, read by the
 //   kernel (CUDA graph replays); `start` is then the largest value it may hold and sizes the launch.
-// window: see kAttentionSinks (CPU only: CUDA refuses a window > 0)
+// window: see kAttentionSinks (CPU only here: CUDA refuses a window > 0; the int8 mirror's CUDA kernel,
+//   ops/attention_int8.h, takes one)
 // returns: [T, H * D]
 at::Tensor attention_with_cache(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                                 int64_t start, double scale, const at::Tensor& device_start = {},

@@ -3,6 +3,7 @@
 #include "core/check.h"
 #include "ops/attention.h"
 #include "ops/cpu/attention_avx2.h"
+#include "ops/cuda/entries.h"
 #include "ops/dtype_dispatch.h"
 
 #include <ATen/Parallel.h>
@@ -48,13 +49,15 @@ void check_mirror(const at::Tensor& k_q, const at::Tensor& v_q, const at::Tensor
              "k_scale, v_scale must be [KVH, capacity] float32");
   DOTF_CHECK(k_q.is_contiguous() && v_q.is_contiguous() && k_scale.is_contiguous() && v_scale.is_contiguous(),
              "the int8 mirror must be contiguous");
-  DOTF_CHECK(k_q.device().is_cpu(), "the int8 KV mirror is CPU only");
+  DOTF_CHECK_ARG(v_q.device() == k_q.device() && k_scale.device() == k_q.device() && v_scale.device() == k_q.device(),
+                 "the int8 mirror's tensors must share one device");
 }
 
 }  // namespace
 
 void quantize_kv_rows(const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start, int64_t count,
-                      at::Tensor& k_q, at::Tensor& v_q, at::Tensor& k_scale, at::Tensor& v_scale) {
+                      at::Tensor& k_q, at::Tensor& v_q, at::Tensor& k_scale, at::Tensor& v_scale,
+                      const at::Tensor& device_start) {
   DOTF_CHECK_DIM(k_cache, 3, "k_cache");
   DOTF_CHECK(v_cache.sizes() == k_cache.sizes() && v_cache.strides() == k_cache.strides(), "v_cache must match k_cache");
   check_mirror(k_q, v_q, k_scale, v_scale);
@@ -63,7 +66,13 @@ void quantize_kv_rows(const at::Tensor& k_cache, const at::Tensor& v_cache, int6
              ", capacity=", capacity, ", D=", D, "], got ", k_q.sizes());
   DOTF_CHECK(start >= 0 && count >= 0 && start + count <= capacity, "quantize_kv_rows: rows [", start, ", ",
              start + count, ") exceed the capacity ", capacity);
-  DOTF_CHECK(k_cache.device().is_cpu() && k_cache.stride(2) == 1, "quantize_kv_rows: CPU slabs with contiguous rows");
+  DOTF_CHECK_ARG(k_q.device() == k_cache.device(), "quantize_kv_rows: the mirror is on ", k_q.device(),
+                 ", the cache on ", k_cache.device());
+  if (device_start.defined()) check_device_start(device_start, k_cache, "quantize_kv_rows");
+  if (k_cache.is_cuda()) return quantize_kv_rows_cuda(k_cache, v_cache, start, count, device_start, k_q, v_q, k_scale,
+                                                      v_scale);
+  if (device_start.defined()) start = read_device_start(device_start, start, "quantize_kv_rows");
+  DOTF_CHECK(k_cache.stride(2) == 1, "quantize_kv_rows: slabs with contiguous rows");
   const int64_t row = k_cache.stride(0), head = k_cache.stride(1);
   DOTF_DISPATCH_FLOATING(k_cache.scalar_type(), "quantize_kv_rows", [&] {
     const scalar_t* k = k_cache.const_data_ptr<scalar_t>();
@@ -97,15 +106,20 @@ at::Tensor int8_attention_with_cache_reference(const at::Tensor& q, const at::Te
 
 at::Tensor int8_attention_with_cache(const at::Tensor& q, const at::Tensor& k_q, const at::Tensor& v_q,
                                      const at::Tensor& k_scale, const at::Tensor& v_scale, int64_t start,
-                                     double scale, int64_t window) {
+                                     double scale, int64_t window, const at::Tensor& device_start) {
   DOTF_CHECK_DIM(q, 3, "q");
   DOTF_CHECK_ARG(window >= 0, "attention window must be >= 0, got ", window);
   check_mirror(k_q, v_q, k_scale, v_scale);
-  DOTF_CHECK(q.device().is_cpu(), "int8_attention_with_cache: the int8 KV mirror is CPU only");
+  DOTF_CHECK_ARG(q.device() == k_q.device(), "int8_attention_with_cache: q is on ", q.device(), ", the mirror on ",
+                 k_q.device());
   DOTF_CHECK(q.size(2) == k_q.size(2), "q head_dim ", q.size(2), " != mirror head_dim ", k_q.size(2));
   DOTF_CHECK(q.size(1) % k_q.size(0) == 0, "query heads must be a multiple of KV heads");
   DOTF_CHECK(start >= 0 && start + q.size(0) <= k_q.size(1), "int8 attention: rows [0, ", start + q.size(0),
              ") exceed the mirror capacity ", k_q.size(1));
+  if (device_start.defined()) check_device_start(device_start, q, "int8_attention_with_cache");
+  if (q.is_cuda())
+    return int8_attention_with_cache_cuda(q, k_q, v_q, k_scale, v_scale, start, scale, window, device_start);
+  if (device_start.defined()) start = read_device_start(device_start, start, "int8_attention_with_cache");
   if (q.size(0) <= kFusedAttentionMaxRows && avx2::int8_attention_supports(q))
     return avx2::int8_attention_with_cache(q, k_q, v_q, k_scale, v_scale, start, scale, window);
   return int8_attention_with_cache_reference(q, k_q, v_q, k_scale, v_scale, start, scale, window);

@@ -3,7 +3,8 @@
 // and causal grouped-query attention over them. Symmetric int8 with one float32 scale per (position,
 // KV head): x ~= q * scale, scale = max|x| / 127 over the head's D values. The draft reads a quarter of
 // the exact cache's fp32 bytes per step; the full model never reads the mirror, so the output stays
-// exactly the full model's. CPU only: a CUDA draft reads the exact cache.
+// exactly the full model's. CPU tensors run the AVX2 kernel (or the reference), CUDA tensors the
+// kernels of ops/cuda/attention_int8.cu; the mirror lives on the cache's device.
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
@@ -12,20 +13,24 @@ namespace dotf {
 
 // Quantizes rows [start, start + count) of a layer's exact K and V into its mirror.
 // k_cache, v_cache: [capacity, KVH, D] any float dtype (the exact slabs, rows already written)
-// k_q, v_q: [KVH, capacity, D] int8; k_scale, v_scale: [KVH, capacity] float32 (contiguous, CPU)
-// A row with a non-finite value gets scale NaN (the draft rows that read it turn NaN and propose nothing).
+// k_q, v_q: [KVH, capacity, D] int8; k_scale, v_scale: [KVH, capacity] float32 (contiguous, same device)
+// device_start: [1] int64 or undefined: when given, the real start (CUDA graph replays; start is then
+// its upper bound). A row with a non-finite value gets scale NaN (the draft rows that read it turn NaN
+// and propose nothing).
 void quantize_kv_rows(const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start, int64_t count,
-                      at::Tensor& k_q, at::Tensor& v_q, at::Tensor& k_scale, at::Tensor& v_scale);
+                      at::Tensor& k_q, at::Tensor& v_q, at::Tensor& k_scale, at::Tensor& v_scale,
+                      const at::Tensor& device_start = at::Tensor());
 
 // Attention of T new queries over the mirror, as attention_with_cache over the dequantized rows.
-// q: [T, H, D] rotated queries at positions start..start+T-1 (CPU)
+// q: [T, H, D] rotated queries at positions start..start+T-1 (on the mirror's device)
 // k_q, v_q: [KVH, capacity, D] int8; k_scale, v_scale: [KVH, capacity] float32; rows [0, start + T) valid
 // returns: [T, H * D] in q's dtype. The fused AVX2 kernel (ops/cpu/attention_avx2.h, batch invariant,
 // never reads past a row's position) for T <= kFusedAttentionMaxRows and float32/bfloat16/float16 q;
 // else the reference. window: as for attention_with_cache (ops/attention.h, kAttentionSinks).
+// device_start: as for quantize_kv_rows.
 at::Tensor int8_attention_with_cache(const at::Tensor& q, const at::Tensor& k_q, const at::Tensor& v_q,
                                      const at::Tensor& k_scale, const at::Tensor& v_scale, int64_t start,
-                                     double scale, int64_t window = 0);
+                                     double scale, int64_t window = 0, const at::Tensor& device_start = at::Tensor());
 
 // The reference: rows [0, start + T) dequantized to q's dtype, then attention_with_cache_reference.
 // Same arguments as int8_attention_with_cache.

@@ -27,6 +27,14 @@ at::Tensor attention_with_cache_cuda(const at::Tensor&, const at::Tensor&, const
                                      const at::Tensor&) {
   no_cuda_kernels("attention_with_cache");
 }
+at::Tensor int8_attention_with_cache_cuda(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                          const at::Tensor&, int64_t, double, int64_t, const at::Tensor&) {
+  no_cuda_kernels("int8_attention_with_cache");
+}
+void quantize_kv_rows_cuda(const at::Tensor&, const at::Tensor&, int64_t, int64_t, const at::Tensor&, at::Tensor&,
+                           at::Tensor&, at::Tensor&, at::Tensor&) {
+  no_cuda_kernels("quantize_kv_rows");
+}
 void argmax_top1_cuda(const at::Tensor&, at::Tensor&, at::Tensor&, bool) { no_cuda_kernels("argmax_top1"); }
 void greedy_accept_cuda(const at::Tensor&, const at::Tensor&, at::Tensor&) { no_cuda_kernels("greedy_accept"); }
 void silu_mul_cuda(const at::Tensor&, at::Tensor&) { no_cuda_kernels("silu_mul"); }

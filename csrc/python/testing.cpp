@@ -157,12 +157,19 @@ void register_testing(py::module_& m) {
           py::arg("v_cache"), py::arg("start"), py::arg("scale"), py::arg("window") = 0);
   ops.def("fused_attention_supports", &fused_attention_supports, py::arg("q"), py::arg("k_cache"));
   ops.def("quantize_kv_rows", [](const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start, int64_t count,
-                                 at::Tensor k_q, at::Tensor v_q, at::Tensor k_scale, at::Tensor v_scale) {
-    quantize_kv_rows(k_cache, v_cache, start, count, k_q, v_q, k_scale, v_scale);
+                                 at::Tensor k_q, at::Tensor v_q, at::Tensor k_scale, at::Tensor v_scale,
+                                 const std::optional<at::Tensor>& device_start) {
+    quantize_kv_rows(k_cache, v_cache, start, count, k_q, v_q, k_scale, v_scale, device_start.value_or(at::Tensor()));
   }, py::arg("k_cache"), py::arg("v_cache"), py::arg("start"), py::arg("count"), py::arg("k_q"), py::arg("v_q"),
-     py::arg("k_scale"), py::arg("v_scale"), "quantizes cache rows [start, start + count) into the int8 mirror");
-  ops.def("int8_attention_with_cache", &int8_attention_with_cache, py::arg("q"), py::arg("k_q"), py::arg("v_q"),
-          py::arg("k_scale"), py::arg("v_scale"), py::arg("start"), py::arg("scale"), py::arg("window") = 0);
+     py::arg("k_scale"), py::arg("v_scale"), py::arg("device_start") = py::none(),
+     "quantizes cache rows [start, start + count) into the int8 mirror");
+  ops.def("int8_attention_with_cache", [](const at::Tensor& q, const at::Tensor& k_q, const at::Tensor& v_q,
+                                          const at::Tensor& k_scale, const at::Tensor& v_scale, int64_t start,
+                                          double scale, int64_t window, const std::optional<at::Tensor>& device_start) {
+    return int8_attention_with_cache(q, k_q, v_q, k_scale, v_scale, start, scale, window,
+                                     device_start.value_or(at::Tensor()));
+  }, py::arg("q"), py::arg("k_q"), py::arg("v_q"), py::arg("k_scale"), py::arg("v_scale"), py::arg("start"),
+     py::arg("scale"), py::arg("window") = 0, py::arg("device_start") = py::none());
   ops.def("int8_attention_with_cache_reference", &int8_attention_with_cache_reference, py::arg("q"), py::arg("k_q"),
           py::arg("v_q"), py::arg("k_scale"), py::arg("v_scale"), py::arg("start"), py::arg("scale"),
           py::arg("window") = 0);

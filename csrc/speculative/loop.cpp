@@ -264,14 +264,12 @@ DecodeResult decode_speculative(const Transformer& model, const at::Tensor& prom
   st.rounds.acceptance_tests_at.assign(request.options.max_draft, 0);
   st.exit = ExitStats{request.options.draft_exit, exit.gamma, exit.gamma};
   exit.m = 0.0;  // Draft & Verify restarts the acceptance average each call; gamma itself may carry over
-  if (request.options.draft_kv == DraftKV::Int8) {
-    DOTF_CHECK_ARG(model.device().is_cpu(), "draft_kv='int8' is available on CPU only; use draft_kv='same' on ",
-                   model.device());
+  if (request.options.draft_kv == DraftKV::Int8)
     cache.add_int8_mirror();  // the prefill below writes it; rows a given cache already holds are quantized now
-  }
-  DOTF_CHECK_ARG(request.options.draft_window == 0 || model.device().is_cpu(),
-                 "draft_window is available on CPU only (the CUDA attention kernel attends every key); use "
-                 "draft_window=0 on ", model.device());
+  DOTF_CHECK_ARG(request.options.draft_window == 0 || model.device().is_cpu() ||
+                     request.options.draft_kv == DraftKV::Int8,
+                 "draft_window on ", model.device(), " needs draft_kv='int8' (the CUDA kernel of the exact cache "
+                 "attends every key; the int8 mirror's takes the window)");
   SpeculativeLoop(model, prompt, cache, request, draft_weights, exit, result, graphs, lm_head_screen).run(prompt);
   st.exit.final = exit.gamma;
   st.new_tokens = static_cast<int64_t>(result.tokens.size());

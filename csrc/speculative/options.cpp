@@ -122,11 +122,12 @@ std::vector<OptionInfo> build_table() {
       choice_option<DraftWeights>("draft", DOTF_FIELD(draft), spec,
                                   "draft weights: the model's own or an int8 copy derived at first use (CPU)"),
       choice_option<DraftKV>("draft_kv", DOTF_FIELD(draft_kv), spec,
-                             "KV rows the draft's attention reads: the exact cache or an int8 mirror of it (CPU; "
-                             "about a quarter of the fp32 bytes, kept beside the cache)"),
+                             "KV rows the draft's attention reads: the exact cache or an int8 mirror of it (about a "
+                             "quarter of the fp32 bytes, kept beside the cache)"),
       number_option<int64_t>("draft_window", DOTF_FIELD(draft_window), at_least(0), spec,
-                             "the draft's attention sees the first 4 keys and its last N keys (CPU; 0: every key): "
-                             "a draft step that stops growing with the context; the full model sees every key"),
+                             "the draft's attention sees the first 4 keys and its last N keys (0: every key; on CUDA "
+                             "with draft_kv='int8'): a draft step that stops growing with the context; the full "
+                             "model sees every key"),
       bool_option("lookup", DOTF_FIELD(lookup), spec, "n-gram lookup drafts from the prompt and the output"),
       bool_option("lookup_every_step", DOTF_FIELD(lookup_every_step), spec,
                   "look up again after every model draft token, not only at the start of a round"),

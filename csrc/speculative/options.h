@@ -103,8 +103,9 @@ struct GenerateOptions {
   // The model draft and its exit.
   DraftWeights draft = DraftWeights::Same;
   DraftKV draft_kv = DraftKV::Same;
-  // The draft's attention sees the first kAttentionSinks keys and its last draft_window keys (CPU;
-  // ops/attention.h): a draft step whose cost stops growing with the context. 0: every key.
+  // The draft's attention sees the first kAttentionSinks keys and its last draft_window keys
+  // (ops/attention.h; on CUDA with draft_kv = Int8): a draft step whose cost stops growing with the
+  // context. 0: every key.
   int64_t draft_window = 0;
   int64_t max_draft = 12;  // K_max
   // Cap each round at the draft length the measured draft and verify costs predict fastest

@@ -29,6 +29,13 @@ namespace {
 // from DRAM once per call: for more rows than one block holds, the row blocks reuse each 64-step chunk
 // (16 KB fp32) from L1. Bias is the tile's initial value.
 //
+// Prefetch. The first row block of a panel also prefetches the next panel into L2, one line per
+// segment and k step. Without it the DRAM stream paused whenever the FMAs were the bottleneck (a
+// 9-row call cost the 1-row call's time plus its arithmetic at peak, nothing overlapped); with it,
+// minimum of 3 interleaved runs here, SmolLM2's LM head took 9.4 -> 5.9 ms at M = 9 and
+// 5.5 -> 4.3 ms at M = 1 (fp32), 4.0 -> 2.1 ms at M = 1 (bf16) (bench/results/linear-prefetch). Into
+// L1 (T0) it gained little or lost: a panel (36 KB at K = 576) does not fit beside the chunk in use.
+//
 // Batch invariant: every output is summed in the same order (bias, then per chunk k = 0.., segments
 // 0..3 in turn) whatever M, the row block a row lands in, or the thread count, so a row of a verify
 // batch (M = k+1) is bitwise the row a decode step (M = 1) computes. (A second accumulator set for
@@ -43,6 +50,7 @@ constexpr int64_t kFloatRowBlock7 = 7;
 #ifdef DOTF_HAVE_AVX2_KERNEL
 using simd::load8;
 
+
 // acc = x * (8 fp32 at w) + acc with w as the FMA's memory operand: no register holds it, which is
 // what lets 7 rows x 16 columns of accumulators (14) plus w0 and a broadcast fit AVX2's 16 registers.
 // The same fused multiply-add as _mm256_fmadd_ps, so the sums are bitwise those of the 6-row kernel.
@@ -51,10 +59,11 @@ DOTF_AVX2 inline void fmadd_from_memory(__m256 x, const float* w, __m256& acc) {
 }
 
 // c[MB][16] (row stride ldc) += sum over the 4 segments s and k < kc of
-//   x[s * xseg + k * ldx + i] * p[(s * q + k) * 16 + j].
-template <typename WT, int MB>
+//   x[s * xseg + k * ldx + i] * p[(s * q + k) * 16 + j];
+// with Prefetch, also prefetches p + ahead along each segment into L2.
+template <typename WT, int MB, bool Prefetch>
 DOTF_AVX2 inline void avx2_micro(const WT* __restrict p, int64_t q, int64_t kc, const float* __restrict x, int64_t ldx,
-                                 int64_t xseg, float* __restrict c, int64_t ldc) {
+                                 int64_t xseg, float* __restrict c, int64_t ldc, int64_t ahead) {
   // Named registers, not arrays: GCC keeps arrays of __m256 in registers but also stores them to the
   // stack on every iteration.
   __m256 a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51, a60, a61;
@@ -77,6 +86,7 @@ DOTF_AVX2 inline void avx2_micro(const WT* __restrict p, int64_t q, int64_t kc, 
     const __m256 w0 = load8(ws);                                                 \
     [[maybe_unused]] const __m256 w1 = MB == 7 ? w0 : load8(ws + 8);             \
     DOTF_FMA(0) DOTF_FMA(1) DOTF_FMA(2) DOTF_FMA(3) DOTF_FMA(4) DOTF_FMA(5) DOTF_FMA(6) \
+    if constexpr (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(ws + ahead), _MM_HINT_T1); \
   }
 #define DOTF_STOREC(i)                                                           \
   if constexpr (MB > i) {                                                        \
@@ -94,19 +104,19 @@ DOTF_AVX2 inline void avx2_micro(const WT* __restrict p, int64_t q, int64_t kc, 
 #undef DOTF_STOREC
 }
 
-template <typename WT>
+template <typename WT, bool Prefetch>
 DOTF_AVX2 void avx2_micro_rows(int64_t mb, const WT* p, int64_t q, int64_t kc, const float* x, int64_t ldx, int64_t xseg,
-                               float* c, int64_t ldc) {
+                               float* c, int64_t ldc, int64_t ahead) {
   if constexpr (std::is_same_v<WT, float>) {
-    if (mb == kFloatRowBlock7) return avx2_micro<WT, kFloatRowBlock7>(p, q, kc, x, ldx, xseg, c, ldc);
+    if (mb == kFloatRowBlock7) return avx2_micro<WT, kFloatRowBlock7, Prefetch>(p, q, kc, x, ldx, xseg, c, ldc, ahead);
   }
   switch (mb) {
-    case 6: return avx2_micro<WT, 6>(p, q, kc, x, ldx, xseg, c, ldc);
-    case 5: return avx2_micro<WT, 5>(p, q, kc, x, ldx, xseg, c, ldc);
-    case 4: return avx2_micro<WT, 4>(p, q, kc, x, ldx, xseg, c, ldc);
-    case 3: return avx2_micro<WT, 3>(p, q, kc, x, ldx, xseg, c, ldc);
-    case 2: return avx2_micro<WT, 2>(p, q, kc, x, ldx, xseg, c, ldc);
-    default: return avx2_micro<WT, 1>(p, q, kc, x, ldx, xseg, c, ldc);
+    case 6: return avx2_micro<WT, 6, Prefetch>(p, q, kc, x, ldx, xseg, c, ldc, ahead);
+    case 5: return avx2_micro<WT, 5, Prefetch>(p, q, kc, x, ldx, xseg, c, ldc, ahead);
+    case 4: return avx2_micro<WT, 4, Prefetch>(p, q, kc, x, ldx, xseg, c, ldc, ahead);
+    case 3: return avx2_micro<WT, 3, Prefetch>(p, q, kc, x, ldx, xseg, c, ldc, ahead);
+    case 2: return avx2_micro<WT, 2, Prefetch>(p, q, kc, x, ldx, xseg, c, ldc, ahead);
+    default: return avx2_micro<WT, 1, Prefetch>(p, q, kc, x, ldx, xseg, c, ldc, ahead);
   }
 }
 
@@ -117,6 +127,7 @@ DOTF_AVX2 void avx2_linear_panels(const float* xs, int64_t M, int64_t q, int64_t
                                   const float* bias, float* y, int64_t p_begin, int64_t p_end) {
   alignas(32) float tail[kAvx2MaxM * kPanel];
   const int64_t block = std::is_same_v<WT, float> && M == kFloatRowBlock7 ? kFloatRowBlock7 : kRowBlock;
+  const int64_t panel_elements = kSegments * q * kPanel;
   for (int64_t pi = p_begin; pi < p_end; ++pi) {
     const int64_t n0 = pi * kPanel, cols = std::min(kPanel, N - n0);
     const bool full = cols == kPanel;
@@ -125,12 +136,14 @@ DOTF_AVX2 void avx2_linear_panels(const float* xs, int64_t M, int64_t q, int64_t
     for (int64_t m = 0; m < M; ++m) {
       for (int64_t j = 0; j < kPanel; ++j) c[m * ldc + j] = (bias && j < cols) ? bias[n0 + j] : 0.0f;
     }
-    const WT* panel = packed + pi * kSegments * q * kPanel;
+    const WT* panel = packed + pi * panel_elements;
     for (int64_t k0 = 0; k0 < q; k0 += kChunk) {
       const int64_t kc = std::min(kChunk, q - k0);
       for (int64_t m0 = 0; m0 < M; m0 += block) {
-        avx2_micro_rows<WT>(std::min(block, M - m0), panel + k0 * kPanel, q, kc, xs + k0 * M + m0, M, xseg,
-                            c + m0 * ldc, ldc);
+        const bool prefetch = m0 == 0 && pi + 1 < p_end;
+        (prefetch ? avx2_micro_rows<WT, true> : avx2_micro_rows<WT, false>)(
+            std::min(block, M - m0), panel + k0 * kPanel, q, kc, xs + k0 * M + m0, M, xseg, c + m0 * ldc, ldc,
+            panel_elements);
       }
     }
     if (!full) {

@@ -67,7 +67,7 @@ DOTF_AVX2 inline void int8_micro(const int8_t* __restrict p, int64_t q2, int64_t
     const __m256i w1 = _mm256_srai_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ps)), 8); \
     const int32_t* xk = x + (s) * xseg + k * ldx;                                \
     DOTF_MADD(0) DOTF_MADD(1) DOTF_MADD(2) DOTF_MADD(3) DOTF_MADD(4) DOTF_MADD(5) \
-    if constexpr (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(p + ((s) * q2 + k) * 2 * kPanel + ahead), _MM_HINT_T0); \
+    if constexpr (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(p + ((s) * q2 + k) * 2 * kPanel + ahead), _MM_HINT_T1); \
   }
   for (int64_t k = 0; k < kc; ++k) {
     DOTF_STEP(0) DOTF_STEP(1) DOTF_STEP(2) DOTF_STEP(3)
@@ -83,9 +83,11 @@ DOTF_AVX2 inline void int8_micro(const int8_t* __restrict p, int64_t q2, int64_t
 #undef DOTF_FLUSH
 }
 
-// The first row block of a panel also prefetches the next panel (ahead bytes further): the four
-// streams of a panel are short for int8 (K/4 bytes per column), too short for the hardware
+// The first row block of a panel also prefetches the next panel (ahead bytes further) into L2: the
+// four streams of a panel are short for int8 (K/4 bytes per column), too short for the hardware
 // prefetcher to ramp up on (SmolLM2's layers ran 1.3-1.9x faster with it, one run on a shared VM).
+// Into L2, not L1: at M = 1 SmolLM2's LM head took 2.07 ms with T0 and 0.99 ms with T1, its MLP
+// up-projection 138 and 71 us (bench/results/linear-prefetch).
 template <bool Prefetch>
 DOTF_AVX2 void int8_micro_rows(int64_t mb, const int8_t* p, int64_t q2, int64_t kc, const int32_t* x, int64_t ldx,
                                int64_t xseg, float* c, int64_t ldc, int64_t ahead) {

@@ -83,18 +83,24 @@ void launch_attention(const T* q, const T* k, const T* v, T* out, float* part_o,
   } else {
     launch_attention_split<T, 128, false>(q, k, v, out, part_o, part_lse, a, q_tiles, stream);
   }
-  if (a.splits > 1) {
-    const int64_t rows = static_cast<int64_t>(a.tokens) * a.heads;
-    const int threads = static_cast<int>(std::min<int64_t>(128, ceil_div(D, 32) * 32));
-    attention_combine_kernel<T><<<static_cast<unsigned>(rows), threads, 0, stream>>>(part_o, part_lse, out, rows,
-                                                                                      a.head_dim, a.splits);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
+  if (a.splits > 1)
+    launch_attention_combine(part_o, part_lse, out, static_cast<int64_t>(a.tokens) * a.heads, a.head_dim, a.splits,
+                             stream);
+}
+
+template <typename T>
+void launch_attention_combine(const float* part_o, const float* part_lse, T* out, int64_t rows, int D, int splits,
+                              cudaStream_t stream) {
+  const int threads = static_cast<int>(std::min<int64_t>(128, ceil_div(D, 32) * 32));
+  attention_combine_kernel<T><<<static_cast<unsigned>(rows), threads, 0, stream>>>(part_o, part_lse, out, rows, D,
+                                                                                    splits);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 #define DOTF_INSTANTIATE(T)                                                                        \
   template void launch_attention<T>(const T*, const T*, const T*, T*, float*, float*, const AttentionArgs&, \
-                                    size_t, cudaStream_t);
+                                    size_t, cudaStream_t);                                         \
+  template void launch_attention_combine<T>(const float*, const float*, T*, int64_t, int, int, cudaStream_t);
 DOTF_FOR_CUDA_FLOAT_TYPES(DOTF_INSTANTIATE)
 #undef DOTF_INSTANTIATE
 

@@ -33,6 +33,19 @@ void rope_qkv_to_cache_cuda(const at::Tensor& qkv, const at::Tensor& rope_cos, c
 at::Tensor attention_with_cache_cuda(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                                      int64_t start, double scale, const at::Tensor& device_start);
 
+// q: [T, H, D]; k_q, v_q: [KVH, capacity, D] int8; k_scale, v_scale: [KVH, capacity] float32 (all
+// contiguous); device_start: [1] int64 or undefined -> [T, H * D]. As int8_attention_with_cache
+// (ops/attention_int8.h), window included.
+at::Tensor int8_attention_with_cache_cuda(const at::Tensor& q, const at::Tensor& k_q, const at::Tensor& v_q,
+                                          const at::Tensor& k_scale, const at::Tensor& v_scale, int64_t start,
+                                          double scale, int64_t window, const at::Tensor& device_start);
+
+// k_cache, v_cache: [capacity, KVH, D] contiguous; the mirror as above. Rows [start, start + count), start
+// read from device_start when defined. As quantize_kv_rows (ops/attention_int8.h).
+void quantize_kv_rows_cuda(const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start, int64_t count,
+                           const at::Tensor& device_start, at::Tensor& k_q, at::Tensor& v_q, at::Tensor& k_scale,
+                           at::Tensor& v_scale);
+
 // logits: contiguous [T, V], V > 0; ids: [T] int64 and probs: [T] float32 outputs. As argmax_top1
 // (ops/sampling.h).
 void argmax_top1_cuda(const at::Tensor& logits, at::Tensor& ids, at::Tensor& probs, bool with_prob);

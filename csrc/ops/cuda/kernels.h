@@ -45,6 +45,38 @@ template <typename T>
 void launch_attention(const T* q, const T* k, const T* v, T* out, float* part_o, float* part_lse,
                       const AttentionArgs& a, size_t smem_optin, cudaStream_t stream);
 
+// Merges the splits' partial outputs: part_o: [splits, rows, D] float32, part_lse: [splits, rows]
+// float32 (-inf: the split saw no key of the row) -> out: [rows, D].
+template <typename T>
+void launch_attention_combine(const float* part_o, const float* part_lse, T* out, int64_t rows, int D, int splits,
+                              cudaStream_t stream);
+
+// Attention of T queries over the draft's int8 KV mirror (ops/cuda/attention_int8.cu; the CPU
+// kernel and the reference are in ops/attention_int8.h), every key or a window: the first `sinks`
+// keys and the last `window` ones of each query.
+struct Int8AttentionArgs {
+  AttentionArgs base;  // tokens, heads, kv_heads, head_dim, start, device_start, scale; chunk and splits
+                       // count keys of a block's compact range (sinks, then its window), not positions
+  int64_t capacity;    // mirror rows per KV head
+  int64_t window;      // 0: every key
+  int64_t sinks;
+};
+// Sets a.base.chunk and a.base.splits as choose_attention_splits does, over the most keys a block sees.
+void choose_int8_attention_splits(Int8AttentionArgs& a, int sm_count);
+// q: [T, H, D]; k_q, v_q: [KVH, capacity, D] int8; k_scale, v_scale: [KVH, capacity] float32;
+// out: [T, H * D]; part_o, part_lse: as launch_attention. D <= 128 and a multiple of 16.
+template <typename T>
+void launch_int8_attention(const T* q, const int8_t* k_q, const int8_t* v_q, const float* k_scale,
+                           const float* v_scale, T* out, float* part_o, float* part_lse, const Int8AttentionArgs& a,
+                           cudaStream_t stream);
+// Quantizes rows [start, start + count) of the exact K and V ([capacity, KVH, D], rows contiguous) into
+// the mirror: per (row, KV head) scale = max|x| / 127 and q = round(x / scale); a row with a non-finite
+// value gets scale NaN and zeros. start is read from device_start when it is not null.
+template <typename T>
+void launch_quantize_kv_rows(const T* k, const T* v, int64_t kv_heads, int head_dim, int64_t capacity, int64_t start,
+                             const int64_t* device_start, int64_t count, int8_t* k_q, int8_t* v_q, float* k_scale,
+                             float* v_scale, cudaStream_t stream);
+
 // logits: [rows, vocab]; ids: [rows] int64; probs: [rows] float32 (0 when with_prob is false).
 template <typename T>
 void launch_argmax_top1(const T* logits, int64_t rows, int vocab, int64_t* ids, float* probs, bool with_prob,

@@ -98,6 +98,20 @@ def test_cuda_greedy_matches_cpu_and_asd_is_lossless(arch):
     assert selected.tokens == ar_gpu, "asd with selected plan is not lossless on CUDA"
 
 
+@pytest.mark.parametrize("arch", list(WIDE_ARCHS))
+@pytest.mark.parametrize("window", [0, 64])
+def test_cuda_int8_kv_mirror_drafts_are_lossless(arch, window):
+    # The draft reads the int8 mirror (ops/cuda/attention_int8.cu), through a window or not; the
+    # verify reads the exact cache, so the tokens are plain decoding's whatever the draft proposes.
+    gpu = loaded(arch, "cuda")
+    prompt = prompt_ids(arch, min(400, gpu.max_seq_len - 60), seed=5)
+    ar = gpu.generate(prompt, 40, strategy="ar").tokens
+    for strategy, extra in (("asd", dict(draft_attention=draft_plan(gpu.num_layers))), ("dotf", {})):
+        res = gpu.generate(prompt, 40, strategy=strategy, draft_kv="int8", draft_window=window, **extra)
+        assert res.tokens == ar, (strategy, window)
+        assert res.stats["accepted"] > 0, "an int8-KV draft of the same weights should agree sometimes"
+
+
 @pytest.mark.parametrize("arch", ["llama-gqa", "llama-d64", "llama-d128", "qwen2-d128"])
 def test_cuda_long_context_asd_is_lossless(arch):
     # A prompt of several hundred tokens: multi-tile prefill, then drafts/verifies over KV splits.

@@ -145,3 +145,16 @@ def test_bad_mirror_is_refused():
         ops.int8_attention_with_cache(q, k_q.float(), v_q, k_s, v_s, start, scale)
     with pytest.raises(RuntimeError, match="capacity"):
         ops.int8_attention_with_cache(q, k_q, v_q, k_s, v_s, 30, scale)
+
+
+def test_device_start_is_read_on_the_cpu_too():
+    # A CUDA graph replay passes its position in a tensor (start is then its bound); the CPU reads it at once.
+    q, k, v, (k_q, v_q, k_s, v_s), start, scale = case(torch.float32, 9, 3, 64, 300, 1)
+    want = ops.int8_attention_with_cache(q, k_q, v_q, k_s, v_s, 120, scale, 0)
+    got = ops.int8_attention_with_cache(q, k_q, v_q, k_s, v_s, start, scale, 0, torch.tensor([120]))
+    assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="device_start 300 must be in"):
+        ops.int8_attention_with_cache(q, k_q, v_q, k_s, v_s, start, scale, 0, torch.tensor([300]))
+    fresh = [torch.zeros_like(t) for t in (k_q, v_q, k_s, v_s)]
+    ops.quantize_kv_rows(k, v, 250, 10, *fresh, torch.tensor([20]))  # rows [20, 30)
+    assert torch.equal(fresh[0][:, 20:30], k_q[:, 20:30]) and (fresh[0][:, 30:] == 0).all()
