@@ -15,6 +15,7 @@
 //     step's cost follows the window, not the context. Each row still checks its own visibility.
 #include "ops/cuda/kernels.h"
 
+#include "ops/cuda/attention_merge.cuh"
 #include "ops/cuda/utils.cuh"
 
 namespace dotf::cuda {
@@ -178,45 +179,8 @@ int8_attention_kernel(const T* __restrict__ q, const int8_t* __restrict__ k_q, c
   }
 
   // Merge the warps' (m, l, acc) per row, then write the output or this split's partial one.
-#pragma unroll
-  for (int r = 0; r < kRows; ++r) {
-    if (r >= nrows) break;
-    if (lane == 0) {
-      merge_m[warp * kRows + r] = m[r];
-      merge_l[warp * kRows + r] = l[r];
-    }
-#pragma unroll
-    for (int e = 0; e < kEpl; ++e)
-      if (lane_has_output) merge_acc[(warp * kRows + r) * DMAX + e0 + e] = acc[r][e];
-  }
-  __syncthreads();
-  const int64_t rows_total = static_cast<int64_t>(a.tokens) * a.heads;
-  for (int i = threadIdx.x; i < nrows * D; i += kThreads) {
-    const int r = i / D, d = i % D;
-    const int rho = r0 + r, t = rho / G, g = rho % G;
-    const int64_t orow = static_cast<int64_t>(t) * a.heads + kvh * G + g;
-    float mx = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, merge_m[w * kRows + r]);
-    float sum = 0.0f, o = 0.0f;
-    if (mx != -INFINITY) {
-#pragma unroll
-      for (int w = 0; w < kWarps; ++w) {
-        const float mw = merge_m[w * kRows + r];
-        if (mw == -INFINITY) continue;
-        const float wt = expf(mw - mx);
-        sum = fmaf(merge_l[w * kRows + r], wt, sum);
-        o = fmaf(merge_acc[(w * kRows + r) * DMAX + d], wt, o);
-      }
-    }
-    if (a.splits == 1) {
-      out[orow * D + d] = from_float<T>(o / sum);  // every row sees key 0: sum > 0
-    } else {
-      const int64_t prow = split * rows_total + orow;
-      part_o[prow * D + d] = mx == -INFINITY ? 0.0f : o / sum;
-      if (d == 0) part_lse[prow] = mx == -INFINITY ? -INFINITY : mx + logf(sum);
-    }
-  }
+  merge_warps_and_write<T, kRows, kWarps, DMAX, kEpl>(merge_m, merge_l, merge_acc, m, l, acc, nrows, r0, G, kvh, split,
+                                                     a, out, part_o, part_lse);
 }
 
 // grid: (count, KVH), block: 2 warps (K, V). Row `start + blockIdx.x` of KV head blockIdx.y.

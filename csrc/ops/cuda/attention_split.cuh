@@ -9,7 +9,8 @@
 // lanes' K reads conflict-free), runs an online softmax in float32 per row, and accumulates P V
 // (each lane owns D/32 output elements). The warps' states are merged in shared memory at the end.
 // With one split the block writes the output; with several (long caches and few blocks) it writes
-// a normalised partial output and its log-sum-exp, and a combine kernel merges the splits.
+// a normalised partial output and its log-sum-exp, and a combine kernel merges the splits
+// (attention_merge.cuh).
 // Query t sits at position start + t and sees keys [0, start + t].
 //
 // Why the staging is asynchronous: at decode a block has one or two tiles per warp, so the kernel's
@@ -20,6 +21,7 @@
 // one ~11 us, bench/results/gpu-h100). Other head_dims take word-sized copies through registers.
 #include "ops/cuda/kernels.h"
 
+#include "ops/cuda/attention_merge.cuh"
 #include "ops/cuda/utils.cuh"
 
 namespace dotf::cuda {
@@ -292,46 +294,8 @@ attention_split_kernel(const T* __restrict__ q, const T* __restrict__ k, const T
   float* merge_m = reinterpret_cast<float*>(stage);       // [warps][kRows]
   float* merge_l = merge_m + kAttnWarps * kRows;          // [warps][kRows]
   float* merge_acc = merge_l + kAttnWarps * kRows;        // [warps][kRows][DMAX]
-#pragma unroll
-  for (int r = 0; r < kRows; ++r) {
-    if (r >= nrows) break;
-    if (lane == 0) {
-      merge_m[warp * kRows + r] = m[r];
-      merge_l[warp * kRows + r] = l[r];
-    }
-#pragma unroll
-    for (int e = 0; e < kEpl; ++e)
-      if (e0 + e < D) merge_acc[(warp * kRows + r) * DMAX + e0 + e] = acc[r][e];
-  }
-  __syncthreads();
-
-  const int64_t rows_total = static_cast<int64_t>(a.tokens) * a.heads;
-  for (int i = threadIdx.x; i < nrows * D; i += blockDim.x) {
-    const int r = i / D, d = i % D;
-    const int rho = r0 + r, t = rho / G, g = rho % G;
-    const int64_t orow = static_cast<int64_t>(t) * a.heads + kvh * G + g;
-    float mx = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < kAttnWarps; ++w) mx = fmaxf(mx, merge_m[w * kRows + r]);
-    float sum = 0.0f, o = 0.0f;
-    if (mx != -INFINITY) {
-#pragma unroll
-      for (int w = 0; w < kAttnWarps; ++w) {
-        const float mw = merge_m[w * kRows + r];
-        if (mw == -INFINITY) continue;
-        const float wt = expf(mw - mx);
-        sum = fmaf(merge_l[w * kRows + r], wt, sum);
-        o = fmaf(merge_acc[(w * kRows + r) * DMAX + d], wt, o);
-      }
-    }
-    if (a.splits == 1) {
-      out[orow * D + d] = from_float<T>(o / sum);  // every row sees key 0: sum > 0
-    } else {
-      const int64_t prow = split * rows_total + orow;
-      part_o[prow * D + d] = mx == -INFINITY ? 0.0f : o / sum;
-      if (d == 0) part_lse[prow] = mx == -INFINITY ? -INFINITY : mx + logf(sum);
-    }
-  }
+  merge_warps_and_write<T, kRows, kAttnWarps, DMAX, kEpl>(merge_m, merge_l, merge_acc, m, l, acc, nrows, r0, G, kvh,
+                                                           split, a, out, part_o, part_lse);
 }
 
 }  // namespace dotf::cuda

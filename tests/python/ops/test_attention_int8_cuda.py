@@ -14,16 +14,9 @@ from dotf import _C
 
 from test_attention_int8 import TOL, case, dequantized, mirror, rel_err
 
+from test_cuda_ops import DT_IDS, DTYPES, pytestmark  # noqa: F401 (pytestmark: CUDA device and build)
+
 ops = _C.testing.ops
-
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
-    pytest.mark.skipif(not _C.build_info()["cuda"], reason="dotf was built without CUDA kernels"),
-]
-
-DTYPES = [torch.float32, torch.bfloat16, torch.float16]
-DT_IDS = ["fp32", "bf16", "fp16"]
 
 
 def cuda_mirror(k, v, start=0, count=None, device_start=None):
