@@ -1,6 +1,7 @@
 // dotf._C, the public module: build facts, the option table, the model config, the KV cache and the
 // Model with generate(). Python (python/dotf/) stays thin. Hooks only tests and benchmarks use live in
 // the `testing` submodule (csrc/python/testing.cpp); conversions in csrc/python/convert.cpp.
+#include "ops/cpu/features.h"
 #include "core/check.h"
 #include "core/memory.h"
 #include "python/convert.h"
@@ -112,6 +113,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     // Packed weights ask for transparent huge pages (core/memory.h).
     d["huge_pages"] = huge_pages_enabled();
     d["transparent_huge_pages"] = transparent_huge_page_mode();
+    // The CPU kernels chosen at run time on this CPU (ops/cpu/features.h).
+    d["cpu_kernels"] = std::string(cpu_has_avx2_fma() ? "avx2" : "portable");
+    d["int8_linear_isa"] = std::string(int8_linear_isa());
     return d;
   });
 

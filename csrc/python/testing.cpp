@@ -1,6 +1,7 @@
 // dotf._C.testing: hooks that only tests and benchmarks use: step forwards through CUDA graphs, the
 // selection and adaptive-gamma rules on their own, and the individual ops (CPU reference vs CUDA
 // kernels, microbenchmarks).
+#include "ops/cpu/features.h"
 #include "core/check.h"
 #include "core/memory.h"
 #include "ops/accept.h"
@@ -174,6 +175,9 @@ void register_testing(py::module_& m) {
           py::arg("v_q"), py::arg("k_scale"), py::arg("v_scale"), py::arg("start"), py::arg("scale"),
           py::arg("window") = 0);
   ops.def("fused_int8_attention_supports", &avx2::int8_attention_supports, py::arg("q"));
+  ops.def("set_avx512_kernels", [](bool allowed) { avx512_kernels_allowed() = allowed; }, py::arg("allowed"),
+          "let kernels use AVX-512 where the CPU has it (default) or keep them to AVX2, to compare the two");
+  ops.def("cpu_has_avx512_vnni", &cpu_has_avx512_vnni);
   ops.def("argmax_top1", [](const at::Tensor& logits, bool with_prob) {
     auto [ids, probs] = argmax_top1(logits, with_prob);
     return py::make_tuple(ids, probs);

@@ -8,7 +8,14 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define DOTF_HAVE_AVX2_KERNEL 1
 #define DOTF_AVX2 __attribute__((target("avx2,fma,f16c")))
+// AVX-512 VNNI on 256-bit vectors (AVX512VL: 32 vector registers, vpdpwssd): the int8 linear kernel's
+// second build (linear_avx512_int8.cpp), chosen at run time where the CPU has it.
+#define DOTF_AVX512_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512vnni")))
 #endif
+
+#include <atomic>
+#include <cstdlib>
+#include <string_view>
 
 namespace dotf {
 
@@ -21,6 +28,35 @@ inline bool cpu_has_avx2_fma() {
 #else
   return false;
 #endif
+}
+
+// True when the CPU runs the AVX-512 VNNI kernels (AVX-512 F, VL and VNNI; the OS saving their
+// registers is part of what the compiler's check tests).
+inline bool cpu_has_avx512_vnni() {
+#ifdef DOTF_HAVE_AVX2_KERNEL
+  static const bool ok = cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f") &&
+                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+// Whether kernels may use AVX-512 where the CPU has it: yes unless the environment sets DOTF_AVX512=0
+// (to compare, or where AVX-512 lowers the clock). Tests switch it to run both builds on one CPU
+// (_C.testing.ops.set_avx512_kernels).
+inline std::atomic<bool>& avx512_kernels_allowed() {
+  static std::atomic<bool> allowed{[] {
+    const char* env = std::getenv("DOTF_AVX512");
+    return !(env && std::string_view(env) == "0");
+  }()};
+  return allowed;
+}
+
+// The int8 linear kernel's instruction set on this CPU: "avx512_vnni", "avx2" or "none".
+inline const char* int8_linear_isa() {
+  if (cpu_has_avx512_vnni() && avx512_kernels_allowed().load()) return "avx512_vnni";
+  return cpu_has_avx2_fma() ? "avx2" : "none";
 }
 
 }  // namespace dotf

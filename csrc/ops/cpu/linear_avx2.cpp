@@ -50,7 +50,6 @@ constexpr int64_t kFloatRowBlock7 = 7;
 #ifdef DOTF_HAVE_AVX2_KERNEL
 using simd::load8;
 
-
 // acc = x * (8 fp32 at w) + acc with w as the FMA's memory operand: no register holds it, which is
 // what lets 7 rows x 16 columns of accumulators (14) plus w0 and a broadcast fit AVX2's 16 registers.
 // The same fused multiply-add as _mm256_fmadd_ps, so the sums are bitwise those of the 6-row kernel.

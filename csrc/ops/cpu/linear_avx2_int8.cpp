@@ -18,12 +18,17 @@
 #include <limits>
 #include <vector>
 
+#ifdef DOTF_HAVE_AVX2_KERNEL
+#define DOTF_INT8_NS int8_avx2
+#define DOTF_INT8_TARGET DOTF_AVX2
+#define DOTF_INT8_ROWS 6
+#define DOTF_INT8_MADD(a, w, x) _mm256_add_epi32((a), _mm256_madd_epi16((w), (x)))
+#include "ops/cpu/linear_int8_kernel.h"
+#endif
+
 namespace dotf::avx2 {
 
 namespace {
-
-// Pair steps per segment between int32 -> fp32 flushes of the accumulators (see Overflow below).
-constexpr int64_t kInt8Chunk = 32;
 
 #ifdef DOTF_HAVE_AVX2_KERNEL
 // Widening int8 to fp32 costs lane-crossing shuffles (vpmovsxbd) that capped a first fp32-FMA version
@@ -44,62 +49,10 @@ constexpr int64_t kInt8Chunk = 32;
 //
 // Overflow. A pair sum is at most 2 * 127 * 32767 = 8.3e6; int32 accumulators are flushed to the
 // fp32 tile every kInt8Chunk pair steps of all 4 segments (4 * 32 = 128 pair sums <= 1.07e9 < 2^31).
-// Row blocks of up to 6 share the widened weights. Rows are batch invariant (integer sums are
-// exact; the flushes happen at the same k for every row).
-
-// c[MB][16] (row stride ldc, fp32) += sum over the 4 segments s and pair steps k < kc of
-//   x[s * xseg + k * ldx + i] (an int16 pair) . (the 32 weight bytes at p + (s * q2 + k) * 32).
-template <int MB, bool Prefetch>
-DOTF_AVX2 inline void int8_micro(const int8_t* __restrict p, int64_t q2, int64_t kc, const int32_t* __restrict x,
-                                 int64_t ldx, int64_t xseg, float* __restrict c, int64_t ldc, int64_t ahead) {
-  const __m256i z = _mm256_setzero_si256();
-  __m256i a00 = z, a01 = z, a10 = z, a11 = z, a20 = z, a21 = z, a30 = z, a31 = z, a40 = z, a41 = z, a50 = z, a51 = z;
-#define DOTF_MADD(i)                                                             \
-  if constexpr (MB > i) {                                                        \
-    const __m256i xv = _mm256_set1_epi32(xk[i]);                                 \
-    a##i##0 = _mm256_add_epi32(a##i##0, _mm256_madd_epi16(w0, xv));              \
-    a##i##1 = _mm256_add_epi32(a##i##1, _mm256_madd_epi16(w1, xv));              \
-  }
-#define DOTF_STEP(s)                                                             \
-  {                                                                              \
-    const int8_t* ps = p + ((s) * q2 + k) * 2 * kPanel;                         \
-    const __m256i w0 = _mm256_srai_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ps - 1)), 8); \
-    const __m256i w1 = _mm256_srai_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ps)), 8); \
-    const int32_t* xk = x + (s) * xseg + k * ldx;                                \
-    DOTF_MADD(0) DOTF_MADD(1) DOTF_MADD(2) DOTF_MADD(3) DOTF_MADD(4) DOTF_MADD(5) \
-    if constexpr (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(p + ((s) * q2 + k) * 2 * kPanel + ahead), _MM_HINT_T1); \
-  }
-  for (int64_t k = 0; k < kc; ++k) {
-    DOTF_STEP(0) DOTF_STEP(1) DOTF_STEP(2) DOTF_STEP(3)
-  }
-#define DOTF_FLUSH(i)                                                                                       \
-  if constexpr (MB > i) {                                                                                   \
-    _mm256_storeu_ps(c + i * ldc, _mm256_add_ps(_mm256_loadu_ps(c + i * ldc), _mm256_cvtepi32_ps(a##i##0)));  \
-    _mm256_storeu_ps(c + i * ldc + 8, _mm256_add_ps(_mm256_loadu_ps(c + i * ldc + 8), _mm256_cvtepi32_ps(a##i##1))); \
-  }
-  DOTF_FLUSH(0) DOTF_FLUSH(1) DOTF_FLUSH(2) DOTF_FLUSH(3) DOTF_FLUSH(4) DOTF_FLUSH(5)
-#undef DOTF_MADD
-#undef DOTF_STEP
-#undef DOTF_FLUSH
-}
-
-// The first row block of a panel also prefetches the next panel (ahead bytes further) into L2: the
-// four streams of a panel are short for int8 (K/4 bytes per column), too short for the hardware
-// prefetcher to ramp up on (SmolLM2's layers ran 1.3-1.9x faster with it, one run on a shared VM).
-// Into L2, not L1: at M = 1 SmolLM2's LM head took 2.07 ms with T0 and 0.99 ms with T1, its MLP
-// up-projection 138 and 71 us (bench/results/linear-prefetch).
-template <bool Prefetch>
-DOTF_AVX2 void int8_micro_rows(int64_t mb, const int8_t* p, int64_t q2, int64_t kc, const int32_t* x, int64_t ldx,
-                               int64_t xseg, float* c, int64_t ldc, int64_t ahead) {
-  switch (mb) {
-    case 6: return int8_micro<6, Prefetch>(p, q2, kc, x, ldx, xseg, c, ldc, ahead);
-    case 5: return int8_micro<5, Prefetch>(p, q2, kc, x, ldx, xseg, c, ldc, ahead);
-    case 4: return int8_micro<4, Prefetch>(p, q2, kc, x, ldx, xseg, c, ldc, ahead);
-    case 3: return int8_micro<3, Prefetch>(p, q2, kc, x, ldx, xseg, c, ldc, ahead);
-    case 2: return int8_micro<2, Prefetch>(p, q2, kc, x, ldx, xseg, c, ldc, ahead);
-    default: return int8_micro<1, Prefetch>(p, q2, kc, x, ldx, xseg, c, ldc, ahead);
-  }
-}
+// Row blocks share the widened weights: 6 rows with AVX2's 16 registers, 12 in the AVX-512 VNNI build
+// (linear_avx512_int8.cpp), whose vpdpwssd also fuses the multiply and the add. Rows are batch
+// invariant and both builds give the same bits (integer sums are exact; the flushes happen at the
+// same k for every row and block size). The body: linear_int8_kernel.h.
 
 // out[k] = round(x[k] / scale) with scale = max|x| / 32767 (1 for an all-zero row); returns scale.
 // A row holding inf or NaN returns NaN with out all zero, so the layer's outputs for it are NaN:
@@ -137,39 +90,6 @@ DOTF_AVX2 float quantize_row_int16(const float* x, int64_t K, int16_t* out) {
   }
   for (; k < K; ++k) out[k] = static_cast<int16_t>(std::clamp<long>(std::lrint(x[k] * inv_scale), -32767, 32767));
   return scale;
-}
-
-// Panels [p_begin, p_end) of y = sx[m] * (xq qw^T)[m, n] * sw[n] + bias[n]. xs: int16 pairs of x as
-// [4][q2][M]; packed: [P][4 q2][32] int8; sw: [P * 16]; sx: [M]; y: [M, ldy] fp32 with ldy >= P * 16.
-DOTF_AVX2 void int8_linear_panels(const int32_t* xs, const float* sx, int64_t M, int64_t q2, int64_t xseg,
-                                  const int8_t* packed, const float* sw, const float* bias, int64_t N, float* y,
-                                  int64_t ldy, int64_t p_begin, int64_t p_end) {
-  const int64_t panel_bytes = kSegments * q2 * 2 * kPanel;
-  for (int64_t pi = p_begin; pi < p_end; ++pi) {
-    const int64_t n0 = pi * kPanel;
-    float* c = y + n0;
-    for (int64_t m = 0; m < M; ++m) std::memset(c + m * ldy, 0, kPanel * sizeof(float));
-    const int8_t* panel = packed + pi * panel_bytes;
-    for (int64_t k0 = 0; k0 < q2; k0 += kInt8Chunk) {
-      const int64_t kc = std::min(kInt8Chunk, q2 - k0);
-      for (int64_t m0 = 0; m0 < M; m0 += kRowBlock) {
-        const bool prefetch = m0 == 0 && pi + 1 < p_end;
-        (prefetch ? int8_micro_rows<true> : int8_micro_rows<false>)(std::min(kRowBlock, M - m0), panel + k0 * 2 * kPanel,
-                                                                    q2, kc, xs + k0 * M + m0, M, xseg, c + m0 * ldy,
-                                                                    ldy, panel_bytes);
-      }
-    }
-    const __m256 s0 = _mm256_loadu_ps(sw + n0), s1 = _mm256_loadu_ps(sw + n0 + 8);
-    alignas(32) float b[kPanel] = {};
-    if (bias) std::memcpy(b, bias + n0, std::min(kPanel, N - n0) * sizeof(float));
-    const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
-    for (int64_t m = 0; m < M; ++m) {
-      float* cm = c + m * ldy;
-      const __m256 r = _mm256_set1_ps(sx[m]);
-      _mm256_storeu_ps(cm, _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(cm), r), s0, b0));
-      _mm256_storeu_ps(cm + 8, _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(cm + 8), r), s1, b1));
-    }
-  }
 }
 
 #endif  // DOTF_HAVE_AVX2_KERNEL
@@ -235,8 +155,10 @@ at::Tensor linear_int8(const at::Tensor& x, const Int8Panels& w, const std::opti
   const float* sw = w.scale.data_ptr<float>();
   const float* bp = bias ? bias->data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
+  const bool vnni = std::strcmp(int8_linear_isa(), "avx512_vnni") == 0;
   at::parallel_for(0, P, panel_grain(2 * q2 * kSegments), [&](int64_t b, int64_t e) {
-    int8_linear_panels(xs.data(), sx.data(), M, q2, xseg, wp, sw, bp, N, yp, ldy, b, e);
+    (vnni ? int8_vnni::int8_linear_panels : int8_avx2::int8_linear_panels)(xs.data(), sx.data(), M, q2, xseg, wp, sw,
+                                                                          bp, N, yp, ldy, b, e);
   });
   return ldy == N ? y : y.narrow(1, 0, N).contiguous();
 #else

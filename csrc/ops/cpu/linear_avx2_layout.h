@@ -12,6 +12,7 @@
 // lockstep, which is what brings M = 1 to MKL's sgemv speed. x is repacked per call into the same four
 // segments, k-major ([4][Kp/4][M], the segments padded apart so they do not alias in L1), so the
 // broadcasts of a k step for all rows share a line.
+#include "ops/cpu/features.h"
 #include "ops/cpu/linear_avx2.h"  // kPanel
 
 #include <ATen/ops/zeros.h>
@@ -23,6 +24,9 @@ namespace dotf::avx2 {
 
 constexpr int64_t kSegments = 4;  // concurrent DRAM streams per panel
 constexpr int64_t kRowBlock = 6;  // rows of x per micro-kernel call
+// int8: pair steps per segment between int32 -> fp32 flushes of the accumulators (linear_avx2_int8.cpp:
+// Overflow).
+constexpr int64_t kInt8Chunk = 32;
 
 // The layout the micro-kernels broadcast x from: [4][q][M], k-major, step kk = s * q + k of row m at
 // s * xseg + k * M + m. The segments sit 16 elements further apart than their size so that
@@ -51,6 +55,20 @@ inline at::Tensor pad_for_panels(const at::Tensor& w, int64_t k_multiple) {
   padded.narrow(0, 0, N).narrow(1, 0, K).copy_(w);
   return padded;
 }
+
+#ifdef DOTF_HAVE_AVX2_KERNEL
+// The int8 kernel's panels [p_begin, p_end) (linear_int8_kernel.h), one build per instruction set
+// (declared with the target attribute it is defined with).
+#define DOTF_DECLARE_INT8_PANELS(ns, target)                                                               \
+  namespace ns {                                                                                           \
+  target void int8_linear_panels(const int32_t* xs, const float* sx, int64_t M, int64_t q2, int64_t xseg, \
+                                 const int8_t* packed, const float* sw, const float* bias, int64_t N,     \
+                                 float* y, int64_t ldy, int64_t p_begin, int64_t p_end);                  \
+  }
+DOTF_DECLARE_INT8_PANELS(int8_avx2, DOTF_AVX2)
+DOTF_DECLARE_INT8_PANELS(int8_vnni, DOTF_AVX512_VNNI)
+#undef DOTF_DECLARE_INT8_PANELS
+#endif
 
 // Panels per parallel task: enough weight per task that thread start-up is paid back (>= 64 K weights).
 inline int64_t panel_grain(int64_t Kp) { return std::max<int64_t>(1, (int64_t(1) << 16) / (Kp * kPanel)); }

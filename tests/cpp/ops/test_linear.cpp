@@ -264,6 +264,31 @@ TEST(Linear, Int8Avx2SumsDoNotOverflow) {
   }
 }
 
+TEST(Linear, Int8Avx512VnniEqualsAvx2BitForBit) {
+  // The kernel's AVX-512 VNNI build (12-row blocks, vpdpwssd) against its AVX2 build (6-row blocks,
+  // vpmaddwd + vpaddd) on the same CPU: the same integer sums and flushes, so the same bits, for every
+  // row count (one and two 12-row blocks, tails), tail panels, odd K, and full-scale sums.
+  if (!dotf::cpu_has_avx512_vnni()) GTEST_SKIP() << "this CPU lacks AVX-512 F/VL/VNNI: the AVX2 build runs alone";
+  struct Restore { ~Restore() { dotf::avx512_kernels_allowed() = true; } } restore;
+  for (Shape s : {Shape{37, 19}, Shape{100, 300}, Shape{49, 1536}, Shape{16, 8192}}) {
+    at::manual_seed(s.out * 7 + s.in);
+    const at::Tensor w = s.in == 8192 ? at::ones({s.out, s.in}) : randn({s.out, s.in}, at::kFloat, 0.1);
+    const at::Tensor b = randn({s.out}, at::kFloat);
+    const Linear lin(w, b, LinearPath::Int8Avx2);
+    for (int64_t m : std::vector<int64_t>{1, 2, 5, 6, 7, 9, 12, 13, 24, 25, kAvx2MaxM}) {
+      SCOPED_TRACE(std::to_string(s.out) + "x" + std::to_string(s.in) + " M=" + std::to_string(m));
+      const at::Tensor x = s.in == 8192 ? at::full({m, s.in}, -3.0f) : randn({m, s.in}, at::kFloat);
+      dotf::avx512_kernels_allowed() = true;
+      EXPECT_STREQ(dotf::int8_linear_isa(), "avx512_vnni");
+      const at::Tensor vnni = lin(x);
+      dotf::avx512_kernels_allowed() = false;
+      EXPECT_STREQ(dotf::int8_linear_isa(), "avx2");
+      const at::Tensor avx2 = lin(x);
+      EXPECT_TRUE(at::equal(vnni, avx2));
+    }
+  }
+}
+
 TEST(Linear, Int8Avx2IsCloserToTheFullWeightsThanFbgemm) {
   // The reason it is the draft path: 16-bit activations, so its outputs sit closer to the original
   // fp32 layer's than FBGEMM's dynamic int8 (same weight quantization, 7-bit activations).

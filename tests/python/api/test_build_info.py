@@ -25,3 +25,19 @@ def test_build_info_reports_huge_pages(monkeypatch):
 def test_build_info_reports_cuda():
     info = dotf.build_info()
     assert info["cuda"] is True and info["cuda_archs"]
+
+
+def test_build_info_reports_the_int8_kernel_chosen_for_this_cpu():
+    """The int8 linear kernel runs its AVX-512 VNNI build where the CPU has it, unless switched off
+    (DOTF_AVX512=0 at start-up; the testing hook here), and its AVX2 build otherwise."""
+    ops = _C.testing.ops
+    isa = dotf.build_info()["int8_linear_isa"]
+    assert isa in ("avx512_vnni", "avx2", "none")
+    if not ops.cpu_has_avx512_vnni():
+        pytest.skip("this CPU lacks AVX-512 F/VL/VNNI: only the AVX2 build can run")
+    assert isa == "avx512_vnni"
+    try:
+        ops.set_avx512_kernels(False)
+        assert dotf.build_info()["int8_linear_isa"] == "avx2"
+    finally:
+        ops.set_avx512_kernels(True)
