@@ -15,7 +15,7 @@
 //     step's cost follows the window, not the context. Each row still checks its own visibility.
 #include "ops/cuda/kernels.h"
 
-#include "ops/cuda/attention_merge.cuh"
+#include "ops/cuda/attention_block.cuh"
 #include "ops/cuda/utils.cuh"
 
 namespace dotf::cuda {
@@ -56,15 +56,7 @@ int8_attention_kernel(const T* __restrict__ q, const int8_t* __restrict__ k_q, c
                       float* __restrict__ part_o, float* __restrict__ part_lse, Int8AttentionArgs args) {
   constexpr int kEpl = DMAX / kWarpSize;  // output elements per lane (2 or 4 int8 values: one load)
   const AttentionArgs& a = args.base;
-  const int D = a.head_dim;
-  const int G = a.heads / a.kv_heads;
-  const int R = a.tokens * G;
-  const int kvh = blockIdx.y;
-  const int r0 = blockIdx.x * kRows;
-  const int nrows = min_of(kRows, R - r0);
-  const int split = blockIdx.z;
-  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
-  const int64_t start = a.device_start ? *a.device_start : a.start;
+  const auto [D, G, kvh, r0, nrows, split, warp, lane, start] = block_tile<kRows>(a);
   const int64_t window = args.window, sinks = args.sinks;
 
   const KeyRange range = key_range(start + r0 / G, start + (r0 + nrows - 1) / G, window, sinks);

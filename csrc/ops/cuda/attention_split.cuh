@@ -10,7 +10,7 @@
 // (each lane owns D/32 output elements). The warps' states are merged in shared memory at the end.
 // With one split the block writes the output; with several (long caches and few blocks) it writes
 // a normalised partial output and its log-sum-exp, and a combine kernel merges the splits
-// (attention_merge.cuh).
+// (attention_block.cuh).
 // Query t sits at position start + t and sees keys [0, start + t].
 //
 // Why the staging is asynchronous: at decode a block has one or two tiles per warp, so the kernel's
@@ -21,7 +21,7 @@
 // one ~11 us, bench/results/gpu-h100). Other head_dims take word-sized copies through registers.
 #include "ops/cuda/kernels.h"
 
-#include "ops/cuda/attention_merge.cuh"
+#include "ops/cuda/attention_block.cuh"
 #include "ops/cuda/utils.cuh"
 
 namespace dotf::cuda {
@@ -101,17 +101,7 @@ attention_split_kernel(const T* __restrict__ q, const T* __restrict__ k, const T
   constexpr int kVecElems = 16 / static_cast<int>(sizeof(T));  // elements per 16-byte vector
   constexpr int kKStride = k_stage_stride<T, DMAX, VEC>();
   constexpr int kVStride = v_stage_stride<T, DMAX, VEC>();
-  const int D = a.head_dim;
-  const int G = a.heads / a.kv_heads;
-  const int R = a.tokens * G;
-  const int kvh = blockIdx.y;
-  const int r0 = blockIdx.x * kRows;
-  const int nrows = min_of(kRows, R - r0);
-  const int split = blockIdx.z;
-  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
-  // The launch was sized for a.start; a graph replay's actual start may be smaller, which leaves the
-  // splits past it empty (they report -inf log-sum-exp and weigh nothing in the combine).
-  const int64_t start = a.device_start ? *a.device_start : a.start;
+  const auto [D, G, kvh, r0, nrows, split, warp, lane, start] = block_tile<kRows>(a);
 
   // Keys of this block: its split, cut at the last visible key of its last row.
   const int t_last = (r0 + nrows - 1) / G;

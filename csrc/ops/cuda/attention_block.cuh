@@ -1,14 +1,32 @@
 #pragma once
-// The end of dotf's split attention kernels (attention_split.cuh over the exact cache,
-// attention_int8.cu over the int8 mirror): each warp holds an online-softmax state per query row
-// of the block's tile (running max m, sum l, kEpl output elements per lane); the warps' states are
-// merged through shared memory and the block writes its rows' output, or with several splits its
-// normalised partial output and log-sum-exp for the combine kernel.
+// What dotf's split attention kernels (attention_split.cuh over the exact cache, attention_int8.cu
+// over the int8 mirror) share: where a block sits, and how it ends. A block owns one KV head, a tile
+// of up to ROWS query rows of its group (row = t * G + g) and one split of the keys. Each warp holds
+// an online-softmax state per row (running max m, sum l, EPL output elements per lane); at the end the
+// warps' states are merged through shared memory and the block writes its rows' output, or with
+// several splits its normalised partial output and log-sum-exp for the combine kernel.
 #include "ops/cuda/kernels.h"
 
 #include "ops/cuda/utils.cuh"
 
 namespace dotf::cuda {
+
+struct BlockTile {
+  int D, G, kvh, r0, nrows, split, warp, lane;
+  // The position of query 0. The launch was sized for a.start; a graph replay's actual start may be
+  // smaller, which leaves the splits past it empty (they report -inf log-sum-exp and weigh nothing
+  // in the combine).
+  int64_t start;
+};
+
+// grid: (ceil(T * G / ROWS), KVH, splits)
+template <int ROWS>
+__device__ __forceinline__ BlockTile block_tile(const AttentionArgs& a) {
+  const int G = a.heads / a.kv_heads, r0 = blockIdx.x * ROWS;
+  return BlockTile{a.head_dim, G, static_cast<int>(blockIdx.y), r0, min_of(ROWS, a.tokens * G - r0),
+                   static_cast<int>(blockIdx.z), static_cast<int>(threadIdx.x / kWarpSize),
+                   static_cast<int>(threadIdx.x % kWarpSize), a.device_start ? *a.device_start : a.start};
+}
 
 // merge_m, merge_l: [WARPS][ROWS] and merge_acc: [WARPS][ROWS][DMAX] floats of shared memory that
 // no warp uses any more. Rows r < nrows of the tile starting at row r0 (row = t * G + g of KV head
