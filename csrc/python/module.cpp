@@ -1,9 +1,9 @@
 // dotf._C, the public module: build facts, the option table, the model config, the KV cache and the
 // Model with generate(). Python (python/dotf/) stays thin. Hooks only tests and benchmarks use live in
 // the `testing` submodule (csrc/python/testing.cpp); conversions in csrc/python/convert.cpp.
-#include "ops/cpu/features.h"
 #include "core/check.h"
 #include "core/memory.h"
+#include "ops/cpu/features.h"
 #include "python/convert.h"
 #include "python/py_model.h"
 

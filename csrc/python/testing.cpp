@@ -1,7 +1,6 @@
 // dotf._C.testing: hooks that only tests and benchmarks use: step forwards through CUDA graphs, the
 // selection and adaptive-gamma rules on their own, and the individual ops (CPU reference vs CUDA
 // kernels, microbenchmarks).
-#include "ops/cpu/features.h"
 #include "core/check.h"
 #include "core/memory.h"
 #include "ops/accept.h"
@@ -9,6 +8,7 @@
 #include "ops/attention.h"
 #include "ops/attention_int8.h"
 #include "ops/cpu/attention_avx2.h"
+#include "ops/cpu/features.h"
 #include "ops/linear_screen.h"
 #include "ops/quant_linear.h"
 #include "ops/rmsnorm.h"

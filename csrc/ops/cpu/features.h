@@ -53,9 +53,12 @@ inline std::atomic<bool>& avx512_kernels_allowed() {
   return allowed;
 }
 
+// Whether the AVX-512 VNNI kernels run: the CPU has them and they are allowed.
+inline bool avx512_vnni_enabled() { return cpu_has_avx512_vnni() && avx512_kernels_allowed().load(); }
+
 // The int8 linear kernel's instruction set on this CPU: "avx512_vnni", "avx2" or "none".
 inline const char* int8_linear_isa() {
-  if (cpu_has_avx512_vnni() && avx512_kernels_allowed().load()) return "avx512_vnni";
+  if (avx512_vnni_enabled()) return "avx512_vnni";
   return cpu_has_avx2_fma() ? "avx2" : "none";
 }
 

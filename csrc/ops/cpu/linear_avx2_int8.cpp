@@ -14,7 +14,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -155,7 +154,7 @@ at::Tensor linear_int8(const at::Tensor& x, const Int8Panels& w, const std::opti
   const float* sw = w.scale.data_ptr<float>();
   const float* bp = bias ? bias->data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
-  const bool vnni = std::strcmp(int8_linear_isa(), "avx512_vnni") == 0;
+  const bool vnni = avx512_vnni_enabled();
   at::parallel_for(0, P, panel_grain(2 * q2 * kSegments), [&](int64_t b, int64_t e) {
     (vnni ? int8_vnni::int8_linear_panels : int8_avx2::int8_linear_panels)(xs.data(), sx.data(), M, q2, xseg, wp, sw,
                                                                           bp, N, yp, ldy, b, e);

@@ -8,8 +8,9 @@
 //
 // Four streams. One core streams DRAM at ~10 GB/s from a single sequential stream but ~22 GB/s from
 // four (measured here, AVX2 EPYC: the hardware prefetcher runs ahead per stream; software prefetch on
-// one stream did not help; each kernel also prefetches the next panel, see the kernel files). So each panel is read as four K segments [s*Kp/4, (s+1)*Kp/4) advanced in
-// lockstep, which is what brings M = 1 to MKL's sgemv speed. x is repacked per call into the same four
+// one stream did not help; each kernel also prefetches the next panel, see the kernel files). So each
+// panel is read as four K segments [s*Kp/4, (s+1)*Kp/4) advanced in lockstep, which is what brings
+// M = 1 to MKL's sgemv speed. x is repacked per call into the same four
 // segments, k-major ([4][Kp/4][M], the segments padded apart so they do not alias in L1), so the
 // broadcasts of a k step for all rows share a line.
 #include "ops/cpu/features.h"

@@ -19,6 +19,21 @@ struct BlockTile {
   int64_t start;
 };
 
+// Each warp's online-softmax state per row, empty (max -inf, sum 0, output 0), and the position of each
+// row of the tile (-1 for rows past it: it sees no key).
+template <int ROWS, int EPL>
+__device__ __forceinline__ void init_row_states(float (&m)[ROWS], float (&l)[ROWS], float (&acc)[ROWS][EPL],
+                                                int64_t (&pos)[ROWS], const BlockTile& b) {
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) {
+    m[r] = -INFINITY;
+    l[r] = 0.0f;
+    pos[r] = r < b.nrows ? b.start + (b.r0 + r) / b.G : -1;
+#pragma unroll
+    for (int e = 0; e < EPL; ++e) acc[r][e] = 0.0f;
+  }
+}
+
 // grid: (ceil(T * G / ROWS), KVH, splits)
 template <int ROWS>
 __device__ __forceinline__ BlockTile block_tile(const AttentionArgs& a) {

@@ -56,7 +56,8 @@ int8_attention_kernel(const T* __restrict__ q, const int8_t* __restrict__ k_q, c
                       float* __restrict__ part_o, float* __restrict__ part_lse, Int8AttentionArgs args) {
   constexpr int kEpl = DMAX / kWarpSize;  // output elements per lane (2 or 4 int8 values: one load)
   const AttentionArgs& a = args.base;
-  const auto [D, G, kvh, r0, nrows, split, warp, lane, start] = block_tile<kRows>(a);
+  const BlockTile bt = block_tile<kRows>(a);
+  const auto [D, G, kvh, r0, nrows, split, warp, lane, start] = bt;
   const int64_t window = args.window, sinks = args.sinks;
 
   const KeyRange range = key_range(start + r0 / G, start + (r0 + nrows - 1) / G, window, sinks);
@@ -75,14 +76,7 @@ int8_attention_kernel(const T* __restrict__ q, const int8_t* __restrict__ k_q, c
 
   float m[kRows], l[kRows], acc[kRows][kEpl];
   int64_t pos[kRows];  // position of row r; -1 past the tile (sees nothing)
-#pragma unroll
-  for (int r = 0; r < kRows; ++r) {
-    m[r] = -INFINITY;
-    l[r] = 0.0f;
-    pos[r] = r < nrows ? start + (r0 + r) / G : -1;
-#pragma unroll
-    for (int e = 0; e < kEpl; ++e) acc[r][e] = 0.0f;
-  }
+  init_row_states(m, l, acc, pos, bt);
   const int8_t* k_head = k_q + static_cast<int64_t>(kvh) * args.capacity * D;
   const int8_t* v_head = v_q + static_cast<int64_t>(kvh) * args.capacity * D;
   const float* ks_head = k_scale + static_cast<int64_t>(kvh) * args.capacity;

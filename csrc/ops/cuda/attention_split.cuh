@@ -101,7 +101,8 @@ attention_split_kernel(const T* __restrict__ q, const T* __restrict__ k, const T
   constexpr int kVecElems = 16 / static_cast<int>(sizeof(T));  // elements per 16-byte vector
   constexpr int kKStride = k_stage_stride<T, DMAX, VEC>();
   constexpr int kVStride = v_stage_stride<T, DMAX, VEC>();
-  const auto [D, G, kvh, r0, nrows, split, warp, lane, start] = block_tile<kRows>(a);
+  const BlockTile bt = block_tile<kRows>(a);
+  const auto [D, G, kvh, r0, nrows, split, warp, lane, start] = bt;
 
   // Keys of this block: its split, cut at the last visible key of its last row.
   const int t_last = (r0 + nrows - 1) / G;
@@ -137,14 +138,7 @@ attention_split_kernel(const T* __restrict__ q, const T* __restrict__ k, const T
 
   float m[kRows], l[kRows], acc[kRows][kEpl];
   int64_t limit[kRows];  // last key row r may see; -1 for rows past the tile
-#pragma unroll
-  for (int r = 0; r < kRows; ++r) {
-    m[r] = -INFINITY;
-    l[r] = 0.0f;
-    limit[r] = r < nrows ? start + (r0 + r) / G : -1;
-#pragma unroll
-    for (int e = 0; e < kEpl; ++e) acc[r][e] = 0.0f;
-  }
+  init_row_states(m, l, acc, limit, bt);
 
   const int64_t kv_row = static_cast<int64_t>(a.kv_heads) * D;
   const T* k_head = k + static_cast<int64_t>(kvh) * D;
