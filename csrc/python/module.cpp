@@ -116,6 +116,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     // The CPU kernels chosen at run time on this CPU (ops/cpu/features.h).
     d["cpu_kernels"] = std::string(cpu_has_avx2_fma() ? "avx2" : "portable");
     d["int8_linear_isa"] = std::string(int8_linear_isa());
+    d["attention_isa"] = std::string(attention_isa());
     return d;
   });
 

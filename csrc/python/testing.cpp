@@ -178,6 +178,7 @@ void register_testing(py::module_& m) {
   ops.def("set_avx512_kernels", [](bool allowed) { avx512_kernels_allowed() = allowed; }, py::arg("allowed"),
           "let kernels use AVX-512 where the CPU has it (default) or keep them to AVX2, to compare the two");
   ops.def("cpu_has_avx512_vnni", &cpu_has_avx512_vnni);
+  ops.def("cpu_has_avx512vl", &cpu_has_avx512vl);
   ops.def("argmax_top1", [](const at::Tensor& logits, bool with_prob) {
     auto [ids, probs] = argmax_top1(logits, with_prob);
     return py::make_tuple(ids, probs);

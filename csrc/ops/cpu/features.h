@@ -11,6 +11,9 @@
 // AVX-512 VNNI on 256-bit vectors (AVX512VL: 32 vector registers, vpdpwssd): the int8 linear kernel's
 // second build (linear_avx512_int8.cpp), chosen at run time where the CPU has it.
 #define DOTF_AVX512_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512vnni")))
+// AVX512VL without VNNI: the attention kernel's second build (attention_avx512.cpp), 256-bit code with
+// 32 vector registers.
+#define DOTF_AVX512VL __attribute__((target("avx2,fma,f16c,avx512f,avx512vl")))
 #endif
 
 #include <atomic>
@@ -42,6 +45,17 @@ inline bool cpu_has_avx512_vnni() {
 #endif
 }
 
+// True when the CPU runs the AVX512VL kernels (AVX-512 F and VL).
+inline bool cpu_has_avx512vl() {
+#ifdef DOTF_HAVE_AVX2_KERNEL
+  static const bool ok =
+      cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+  return ok;
+#else
+  return false;
+#endif
+}
+
 // Whether kernels may use AVX-512 where the CPU has it: yes unless the environment sets DOTF_AVX512=0
 // (to compare, or where AVX-512 lowers the clock). Tests switch it to run both builds on one CPU
 // (_C.testing.ops.set_avx512_kernels).
@@ -55,6 +69,15 @@ inline std::atomic<bool>& avx512_kernels_allowed() {
 
 // Whether the AVX-512 VNNI kernels run: the CPU has them and they are allowed.
 inline bool avx512_vnni_enabled() { return cpu_has_avx512_vnni() && avx512_kernels_allowed().load(); }
+
+// Whether the AVX512VL kernels run: the CPU has them and they are allowed.
+inline bool avx512vl_enabled() { return cpu_has_avx512vl() && avx512_kernels_allowed().load(); }
+
+// The attention kernel's instruction set on this CPU: "avx512vl", "avx2" or "none".
+inline const char* attention_isa() {
+  if (avx512vl_enabled()) return "avx512vl";
+  return cpu_has_avx2_fma() ? "avx2" : "none";
+}
 
 // The int8 linear kernel's instruction set on this CPU: "avx512_vnni", "avx2" or "none".
 inline const char* int8_linear_isa() {

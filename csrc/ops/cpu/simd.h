@@ -32,7 +32,8 @@ DOTF_AVX2 inline __m256 load8(const c10::Half* p) {
 // Makes the compiler hold each vector in a register (an empty asm that "changes" them): a value used by
 // several FMAs is then loaded once instead of being folded into each as a memory operand, which costs
 // a load per use and makes a kernel load-bound.
-DOTF_AVX2 inline void keep_in_register(__m256& v) { asm("" : "+x"(v)); }
+// ("v": any vector register the target has, all 32 in an AVX512VL build.)
+DOTF_AVX2 inline void keep_in_register(__m256& v) { asm("" : "+v"(v)); }
 template <typename... V>
 DOTF_AVX2 inline void keep_in_register(__m256& v, V&... rest) {
   keep_in_register(v);

@@ -41,3 +41,19 @@ def test_build_info_reports_the_int8_kernel_chosen_for_this_cpu():
         assert dotf.build_info()["int8_linear_isa"] == "avx2"
     finally:
         ops.set_avx512_kernels(True)
+
+
+def test_build_info_reports_the_attention_kernel_chosen_for_this_cpu():
+    """The fused attention kernel runs its AVX512VL build where the CPU has AVX-512 F and VL, unless
+    switched off, and its AVX2 build otherwise (the two give the same bits: tests/python/ops/test_attention_avx512.py)."""
+    ops = _C.testing.ops
+    isa = dotf.build_info()["attention_isa"]
+    assert isa in ("avx512vl", "avx2", "none")
+    if not ops.cpu_has_avx512vl():
+        pytest.skip("this CPU lacks AVX-512 F/VL: only the AVX2 build can run")
+    assert isa == "avx512vl"
+    try:
+        ops.set_avx512_kernels(False)
+        assert dotf.build_info()["attention_isa"] == "avx2"
+    finally:
+        ops.set_avx512_kernels(True)
