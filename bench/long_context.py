@@ -5,7 +5,7 @@ context grows.
     flock /tmp/dotf-bench.lock python bench/long_context.py --model smollm2-135m \\
         --contexts 1024,2048,4096,8192 --out bench/results/long-context-smollm2
 
-Methods are named strategy[_kv8][_w<N>][_k<K>][_c][_ls|_nl] (method_options). Options are tuned on development prompts
+Methods are named strategy[_kv8][_w<N>][_k<K>][_c][_ls|_nl|_nc] (method_options). Options are tuned on development prompts
 (--split dev: ACLSum train/validation papers, other HumanEval problems, other ShareGPT chats) and reported
 on held-out ones (--split test, the default).
 
@@ -41,7 +41,7 @@ import dotf  # noqa: E402
 # the int8 mirror (draft_kv="int8"; without it the draft reads the exact cache, draft_kv="same"), "_w<N>"
 # through an N-key window (draft_window=N), "_k<K>" drafts at most K tokens a round (max_draft=K), "_c" caps
 # each round where the measured costs say (cost_draft_length=True).
-METHOD_GRAMMAR = "ar | (asd|dotf)[_kv8][_w<N>][_k<K>][_c][_ls|_nl]"
+METHOD_GRAMMAR = "ar | (asd|dotf)[_kv8][_w<N>][_k<K>][_c][_ls|_nl|_nc]"
 
 
 def method_options(name: str) -> tuple[str, dict]:
@@ -61,6 +61,8 @@ def method_options(name: str) -> tuple[str, dict]:
             options["lookup_every_step"] = False
         elif part == "nl":
             options["lookup"] = False
+        elif part == "nc":  # lookup proposals go to the verify unchecked
+            options["lookup_check"] = False
         elif part[:1] in ("w", "k") and part[1:].isdigit():
             options["draft_window" if part[0] == "w" else "max_draft"] = int(part[1:])
         else:
@@ -175,7 +177,7 @@ def markdown(table: list[dict], steps: list[dict], records: list[dict], meta: di
     lines += ["", "Means over the kinds. decode: prefill excluded; end-to-end: prefill included (one prefill per "
               "call). exact: tokens equal dotf AR's on every prompt. Methods: strategy, then _kv8: draft_kv='int8' "
               "(else 'same'), _w<N>: draft_window=N, _k<K>: max_draft=K, _c: cost_draft_length=True, "
-              "_ls: lookup_every_step=False, _nl: lookup=False."]
+              "_ls: lookup_every_step=False, _nl: lookup=False, _nc: lookup_check=False."]
     drafts = [k for k in STEPS if k not in ("full", "verify")]
     if steps:
         lines += ["", "One pass, ms (median); in brackets the verify's cost relative to the full step at the same "

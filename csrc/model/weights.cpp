@@ -116,6 +116,15 @@ int64_t ModelWeights::nbytes() const {
   return total;
 }
 
+int64_t ModelWeights::step_bytes() const {
+  int64_t total = 0;
+  for_each_linear([&](const Linear& l) {
+    const int64_t copy = l.extra_bytes();
+    total += copy > 0 ? copy : l.weight().nbytes();
+  });
+  return total;
+}
+
 int64_t ModelWeights::extra_bytes() const {
   int64_t total = 0;
   for_each_linear([&](const Linear& l) { total += l.extra_bytes(); });

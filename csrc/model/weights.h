@@ -34,6 +34,9 @@ struct ModelWeights {
   int64_t nbytes() const;
   // Bytes the linear layers hold beyond their original weights (packed or quantized copies).
   int64_t extra_bytes() const;
+  // Bytes a one-row step reads from the linear layers: each one's packed or quantized copy where it has
+  // one, else its weight.
+  int64_t step_bytes() const;
   // Every linear layer: per layer qkv, o, gate_up, down, then the LM head.
   template <typename Fn>
   void for_each_linear(Fn&& fn) const {

@@ -110,6 +110,8 @@ py::dict stats_to_dict(const DecodeStats& s) {
   d["selection_seconds"] = s.time.selection;
   d["draft_seconds"] = s.time.draft;
   d["verify_seconds"] = s.time.verify;
+  d["draft_kv"] = name_of(s.draft_kv);
+  d["draft_window"] = s.draft_window;
   const RoundStats& r = s.rounds;
   d["rounds"] = r.rounds;
   d["drafted"] = r.drafted;

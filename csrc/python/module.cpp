@@ -13,6 +13,7 @@
 #include <ATen/Parallel.h>
 
 #include <chrono>
+#include <memory>
 
 namespace py = pybind11;
 using namespace dotf;
@@ -58,20 +59,22 @@ py::tuple generate(PyModel& p, const at::Tensor& prompt, const std::string& stra
   apply_options(r, options);
   r.eos_token_ids = std::move(eos);
   r.seed = seed;
+  // The callables are held through shared_ptrs: the engine copies the request without the GIL, which then
+  // copies no Python reference; the last owner is `r`, destroyed here with the GIL held.
   if (on_tokens) {
     // A truthy return value ends generation after the chunk (the Python layer's stop strings).
-    r.on_tokens = [fn = *on_tokens](const std::vector<int64_t>& chunk) {
+    r.on_tokens = [fn = std::make_shared<py::function>(*on_tokens)](const std::vector<int64_t>& chunk) {
       py::gil_scoped_acquire gil;
-      const py::object result = fn(chunk);
+      const py::object result = (*fn)(chunk);
       const int truth = PyObject_IsTrue(result.ptr());
       if (truth < 0) throw py::error_already_set();
       return truth == 1;
     };
   }
   if (on_prefill) {
-    r.on_prefill_progress = [fn = *on_prefill](int64_t done, int64_t layers) {
+    r.on_prefill_progress = [fn = std::make_shared<py::function>(*on_prefill)](int64_t done, int64_t layers) {
       py::gil_scoped_acquire gil;
-      fn(done, layers);
+      (*fn)(done, layers);
     };
   }
   if (on_python_main_thread()) r.check_interrupt = check_python_signals;

@@ -3,6 +3,7 @@
 #include "core/check.h"
 #include "core/memory.h"
 #include "speculative/acceptance.h"
+#include "speculative/policies/draft_kv.h"
 
 #include <algorithm>
 
@@ -87,11 +88,30 @@ void Engine::check_cache_fits(int64_t prompt_tokens, int64_t rows, const Generat
                     " MiB of memory available: shorten the prompt or lower max_new_tokens");
 }
 
-DecodeResult Engine::generate(const at::Tensor& prompt, const GenerateRequest& request, KVCache* cache) {
+GenerateRequest Engine::resolve_draft_kv(GenerateRequest request, int64_t rows) {
+  GenerateOptions& o = request.options;
+  if (o.draft_kv != DraftKV::Auto) return request;
+  DraftKvBytes bytes;
+  const bool cuda = model_->device().is_cuda();
+  if (request.strategy != Strategy::AR && !cuda) {
+    const std::shared_ptr<const ModelWeights> draft = draft_weights(o.draft);  // built at first use anyway
+    bytes.draft_weights = (draft ? *draft : model_->weights()).step_bytes();
+    bytes.exact_per_position = model_->cache_bytes(1, false);
+    bytes.mirror_per_position = model_->cache_bytes(1, true) - bytes.exact_per_position;
+    bytes.positions = rows;
+  }
+  const DraftKvChoice choice = dotf::resolve_draft_kv(o, cuda || request.strategy == Strategy::AR, bytes);
+  o.draft_kv = choice.kv;
+  o.draft_window = choice.window;
+  return request;
+}
+
+DecodeResult Engine::generate(const at::Tensor& prompt, const GenerateRequest& given, KVCache* cache) {
   const Transformer& m = *model_;
-  validate(request.options, request.strategy);  // before the cache is sized from max_new_tokens
+  validate(given.options, given.strategy);  // before the cache is sized from max_new_tokens
   DOTF_CHECK_DIM(prompt, 1, "input_ids");
-  const int64_t rows = cache_rows(prompt.size(0), request);
+  const int64_t rows = cache_rows(prompt.size(0), given);
+  const GenerateRequest request = resolve_draft_kv(given, rows);
   DOTF_CHECK_ARG(rows <= m.max_seq_len(), "prompt (", prompt.size(0), " tokens) + max_new_tokens (",
                  request.options.max_new_tokens, ") exceeds max_seq_len=", m.max_seq_len(), " (a KV cache of ",
                  m.max_seq_len(), " positions takes ", m.cache_bytes(m.max_seq_len(), false) / (1 << 20), " MiB in ",

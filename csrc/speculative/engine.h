@@ -44,6 +44,8 @@ class Engine {
   // MemoryError with the sizes when a CPU cache of `rows` positions (and the draft's int8 mirror where the
   // request adds one) would not fit in the machine's available memory (core/memory.h).
   void check_cache_fits(int64_t prompt_tokens, int64_t rows, const GenerateRequest& request) const;
+  // The request with draft_kv="auto" resolved for a cache of `rows` positions (speculative/policies/draft_kv.h).
+  GenerateRequest resolve_draft_kv(GenerateRequest request, int64_t rows);
   DecodeResult generate_speculative(const at::Tensor& prompt, const GenerateRequest& request, KVCache& cache,
                                     GraphedForward* graphs, const LinearScreen* lm_head_screen);
 

@@ -109,7 +109,7 @@ class SpeculativeLoop {
         plan_(model, o_, request.plan, draft_weights != nullptr, st_.plan), lookup_(o_.lookup_options),
         model_drafter_(ModelDrafterParts{*steps_, cache, draft_weights, plan_, *rule_, exit, o_.draft_exit,
                                          request.eos_token_ids, o_.lookup ? &lookup_ : nullptr,
-                                         o_.lookup_every_step, o_.draft_kv == DraftKV::Int8,
+                                         o_.lookup_every_step, o_.lookup_check, o_.draft_kv == DraftKV::Int8,
                                          o_.draft_window}) {}
 
   void run(const at::Tensor& prompt) {
@@ -264,6 +264,10 @@ DecodeResult decode_speculative(const Transformer& model, const at::Tensor& prom
   st.rounds.acceptance_tests_at.assign(request.options.max_draft, 0);
   st.exit = ExitStats{request.options.draft_exit, exit.gamma, exit.gamma};
   exit.m = 0.0;  // Draft & Verify restarts the acceptance average each call; gamma itself may carry over
+  DOTF_CHECK_ARG(request.options.draft_kv != DraftKV::Auto,
+                 "draft_kv='auto' is resolved per call by Engine::generate, before the loop");
+  st.draft_kv = request.options.draft_kv;
+  st.draft_window = request.options.draft_window;
   if (request.options.draft_kv == DraftKV::Int8)
     cache.add_int8_mirror();  // the prefill below writes it; rows a given cache already holds are quantized now
   DOTF_CHECK_ARG(request.options.draft_window == 0 || model.device().is_cpu() ||

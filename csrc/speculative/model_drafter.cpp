@@ -14,6 +14,7 @@ void ModelDrafter::propose(const DraftContext& ctx, int64_t max_tokens, Proposal
     const int64_t before = out.size();
     p_.lookup->propose(ctx, max_tokens, out);
     unchecked += out.size() - before;
+    if (!p_.lookup_check && unchecked > 0) return;
   }
   std::vector<int64_t> feed{ctx.history.back()};
   feed.insert(feed.end(), out.tokens.end() - unchecked, out.tokens.end());
@@ -49,6 +50,7 @@ void ModelDrafter::propose(const DraftContext& ctx, int64_t max_tokens, Proposal
       const int64_t before = out.size();
       p_.lookup->propose(ctx, max_tokens, out);
       unchecked = out.size() - before;
+      if (!p_.lookup_check && unchecked > 0) break;
       feed.insert(feed.end(), out.tokens.begin() + before, out.tokens.end());
     }
   }

@@ -4,6 +4,8 @@
 // it also checks lookup proposals: they ride in its next pass over [last, l1..lm], are kept while the
 // draft model agrees, and the draft model's own token replaces the first one it disagrees with. Wrong
 // lookups thus cost one pass of 1 + m rows instead of a wasted verify, right ones come for that pass.
+// Without the check (lookup_check=false) lookup proposals end the round's drafting and go to the verify
+// as they are: the draft cannot continue after tokens whose rows it has not run.
 #include "cache/kv_cache.h"
 #include "model/graphed_forward.h"
 #include "speculative/acceptance.h"
@@ -27,6 +29,7 @@ struct ModelDrafterParts {
   const std::vector<int64_t>& eos_token_ids;
   LookupDrafter* lookup;         // nullptr: no lookup proposals
   bool lookup_every_step;        // look up after every model token too, not only at the round's start
+  bool lookup_check;             // the draft checks lookup proposals (else they go to the verify unchecked)
   bool int8_kv;                  // attention reads the cache's int8 mirror (draft_kv="int8")
   int64_t attention_window;      // attention sees the sinks and this many latest keys (draft_window; 0: all)
 };

@@ -18,9 +18,9 @@ GenerateOptions preset(Strategy strategy, c10::DeviceType device) {
   // (threshold 1), a low exit threshold (a 0.6 top-1 probability ended most rounds early), and rounds of
   // at most 8 (verifying more costs more than it wins on a CPU).
   o.draft = DraftWeights::Int8;
-  // draft_kv stays "same": the int8 KV mirror pays only where the KV rows are most of a draft step's bytes
-  // (thousands of tokens), and its attention kernel costs more per row at short contexts (bench/README.md,
-  // "Long contexts"); long-context users opt in.
+  // draft_kv "auto": the exact cache while its rows are a small share of a draft step's bytes, the int8
+  // mirror (and a window) once they are not (speculative/policies/draft_kv.h; bench/README.md, "Long contexts").
+  o.draft_kv = DraftKV::Auto;
   o.selection.threshold = 1.0;
   o.gamma = 0.2;
   o.max_draft = 8;
@@ -122,8 +122,10 @@ std::vector<OptionInfo> build_table() {
       choice_option<DraftWeights>("draft", DOTF_FIELD(draft), spec,
                                   "draft weights: the model's own or an int8 copy derived at first use (CPU)"),
       choice_option<DraftKV>("draft_kv", DOTF_FIELD(draft_kv), spec,
-                             "KV rows the draft's attention reads: the exact cache or an int8 mirror of it (about a "
-                             "quarter of the fp32 bytes, kept beside the cache)"),
+                             "KV rows the draft's attention reads: the exact cache, an int8 mirror of it (about a "
+                             "quarter of the fp32 bytes, kept beside the cache), or auto: the mirror once the exact "
+                             "rows a draft step reads outweigh a quarter of its weight bytes, and then a 1024-key "
+                             "draft_window once the mirror's rows do too (CPU; on CUDA auto is 'same')"),
       number_option<int64_t>("draft_window", DOTF_FIELD(draft_window), at_least(0), spec,
                              "the draft's attention sees the first 4 keys and its last N keys (0: every key; on CUDA "
                              "with draft_kv='int8'): a draft step that stops growing with the context; the full "
@@ -131,6 +133,10 @@ std::vector<OptionInfo> build_table() {
       bool_option("lookup", DOTF_FIELD(lookup), spec, "n-gram lookup drafts from the prompt and the output"),
       bool_option("lookup_every_step", DOTF_FIELD(lookup_every_step), spec,
                   "look up again after every model draft token, not only at the start of a round"),
+      bool_option("lookup_check", DOTF_FIELD(lookup_check), spec,
+                  "the draft model checks lookup proposals in its next pass and drafts on after them (False: "
+                  "they go to the verify unchecked and end the round's drafting, which saves the draft's rows "
+                  "where each costs about a verify row: long contexts without a draft_window)"),
       number_option<int64_t>("lookup_max_tokens", DOTF_FIELD(lookup_options.max_tokens), at_least(1), spec,
                              "tokens proposed per lookup"),
       number_option<int64_t>("lookup_max_ngram", DOTF_FIELD(lookup_options.max_ngram), at_least(1), spec,

@@ -25,7 +25,7 @@ enum class Strategy { AR, ASD, DOTF };
 enum class DraftWeights { Same, Int8 };
 // The KV rows the model draft's attention reads: the exact cache, or an int8 mirror of it (CPU) that
 // reads a quarter of the fp32 bytes per draft step (cache/kv_cache.h, ops/attention_int8.h).
-enum class DraftKV { Same, Int8 };
+enum class DraftKV { Same, Int8, Auto };
 // When the model draft stops (after the token that trips it): its top-1 probability < gamma (the
 // paper's rule, Draft & Verify's), or its top-1 logit minus the runner-up < margin (dotf's rule for a
 // quantized self-draft, which disagrees with the full model only where rounding swaps its top two).
@@ -47,7 +47,8 @@ template <> struct EnumNames<DraftWeights> {
 };
 template <> struct EnumNames<DraftKV> {
   static constexpr const char* what = "draft_kv";
-  static constexpr std::pair<DraftKV, const char*> entries[] = {{DraftKV::Same, "same"}, {DraftKV::Int8, "int8"}};
+  static constexpr std::pair<DraftKV, const char*> entries[] = {{DraftKV::Same, "same"}, {DraftKV::Int8, "int8"},
+                                                                  {DraftKV::Auto, "auto"}};
 };
 template <> struct EnumNames<DraftExit> {
   static constexpr const char* what = "draft_exit";
@@ -102,7 +103,7 @@ struct GenerateOptions {
   int64_t reselect_every = 0;      // re-select the plan from verify-pass similarities every N rounds
   // The model draft and its exit.
   DraftWeights draft = DraftWeights::Same;
-  DraftKV draft_kv = DraftKV::Same;
+  DraftKV draft_kv = DraftKV::Same;  // Auto: chosen per call from byte counts (speculative/policies/draft_kv.h)
   // The draft's attention sees the first kAttentionSinks keys and its last draft_window keys
   // (ops/attention.h; on CUDA with draft_kv = Int8): a draft step whose cost stops growing with the
   // context. 0: every key.
@@ -120,6 +121,7 @@ struct GenerateOptions {
   // Lookup drafts, fallback, device.
   bool lookup = false;
   bool lookup_every_step = false;
+  bool lookup_check = true;
   LookupOptions lookup_options;
   bool break_even = false;
   bool cuda_graphs = true;

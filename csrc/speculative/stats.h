@@ -95,6 +95,9 @@ struct DecodeStats {
   PlanStats plan;
   int64_t fallback_switches = 0;  // times the break-even rule switched to plain steps
   MemoryStats memory;
+  // The KV rows the draft read and its window, draft_kv="auto" resolved (speculative/policies/draft_kv.h).
+  DraftKV draft_kv = DraftKV::Same;
+  int64_t draft_window = 0;
   // CUDA graphs during this call; graphs.disabled_reason says why they were not used, when they were not.
   GraphStats graphs;
 

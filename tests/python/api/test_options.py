@@ -36,7 +36,7 @@ from conftest import PROMPT, assert_usable
     ("adaptive_gamma", 0, TypeError, "adaptive_gamma must be a bool, got int"),
     ("adaptive_gamma", "no", TypeError, "adaptive_gamma must be a bool, got str"),
     ("draft", "fp4", ValueError, "draft must be 'same' or 'int8', got 'fp4'"),
-    ("draft_kv", "int4", ValueError, "draft_kv must be 'same' or 'int8', got 'int4'"),
+    ("draft_kv", "int4", ValueError, "draft_kv must be one of 'same', 'int8', 'auto', got 'int4'"),
     ("similarity", "max", ValueError, "similarity must be 'mean' or 'last'"),
     ("selection", "best", ValueError, "selection must be 'threshold' or 'cost', got 'best'"),
     ("sensitivity", -1.0, ValueError, "sensitivity must be >= 0, got -1"),
@@ -87,8 +87,8 @@ def test_options_come_from_one_definition():
     assert table["gamma"].default("asd") == 0.6 and table["gamma"].default("dotf") == 0.2
     assert table["draft"].default("dotf", "cpu") == "int8" and table["draft"].default("dotf", "cuda") == "same"
     assert table["draft"].choices == ("same", "int8") and table["max_draft"].range == ">= 1"
-    assert table["draft_kv"].default("dotf", "cpu") == "same" and table["draft_kv"].default("dotf", "cuda") == "same"
-    assert table["draft_kv"].default("asd", "cpu") == "same" and table["draft_kv"].choices == ("same", "int8")
+    assert table["draft_kv"].default("dotf", "cpu") == "auto" and table["draft_kv"].default("dotf", "cuda") == "same"
+    assert table["draft_kv"].default("asd", "cpu") == "same" and table["draft_kv"].choices == ("same", "int8", "auto")
     assert table["temperature"].scope == "sampling" and table["lookup"].scope == "speculative"
     assert dotf.defaults("dotf")["max_draft"] == 8 and dotf.defaults("asd", "cuda")["threshold"] == 0.99
     assert dotf.STRATEGIES == ("ar", "asd", "dotf")

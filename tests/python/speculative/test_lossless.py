@@ -101,6 +101,38 @@ def test_int8_kv_draft_equals_ar_on_tiny_models(tiny_arch, dtype, strategy, opti
     assert s["drafted"] > 0 and 0 < s["kv_mirror_bytes"] < s["kv_cache_bytes"] / 3
 
 
+def test_auto_draft_kv_follows_the_byte_counts(tiny_arch):
+    # dotf's draft_kv="auto" (speculative/policies/draft_kv.h; its rule unit-tested in
+    # tests/cpp/speculative/test_draft_kv.cpp) against this model's own figures: the exact cache while the
+    # cache's rows (prompt + max_new_tokens positions) are at most a quarter of the int8 draft's bytes, then
+    # the mirror, then the mirror through a 1024-key window once even its rows are more. The stats say what
+    # ran, the mirror's bytes agree, and the tokens stay the full model's.
+    m = dotf.load(make_tiny_hf(tiny_arch, dtype=torch.float32), dtype=torch.float32)
+    ids = torch.randint(0, 256, (400,), generator=torch.Generator().manual_seed(5)).tolist()
+    m.generate(ids[:4], max_new_tokens=1, strategy="dotf")  # builds the int8 draft
+    quarter = m.draft_bytes / 4
+    exact = m.kv_cache_bytes(1)
+    mirror = m.kv_cache_bytes(1, draft_kv="int8") - exact
+    new = 20
+    mirror_from, window_from = int(quarter / exact) + 1, int(quarter / mirror) + 1  # positions
+    assert new < mirror_from < window_from - 20 and window_from + 20 < 400
+    for positions, reads in [(mirror_from - 1, ("same", 0)), (mirror_from, ("int8", 0)),
+                             (window_from - 1, ("int8", 0)), (window_from, ("int8", 1024))]:
+        prompt = ids[:positions - new]
+        ar = m.generate(prompt, max_new_tokens=new, strategy="ar")
+        assert "draft_kv" not in ar.stats  # ar never drafts
+        res = m.generate(prompt, max_new_tokens=new, strategy="dotf")
+        assert res.tokens == ar.tokens, positions
+        assert (res.stats["draft_kv"], res.stats["draft_window"]) == reads, positions
+        assert (res.stats["kv_mirror_bytes"] > 0) == (reads[0] == "int8"), positions
+    # A window the caller sets is kept; draft_kv="same" is kept; the paper's method reads the exact cache.
+    long = ids[:window_from]
+    assert m.generate(long, max_new_tokens=new, strategy="dotf", draft_window=16).stats["draft_window"] == 16
+    assert m.generate(long, max_new_tokens=new, strategy="dotf", draft_kv="same").stats["draft_kv"] == "same"
+    asd = m.generate(long, max_new_tokens=new, strategy="asd")
+    assert asd.stats["draft_kv"] == "same" and asd.stats["kv_mirror_bytes"] == 0
+
+
 # ---- the draft's attention window (draft_window) ---------------------------------------------------------
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
 @pytest.mark.parametrize("strategy,options", [

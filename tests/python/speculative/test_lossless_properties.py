@@ -143,6 +143,7 @@ def spec_options(draw, num_layers: int):
         draft=draw(st.sampled_from(["same", "int8"])),
         lookup=draw(st.booleans()),
         lookup_every_step=draw(st.booleans()),
+        lookup_check=draw(st.booleans()),
         lookup_max_tokens=draw(st.integers(1, 12)),
         lookup_min_ngram=min_ngram,
         lookup_max_ngram=draw(st.integers(min_ngram, 4)),
