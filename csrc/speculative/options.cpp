@@ -124,8 +124,8 @@ std::vector<OptionInfo> build_table() {
       choice_option<DraftKV>("draft_kv", DOTF_FIELD(draft_kv), spec,
                              "KV rows the draft's attention reads: the exact cache, an int8 mirror of it (about a "
                              "quarter of the fp32 bytes, kept beside the cache), or auto: the mirror once the exact "
-                             "rows a draft step reads outweigh a quarter of its weight bytes, and then a 1024-key "
-                             "draft_window once the mirror's rows do too (CPU; on CUDA auto is 'same')"),
+                             "rows a draft step reads outweigh 15% of its weight bytes, and a 1024-key draft_window "
+                             "once the mirror's rows outweigh 25% (CPU; on CUDA auto is 'same')"),
       number_option<int64_t>("draft_window", DOTF_FIELD(draft_window), at_least(0), spec,
                              "the draft's attention sees the first 4 keys and its last N keys (0: every key; on CUDA "
                              "with draft_kv='int8'): a draft step that stops growing with the context; the full "

@@ -3,14 +3,15 @@
 // from byte counts, so that a long prompt gets the int8 mirror (and a window) without the caller asking.
 // A draft step reads its weights once and, through attention, every KV row of the context. While those rows
 // are a small share of the weights the exact cache is the cheapest (the mirror costs memory and a kernel no
-// faster at short contexts); once they outweigh kKvShare of the weight bytes the draft reads the int8 mirror
-// (a quarter of fp32's bytes); once even the mirror's rows outweigh kKvShare, a kAutoWindow-key window over it
-// makes the step's cost stop growing (unless the caller set draft_window). The full model always reads every
-// exact row, so the choice moves speed only, never the output.
-// Where the share comes from (bench/README.md, "Long contexts"): SmolLM2-135M's draft gained from the mirror
-// at 1k tokens (exact rows 0.34 of its int8 weights) and from the window at 4k (mirror rows 0.37) but lost
-// to it at 2k (0.18); Qwen2.5-Coder-0.5B's lost with the mirror at 2k (exact rows 0.10) and with the window
-// at 8k (mirror rows 0.10), where its draft's agreement fell from 0.95 to 0.45.
+// faster at short contexts); once they outweigh 15% of the weight bytes the draft reads the int8 mirror
+// (a quarter of fp32's bytes); once even the mirror's rows outweigh 25%, a 1024-key window over it makes the
+// step's cost stop growing (unless the caller set draft_window). The full model always reads every exact
+// row, so the choice moves speed only, never the output.
+// Where the shares come from (bench/README.md, "Long contexts"): the mirror lost a little for
+// Qwen2.5-Coder-0.5B at 2k tokens (exact rows 0.10 of its int8 weights) and gained at 4k (0.20: 2.28-2.70x
+// against 1.96-2.37x on the development prompts), and for SmolLM2-135M at 1k (0.34); the window gained for
+// SmolLM2 at 4k (mirror rows 0.37), lost at 2k (0.18), and lost for Qwen at 8k (0.10), where its draft's
+// agreement fell from 0.95 to 0.45.
 #include "speculative/options.h"
 
 #include <cstdint>

@@ -22,10 +22,11 @@ DraftKvBytes smollm2(int64_t positions) { return {135'000'000, 46'080, 12'240, p
 
 TEST(DraftKvAuto, ExactCacheThenMirrorThenWindowAsTheContextGrows) {
   const GenerateOptions o = with_kv(DraftKV::Auto);
-  // 0.25 * 135 MB = 33.75 MB: the exact rows outweigh it from 733 positions, the mirror's from 2,758.
-  for (const auto& [positions, kv, window] : {std::tuple{300, DraftKV::Same, 0}, {700, DraftKV::Same, 0},
-                                              {800, DraftKV::Int8, 0}, {2048, DraftKV::Int8, 0},
-                                              {2800, DraftKV::Int8, 1024}, {8192, DraftKV::Int8, 1024}}) {
+  // The exact rows outweigh 0.15 * 135 MB from 440 positions, the mirror's 0.25 * 135 MB from 2,758.
+  for (const auto& [positions, kv, window] : {std::tuple{300, DraftKV::Same, 0}, {439, DraftKV::Same, 0},
+                                              {440, DraftKV::Int8, 0}, {2048, DraftKV::Int8, 0},
+                                              {2757, DraftKV::Int8, 0}, {2758, DraftKV::Int8, 1024},
+                                              {8192, DraftKV::Int8, 1024}}) {
     const DraftKvChoice c = resolve_draft_kv(o, false, smollm2(positions));
     EXPECT_EQ(c.kv, kv) << positions;
     EXPECT_EQ(c.window, window) << positions;
@@ -44,7 +45,7 @@ TEST(DraftKvAuto, ACallersWindowIsKept) {
 
 TEST(DraftKvAuto, HeavyWeightsKeepTheExactCacheLonger) {
   // Qwen2.5-Coder-0.5B: a ~500 MB int8 draft, 24,576 exact and 6,528 mirror bytes per position: the
-  // mirror from ~5k positions, the window only from ~19k.
+  // mirror from ~3k positions, the window only from ~19k.
   const DraftKvBytes qwen{500'000'000, 24'576, 6'528, 0};
   auto at = [&](int64_t positions) {
     DraftKvBytes b = qwen;
@@ -52,6 +53,7 @@ TEST(DraftKvAuto, HeavyWeightsKeepTheExactCacheLonger) {
     return resolve_draft_kv(with_kv(DraftKV::Auto), false, b);
   };
   EXPECT_EQ(at(2048).kv, DraftKV::Same);
+  EXPECT_EQ(at(4096).kv, DraftKV::Int8);
   EXPECT_EQ(at(8192).kv, DraftKV::Int8);
   EXPECT_EQ(at(8192).window, 0);
   EXPECT_EQ(at(32000).window, 1024);
