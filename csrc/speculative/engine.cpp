@@ -91,16 +91,20 @@ void Engine::check_cache_fits(int64_t prompt_tokens, int64_t rows, const Generat
 GenerateRequest Engine::resolve_draft_kv(GenerateRequest request, int64_t rows) {
   GenerateOptions& o = request.options;
   if (o.draft_kv != DraftKV::Auto) return request;
-  DraftKvBytes bytes;
+  if (request.strategy == Strategy::AR) {  // never drafts: nothing to weigh
+    o.draft_kv = DraftKV::Same;
+    return request;
+  }
   const bool cuda = model_->device().is_cuda();
-  if (request.strategy != Strategy::AR && !cuda) {
+  DraftKvBytes bytes;
+  if (!cuda) {  // on CUDA auto is "same" whatever the bytes
     const std::shared_ptr<const ModelWeights> draft = draft_weights(o.draft);  // built at first use anyway
     bytes.draft_weights = (draft ? *draft : model_->weights()).step_bytes();
     bytes.exact_per_position = model_->cache_bytes(1, false);
     bytes.mirror_per_position = model_->cache_bytes(1, true) - bytes.exact_per_position;
     bytes.positions = rows;
   }
-  const DraftKvChoice choice = dotf::resolve_draft_kv(o, cuda || request.strategy == Strategy::AR, bytes);
+  const DraftKvChoice choice = dotf::resolve_draft_kv(o, cuda, bytes);
   o.draft_kv = choice.kv;
   o.draft_window = choice.window;
   return request;

@@ -126,12 +126,11 @@ DOTF_ATTN_TARGET void accumulate_values(const float* const* w, const T* v, int64
                                         float* const* acc) {
   static_assert(R >= 1 && R <= 3 && C >= 1 && C <= 8, "up to 3 rows of 8 chunks of 8 lanes");
   const __m256 z = _mm256_setzero_ps();
+// OP(r, c) for every accumulator a<r><c>: 3 rows of 8 chunks.
+#define DOTF_EACH_ROW_CHUNK(OP, r) OP(r, 0) OP(r, 1) OP(r, 2) OP(r, 3) OP(r, 4) OP(r, 5) OP(r, 6) OP(r, 7)
+#define DOTF_EACH_ACC(OP) DOTF_EACH_ROW_CHUNK(OP, 0) DOTF_EACH_ROW_CHUNK(OP, 1) DOTF_EACH_ROW_CHUNK(OP, 2)
 #define DOTF_LOAD_ACC(r, c) __m256 a##r##c = R > r && C > c ? _mm256_loadu_ps(acc[r] + 8 * c) : z;
-#define DOTF_LOAD_ROW(r) \
-  DOTF_LOAD_ACC(r, 0) DOTF_LOAD_ACC(r, 1) DOTF_LOAD_ACC(r, 2) DOTF_LOAD_ACC(r, 3) \
-  DOTF_LOAD_ACC(r, 4) DOTF_LOAD_ACC(r, 5) DOTF_LOAD_ACC(r, 6) DOTF_LOAD_ACC(r, 7)
-  DOTF_LOAD_ROW(0) DOTF_LOAD_ROW(1) DOTF_LOAD_ROW(2)
-#undef DOTF_LOAD_ROW
+  DOTF_EACH_ACC(DOTF_LOAD_ACC)
 #undef DOTF_LOAD_ACC
   for (int64_t s = 0; s < n; ++s) {
     const T* vs = v + s * stride;
@@ -150,12 +149,10 @@ DOTF_ATTN_TARGET void accumulate_values(const float* const* w, const T* v, int64
 #undef DOTF_FMA_ACC
   }
 #define DOTF_STORE_ACC(r, c) if constexpr (R > r && C > c) _mm256_storeu_ps(acc[r] + 8 * c, a##r##c);
-#define DOTF_STORE_ROW(r) \
-  DOTF_STORE_ACC(r, 0) DOTF_STORE_ACC(r, 1) DOTF_STORE_ACC(r, 2) DOTF_STORE_ACC(r, 3) \
-  DOTF_STORE_ACC(r, 4) DOTF_STORE_ACC(r, 5) DOTF_STORE_ACC(r, 6) DOTF_STORE_ACC(r, 7)
-  DOTF_STORE_ROW(0) DOTF_STORE_ROW(1) DOTF_STORE_ROW(2)
-#undef DOTF_STORE_ROW
+  DOTF_EACH_ACC(DOTF_STORE_ACC)
 #undef DOTF_STORE_ACC
+#undef DOTF_EACH_ACC
+#undef DOTF_EACH_ROW_CHUNK
 }
 
 // accumulate_values over all D lanes: up to 8 chunks (64 lanes) per sweep keeps the accumulators in registers.

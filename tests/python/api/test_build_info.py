@@ -27,33 +27,21 @@ def test_build_info_reports_cuda():
     assert info["cuda"] is True and info["cuda_archs"]
 
 
-def test_build_info_reports_the_int8_kernel_chosen_for_this_cpu():
-    """The int8 linear kernel runs its AVX-512 VNNI build where the CPU has it, unless switched off
-    (DOTF_AVX512=0 at start-up; the testing hook here), and its AVX2 build otherwise."""
+@pytest.mark.parametrize("kernel,wide,cpu_has", [
+    ("int8_linear_isa", "avx512_vnni", "cpu_has_avx512_vnni"),  # needs AVX-512 F/VL/VNNI
+    ("attention_isa", "avx512vl", "cpu_has_avx512vl"),  # needs AVX-512 F/VL; same bits as AVX2
+])
+def test_build_info_reports_the_kernel_build_chosen_for_this_cpu(kernel, wide, cpu_has):
+    """The int8 linear and attention kernels run their AVX-512 builds where the CPU has them, unless
+    switched off (DOTF_AVX512=0 at start-up; the testing hook here), and their AVX2 builds otherwise."""
     ops = _C.testing.ops
-    isa = dotf.build_info()["int8_linear_isa"]
-    assert isa in ("avx512_vnni", "avx2", "none")
-    if not ops.cpu_has_avx512_vnni():
-        pytest.skip("this CPU lacks AVX-512 F/VL/VNNI: only the AVX2 build can run")
-    assert isa == "avx512_vnni"
+    isa = dotf.build_info()[kernel]
+    assert isa in (wide, "avx2", "none")
+    if not getattr(ops, cpu_has)():
+        pytest.skip(f"this CPU lacks what the {wide} build needs: only the AVX2 build can run")
+    assert isa == wide
     try:
         ops.set_avx512_kernels(False)
-        assert dotf.build_info()["int8_linear_isa"] == "avx2"
-    finally:
-        ops.set_avx512_kernels(True)
-
-
-def test_build_info_reports_the_attention_kernel_chosen_for_this_cpu():
-    """The fused attention kernel runs its AVX512VL build where the CPU has AVX-512 F and VL, unless
-    switched off, and its AVX2 build otherwise (the two give the same bits: tests/python/ops/test_attention_avx512.py)."""
-    ops = _C.testing.ops
-    isa = dotf.build_info()["attention_isa"]
-    assert isa in ("avx512vl", "avx2", "none")
-    if not ops.cpu_has_avx512vl():
-        pytest.skip("this CPU lacks AVX-512 F/VL: only the AVX2 build can run")
-    assert isa == "avx512vl"
-    try:
-        ops.set_avx512_kernels(False)
-        assert dotf.build_info()["attention_isa"] == "avx2"
+        assert dotf.build_info()[kernel] == "avx2"
     finally:
         ops.set_avx512_kernels(True)
