@@ -5,7 +5,7 @@ context grows.
     flock /tmp/dotf-bench.lock python bench/long_context.py --model smollm2-135m \\
         --contexts 1024,2048,4096,8192 --out bench/results/long-context-smollm2
 
-Methods are named strategy[_kv8][_w<N>][_k<K>][_c][_ls|_nl|_nc] (method_options). Options are tuned on development prompts
+Methods are named strategy[_kv8|_kvx][_w<N>][_k<K>][_c][_ls|_nl|_nc] (method_options). Options are tuned on development prompts
 (--split dev: ACLSum train/validation papers, other HumanEval problems, other ShareGPT chats) and reported
 on held-out ones (--split test, the default).
 
@@ -37,11 +37,14 @@ from common import machine  # noqa: E402
 
 import dotf  # noqa: E402
 
-# A method is a strategy and generate() options, named strategy[_kv8][_w<N>][_k<K>][_c]: "_kv8" drafts over
-# the int8 mirror (draft_kv="int8"; without it the draft reads the exact cache, draft_kv="same"), "_w<N>"
-# through an N-key window (draft_window=N), "_k<K>" drafts at most K tokens a round (max_draft=K), "_c" caps
-# each round where the measured costs say (cost_draft_length=True).
-METHOD_GRAMMAR = "ar | (asd|dotf)[_kv8][_w<N>][_k<K>][_c][_ls|_nl|_nc]"
+# A method is a strategy and generate() options, named as METHOD_GRAMMAR says: "_kv8" drafts over the int8
+# mirror (draft_kv="int8"), "_kvx" over the exact cache (draft_kv="same"), neither: the strategy's default
+# (dotf's "auto" chooses by the context's size; asd reads the exact cache), "_w<N>" through an N-key window
+# (draft_window=N), "_k<K>" drafts at most K tokens a round (max_draft=K), "_c" caps each round where the
+# measured costs say (cost_draft_length=True), "_ls" looks up at round starts only, "_nl" not at all, "_nc"
+# sends lookups to the verify unchecked (lookup_check=False).
+# Results written before draft_kv="auto" existed name the exact cache without a suffix (their table.md says).
+METHOD_GRAMMAR = "ar | (asd|dotf)[_kv8|_kvx][_w<N>][_k<K>][_c][_ls|_nl|_nc]"
 
 
 def method_options(name: str) -> tuple[str, dict]:
@@ -51,10 +54,12 @@ def method_options(name: str) -> tuple[str, dict]:
         return "ar", {}
     if strategy not in ("asd", "dotf"):
         raise ValueError(f"unknown method {name!r}: {METHOD_GRAMMAR}")
-    options = {"draft_kv": "same"}
+    options = {}  # draft_kv: the strategy's default (dotf: "auto") unless _kv8 or _kvx says
     for part in parts:
         if part == "kv8":
             options["draft_kv"] = "int8"
+        elif part == "kvx":  # the exact cache
+            options["draft_kv"] = "same"
         elif part == "c":
             options["cost_draft_length"] = True
         elif part == "ls":  # lookup at the start of a round only
@@ -107,7 +112,7 @@ def run_cell(model, method: str, ids: list[int], new_tokens: int) -> dict:
         model_drafted = s["drafted_by_source"]["model"]
         rec.update(acceptance_rate=s["acceptance_rate"], mean_accepted_length=s["mean_accepted_length"],
                    draft_seconds=s["draft_seconds"], verify_seconds=s["verify_seconds"], rounds=s["rounds"],
-                   model_drafted=model_drafted,
+                   model_drafted=model_drafted, draft_kv=s["draft_kv"], draft_window=s["draft_window"],
                    draft_ms_per_model_token=1e3 * s["draft_seconds"] / model_drafted if model_drafted else None,
                    skipped_attention=len(s["skipped_attention_layers"]))
     return rec
@@ -175,8 +180,9 @@ def markdown(table: list[dict], steps: list[dict], records: list[dict], meta: di
                      f"{fmt(e.get('mean_accepted_length'))} | {fmt(e.get('draft_ms_per_model_token'))} | "
                      f"{'yes' if e['exact'] else 'NO'} |")
     lines += ["", "Means over the kinds. decode: prefill excluded; end-to-end: prefill included (one prefill per "
-              "call). exact: tokens equal dotf AR's on every prompt. Methods: strategy, then _kv8: draft_kv='int8' "
-              "(else 'same'), _w<N>: draft_window=N, _k<K>: max_draft=K, _c: cost_draft_length=True, "
+              "call). exact: tokens equal dotf AR's on every prompt. Methods: strategy, then _kv8: draft_kv='int8', "
+              "_kvx: draft_kv='same' (else the strategy's default: dotf 'auto', asd 'same'; draft_kv / draft_window "
+              "as run are in results.json), _w<N>: draft_window=N, _k<K>: max_draft=K, _c: cost_draft_length=True, "
               "_ls: lookup_every_step=False, _nl: lookup=False, _nc: lookup_check=False."]
     drafts = [k for k in STEPS if k not in ("full", "verify")]
     if steps:
