@@ -42,9 +42,16 @@ def test_cost_selection_skips_when_acceptance_is_free_and_stays_lossless(draft):
     assert s.get("cost_selections", 0) >= 1, s
     assert s["skipped_attention_layers"] or s["skipped_mlp_layers"], s
     assert 0.0 <= s["predicted_acceptance"] <= 1.0 and s["predicted_gain"] > 1.0, s
-    # A huge sensitivity makes every skip too expensive: nothing is skipped, predicted gain 1.
+    # A huge sensitivity makes every skip cost all acceptance. Then a skip can only be chosen when a round of
+    # bonus tokens alone is predicted faster, which needs a verify pass timed cheaper than a draft step (timer
+    # noise on a loaded machine can make it so for this tiny model, where both are microseconds of overhead;
+    # the rule itself is unit-tested with fixed costs in tests/cpp/speculative/test_selection.cpp). So: either
+    # nothing is skipped and the gain is 1, or the chosen plan predicts no acceptance at all.
     res = m.generate(ids, max_new_tokens=60, strategy="dotf", draft=draft, lookup=False, break_even=False,
                      selection="cost", sensitivity=1e6, cost_warmup_rounds=1)
+    s = res.stats
     assert res.tokens == ar.tokens
-    assert not res.stats["skipped_attention_layers"] and not res.stats["skipped_mlp_layers"]
-    assert res.stats["predicted_gain"] == 1.0
+    if s["skipped_attention_layers"] or s["skipped_mlp_layers"]:
+        assert s["predicted_acceptance"] < 1e-6 and s["predicted_gain"] > 1.0, s
+    else:
+        assert s["predicted_gain"] == 1.0, s
