@@ -115,11 +115,12 @@ DecodeResult Engine::generate(const at::Tensor& prompt, const GenerateRequest& g
   validate(given.options, given.strategy);  // before the cache is sized from max_new_tokens
   DOTF_CHECK_DIM(prompt, 1, "input_ids");
   const int64_t rows = cache_rows(prompt.size(0), given);
-  const GenerateRequest request = resolve_draft_kv(given, rows);
   DOTF_CHECK_ARG(rows <= m.max_seq_len(), "prompt (", prompt.size(0), " tokens) + max_new_tokens (",
-                 request.options.max_new_tokens, ") exceeds max_seq_len=", m.max_seq_len(), " (a KV cache of ",
+                 given.options.max_new_tokens, ") exceeds max_seq_len=", m.max_seq_len(), " (a KV cache of ",
                  m.max_seq_len(), " positions takes ", m.cache_bytes(m.max_seq_len(), false) / (1 << 20), " MiB in ",
                  m.dtype(), ")");
+  // After the checks above: resolving "auto" may build the int8 draft, which a refused call should not pay.
+  const GenerateRequest request = resolve_draft_kv(given, rows);
   if (!cache && m.device().is_cpu()) check_cache_fits(prompt.size(0), rows, request);
 
   // CUDA graphs, when free: they and the cache they were captured with serve this call.

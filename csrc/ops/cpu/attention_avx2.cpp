@@ -10,9 +10,10 @@
 //     these small shapes (measured in bench/README.md).
 // The body lives in attention_kernel.h, built here for AVX2 and in attention_avx512.cpp for AVX512VL
 // (chosen at run time, same bits). The draft's int8 mirror (cache/kv_cache.h) runs the same kernel
-// body with int8 rows: row s of a KV head is its D int8 values times one float scale (k_scale[s], v_scale[s]). The int8 values are widened
-// to fp32 as they load (exact), each score is then multiplied by its key's scale, and each softmax
-// numerator by its value's scale before the value pass (the sum it is divided by stays unscaled).
+// body with int8 rows: row s of a KV head is its D int8 values times one float scale (k_scale[s],
+// v_scale[s]). The int8 values are widened to fp32 as they load (exact), each score is then multiplied
+// by its key's scale, and each softmax numerator by its value's scale before the value pass (the sum
+// it is divided by stays unscaled).
 #include "ops/cpu/attention_avx2.h"
 
 #include "ops/cpu/attention_kernel.h"

@@ -246,8 +246,9 @@ DOTF_ATTN_TARGET void accumulate_block(const RowKeys* rows, int64_t g, int64_t j
 // KV is T (the exact cache) or int8_t (the mirror, whose rows' scales are k_scale and v_scale).
 template <typename T, typename KV>
 DOTF_ATTN_TARGET void attend_kv_head(const T* q, int64_t q_t, int64_t q_h, const KV* k, const KV* v, int64_t stride,
-                              const float* k_scale, const float* v_scale, int64_t kvh, int64_t G, int64_t T_rows,
-                              int64_t H, int64_t D, int64_t start, int64_t window, float scale, T* out) {
+                                     const float* k_scale, const float* v_scale, int64_t kvh, int64_t G,
+                                     int64_t T_rows, int64_t H, int64_t D, int64_t start, int64_t window, float scale,
+                                     T* out) {
   static_assert(kAttentionSinks % 4 == 0, "score_keys4 runs never straddle the sinks' end");
   constexpr bool kInt8 = std::is_same_v<KV, int8_t>;
   const int64_t rows = G * T_rows, last_key = start + T_rows - 1;

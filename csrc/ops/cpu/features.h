@@ -33,23 +33,22 @@ inline bool cpu_has_avx2_fma() {
 #endif
 }
 
-// True when the CPU runs the AVX-512 VNNI kernels (AVX-512 F, VL and VNNI; the OS saving their
-// registers is part of what the compiler's check tests).
-inline bool cpu_has_avx512_vnni() {
+// True when the CPU runs the AVX512VL kernels (AVX-512 F and VL; the OS saving their registers is part
+// of what the compiler's check tests).
+inline bool cpu_has_avx512vl() {
 #ifdef DOTF_HAVE_AVX2_KERNEL
-  static const bool ok = cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f") &&
-                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+  static const bool ok =
+      cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
   return ok;
 #else
   return false;
 #endif
 }
 
-// True when the CPU runs the AVX512VL kernels (AVX-512 F and VL).
-inline bool cpu_has_avx512vl() {
+// True when the CPU runs the AVX-512 VNNI kernels (AVX-512 F, VL and VNNI).
+inline bool cpu_has_avx512_vnni() {
 #ifdef DOTF_HAVE_AVX2_KERNEL
-  static const bool ok =
-      cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+  static const bool ok = cpu_has_avx512vl() && __builtin_cpu_supports("avx512vnni");
   return ok;
 #else
   return false;
