@@ -56,10 +56,11 @@ def machine() -> dict:
     info = {"cpu": cpu, "cpu_features": [f for f in CPU_FEATURES if f in flags], "cores": os.cpu_count(),
             "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
             "time": time.strftime("%Y-%m-%d %H:%M:%S")}
-    for kernel in ("int8_linear_isa", "attention_isa"):  # chosen at run time on this CPU
+    for kernel in ("int8_linear_isa", "attention_isa", "int8_attention_isa"):  # chosen at run time on this CPU
         info[kernel] = dotf.build_info().get(kernel)
     print(f"[machine] {info['cpu']} | features: {' '.join(info['cpu_features']) or 'none of ' + ','.join(CPU_FEATURES)}"
           f" | int8 kernel: {info['int8_linear_isa']} | attention kernel: {info['attention_isa']}"
+          f" (int8 mirror: {info['int8_attention_isa']})"
           f" | {info['cores']} cores, {info['threads']} threads | torch {info['torch']}", file=sys.stderr)
     return info
 

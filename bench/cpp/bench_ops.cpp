@@ -4,6 +4,8 @@
 //   op/rope_kv_write/<model>/T:<rows>/<dtype>/<device>             RoPE of q and k + k, v written to the cache
 //   op/attention/<model>/q:<T>/ctx:<cached>/<dtype>/<device>       T queries over <cached> + T cache rows
 //   op/attention_int8/<model>/q:<T>/ctx:<cached>/<dtype>/cpu        the same over the draft's int8 mirror
+//   op/attention_int8_float/<model>/q:<T>/ctx:<cached>/<dtype>/cpu  the mirror's float kernel, where the
+//                                                                  CPU would run its integer VNNI kernel
 //   op/argmax_top1/V:<vocab>/rows:<rows>/<prob|id>/<dtype>/<device> greedy id (+ its probability) per row
 //
 // <model> gives the head layout (smollm2-135m 9/3 heads, qwen2.5-0.5b 14/2, llama2-7b 32/32; head_dim
@@ -14,6 +16,7 @@
 #include "bench_common.h"
 #include "ops/attention.h"
 #include "ops/attention_int8.h"
+#include "ops/cpu/features.h"
 #include "ops/rmsnorm.h"
 #include "ops/rope.h"
 #include "ops/sampling.h"
@@ -90,8 +93,9 @@ void attention_case(benchmark::State& state, const ModelConfig& c, int64_t query
 }
 
 // The int8 mirror of the same rows (draft_kv="int8"): a byte per value plus a float scale per row and head.
+// float_kernel: the kernel that widens the rows exactly, instead of the integer VNNI one the CPU may run.
 void attention_int8_case(benchmark::State& state, const ModelConfig& c, int64_t query_len, int64_t cached,
-                         at::ScalarType dtype) {
+                         at::ScalarType dtype, bool float_kernel) {
   const auto opts = at::TensorOptions().dtype(dtype);
   const int64_t H = c.num_heads, KVH = c.num_kv_heads, D = c.head_dim, rows = cached + query_len;
   const at::Tensor q = at::randn({query_len, H, D}, opts);
@@ -100,9 +104,11 @@ void attention_int8_case(benchmark::State& state, const ModelConfig& c, int64_t 
   at::Tensor k_s = at::empty({KVH, rows}, at::kFloat), v_s = at::empty({KVH, rows}, at::kFloat);
   quantize_kv_rows(k_cache, v_cache, 0, rows, k_q, v_q, k_s, v_s);
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  if (float_kernel) int8_attention_vnni_allowed() = false;
   run_iterations(state, at::kCPU, [&] {
     benchmark::DoNotOptimize(int8_attention_with_cache(q, k_q, v_q, k_s, v_s, cached, scale));
   });
+  int8_attention_vnni_allowed() = true;
   const int64_t bytes = 2 * rows * KVH * (D + 4) + 2 * query_len * H * D * q.element_size();
   state.SetBytesProcessed(state.iterations() * bytes);
 }
@@ -140,11 +146,16 @@ const bool registered = [] {
                               "/ctx:" + std::to_string(cached) + suffix,
                           device,
                           [=](benchmark::State& s) { attention_case(s, *config, query_len, cached, dtype, device); });
-            if (device.is_cpu())
-              register_case("op/attention_int8/" + std::string(shape.name) + "/q:" + std::to_string(query_len) +
-                                "/ctx:" + std::to_string(cached) + suffix,
-                            device,
-                            [=](benchmark::State& s) { attention_int8_case(s, *config, query_len, cached, dtype); });
+            if (!device.is_cpu()) continue;
+            for (const bool float_kernel : {false, true}) {
+              if (float_kernel && !int8_attention_vnni_enabled(config->head_dim)) continue;  // the same kernel
+              register_case(std::string(float_kernel ? "op/attention_int8_float/" : "op/attention_int8/") +
+                                shape.name + "/q:" + std::to_string(query_len) + "/ctx:" + std::to_string(cached) +
+                                suffix,
+                            device, [=](benchmark::State& s) {
+                              attention_int8_case(s, *config, query_len, cached, dtype, float_kernel);
+                            });
+            }
           }
         }
       }

@@ -120,6 +120,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     d["cpu_kernels"] = std::string(cpu_has_avx2_fma() ? "avx2" : "portable");
     d["int8_linear_isa"] = std::string(int8_linear_isa());
     d["attention_isa"] = std::string(attention_isa());
+    d["int8_attention_isa"] = std::string(int8_attention_isa());
     return d;
   });
 

@@ -177,6 +177,10 @@ void register_testing(py::module_& m) {
   ops.def("fused_int8_attention_supports", &avx2::int8_attention_supports, py::arg("q"));
   ops.def("set_avx512_kernels", [](bool allowed) { avx512_kernels_allowed() = allowed; }, py::arg("allowed"),
           "let kernels use AVX-512 where the CPU has it (default) or keep them to AVX2, to compare the two");
+  ops.def("set_int8_attention_vnni", [](bool allowed) { int8_attention_vnni_allowed() = allowed; },
+          py::arg("allowed"),
+          "let the int8 mirror's attention run its integer VNNI kernel where the CPU has it (default), or the "
+          "float kernel that widens the mirror's rows exactly");
   ops.def("cpu_has_avx512_vnni", &cpu_has_avx512_vnni);
   ops.def("cpu_has_avx512vl", &cpu_has_avx512vl);
   ops.def("argmax_top1", [](const at::Tensor& logits, bool with_prob) {

@@ -13,7 +13,8 @@
 // body with int8 rows: row s of a KV head is its D int8 values times one float scale (k_scale[s],
 // v_scale[s]). The int8 values are widened to fp32 as they load (exact), each score is then multiplied
 // by its key's scale, and each softmax numerator by its value's scale before the value pass (the sum
-// it is divided by stays unscaled).
+// it is divided by stays unscaled). Where the CPU has AVX-512 VNNI, the mirror runs an integer kernel
+// instead (attention_int8_vnni.cpp: queries and softmax weights quantized too, about twice as fast).
 #include "ops/cpu/attention_avx2.h"
 
 #include "ops/cpu/attention_kernel.h"
@@ -70,7 +71,9 @@ at::Tensor int8_attention_with_cache(const at::Tensor& q, const at::Tensor& k_q,
 #ifdef DOTF_HAVE_AVX2_KERNEL
   const at::Tensor qc = q.stride(2) == 1 ? q : q.contiguous();
   const auto s = static_cast<float>(scale);
-  if (avx512vl_enabled())
+  if (int8_attention_vnni_enabled(q.size(2)))
+    attention_int8_vnni_build::int8_attention(qc, k_q, v_q, k_scale, v_scale, start, window, s, out);
+  else if (avx512vl_enabled())
     attention_avx512_build::int8_attention(qc, k_q, v_q, k_scale, v_scale, start, window, s, out);
   else
     attention_avx2_build::int8_attention(qc, k_q, v_q, k_scale, v_scale, start, window, s, out);

@@ -27,12 +27,18 @@ namespace dotf::avx2 {
 DOTF_DECLARE_ATTENTION_BUILD(attention_avx2_build)
 DOTF_DECLARE_ATTENTION_BUILD(attention_avx512_build)
 #undef DOTF_DECLARE_ATTENTION_BUILD
+// The int8 mirror's integer kernel (attention_int8_vnni.cpp), head_dim a multiple of 32.
+namespace attention_int8_vnni_build {
+void int8_attention(const at::Tensor& q, const at::Tensor& k_q, const at::Tensor& v_q, const at::Tensor& k_scale,
+                    const at::Tensor& v_scale, int64_t start, int64_t window, float scale, at::Tensor& out);
+}
 }  // namespace dotf::avx2
 #endif
 
 #ifdef DOTF_ATTN_NS
 #include "ops/attention.h"
 
+#include "ops/cpu/attention_rows.h"
 #include "ops/cpu/simd.h"
 
 #include <ATen/Parallel.h>
@@ -94,22 +100,6 @@ DOTF_ATTN_TARGET inline void score_keys4(const float* q, int64_t D, const T* k, 
   if constexpr (R > r) _mm_storeu_ps(out + r * ld_out, hsum4x8(a##r##0, a##r##1, a##r##2, a##r##3));
   DOTF_ROW_OUT(0) DOTF_ROW_OUT(1) DOTF_ROW_OUT(2) DOTF_ROW_OUT(3)
 #undef DOTF_ROW_OUT
-}
-
-// scores[s] <- exp(scores[s] - max) for s < keys (max over those keys); returns their sum.
-// scores has room for keys rounded up to 8.
-DOTF_ATTN_TARGET float softmax_numerators(float* scores, int64_t keys) {
-  const float max_score = simd::max_of(scores, keys);  // skips a NaN score, which propagates through exp
-  const int64_t padded = (keys + 7) / 8 * 8;
-  std::fill(scores + keys, scores + padded, -std::numeric_limits<float>::infinity());  // exp -> exactly 0
-  const __m256 shift = _mm256_set1_ps(max_score);
-  __m256 sum = _mm256_setzero_ps();
-  for (int64_t s = 0; s < padded; s += 8) {
-    const __m256 e = simd::exp8_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(scores + s), shift));
-    _mm256_storeu_ps(scores + s, e);
-    sum = _mm256_add_ps(sum, e);
-  }
-  return simd::hsum8(sum);
 }
 
 // x[s] *= row_scale[s] for s < n: the int8 mirror's per-row scales.
@@ -174,27 +164,6 @@ DOTF_ATTN_TARGET void accumulate_rows(const float* const* w, const T* v, int64_t
       default: accumulate_values<T, R, 1>(w, vd, stride, n, ad); break;
     }
   }
-}
-
-// Which keys a query row sees, as a compact index j in [0, n): key j for j < split, key j + gap after.
-// Every key up to its position (gap 0, split n), or under a window (ops/attention.h) the first
-// kAttentionSinks keys and its last `window` ones.
-struct RowKeys {
-  int64_t n, split, gap;
-  int64_t key(int64_t j) const { return j < split ? j : j + gap; }
-};
-
-inline RowKeys row_keys(int64_t keys, int64_t window) {
-  const int64_t gap = window > 0 ? std::max<int64_t>(0, keys - kAttentionSinks - window) : 0;
-  return gap > 0 ? RowKeys{keys - gap, kAttentionSinks, gap} : RowKeys{keys, keys, 0};
-}
-
-// How many rows from i on (at most `most`) see the same keys at each compact index: rows of one gap (the
-// window hides the same keys from them), which may differ in how many keys they see.
-inline int64_t same_keys_run(const std::vector<RowKeys>& seen, int64_t i, int64_t most) {
-  int64_t g = 1;
-  while (g < most && i + g < static_cast<int64_t>(seen.size()) && seen[i + g].gap == seen[i].gap) ++g;
-  return g;
 }
 
 // The value pass of g rows of one gap over key block [j0, j0 + kKeyBlock): the keys all g rows see share
@@ -299,7 +268,7 @@ DOTF_ATTN_TARGET void attend_kv_head(const T* q, int64_t q_t, int64_t q_h, const
       scale_rows(si + r.split, row_scale + r.split + r.gap, r.n - r.split);
     };
     if constexpr (kInt8) scale_by(k_scale);
-    inv_sum[i] = 1.0f / softmax_numerators(si, r.n);
+    inv_sum[i] = 1.0f / simd::softmax_numerators(si, r.n);
     if constexpr (kInt8) scale_by(v_scale);
   }
   for (int64_t j0 = 0; j0 < max_n; j0 += kKeyBlock) {

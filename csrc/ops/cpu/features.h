@@ -17,6 +17,7 @@
 #endif
 
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <string_view>
 
@@ -76,6 +77,25 @@ inline bool avx512vl_enabled() { return cpu_has_avx512vl() && avx512_kernels_all
 inline const char* attention_isa() {
   if (avx512vl_enabled()) return "avx512vl";
   return cpu_has_avx2_fma() ? "avx2" : "none";
+}
+
+// Whether the int8 mirror's attention may run its VNNI kernel (attention_int8_vnni.cpp, which also
+// quantizes the queries and the softmax weights) where the AVX-512 VNNI kernels run; tests switch it off
+// to run the float kernel that widens the mirror's rows exactly (_C.testing.ops.set_int8_attention_vnni).
+inline std::atomic<bool>& int8_attention_vnni_allowed() {
+  static std::atomic<bool> allowed{true};
+  return allowed;
+}
+
+// Whether the int8 mirror's attention runs the VNNI kernel for head_dim D (a multiple of 32).
+inline bool int8_attention_vnni_enabled(int64_t D) {
+  return D % 32 == 0 && avx512_vnni_enabled() && int8_attention_vnni_allowed().load();
+}
+
+// The int8 mirror's attention kernel on this CPU for 64-wide heads: "avx512_vnni", else attention_isa().
+inline const char* int8_attention_isa() {
+  if (int8_attention_vnni_enabled(64)) return "avx512_vnni";
+  return attention_isa();
 }
 
 // The int8 linear kernel's instruction set on this CPU: "avx512_vnni", "avx2" or "none".

@@ -6,6 +6,7 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 
@@ -81,6 +82,22 @@ DOTF_AVX2 inline __m256 exp8_nonpositive(__m256 x) {
   const __m256i pow2n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   y = _mm256_mul_ps(y, _mm256_castsi256_ps(pow2n));
   return _mm256_andnot_ps(underflow, y);
+}
+
+// scores[s] <- exp(scores[s] - max) for s < keys (max over those keys); returns their sum.
+// scores has room for keys rounded up to 8.
+DOTF_AVX2 inline float softmax_numerators(float* scores, int64_t keys) {
+  const float max_score = max_of(scores, keys);  // skips a NaN score, which propagates through exp
+  const int64_t padded = (keys + 7) / 8 * 8;
+  std::fill(scores + keys, scores + padded, -std::numeric_limits<float>::infinity());  // exp -> exactly 0
+  const __m256 shift = _mm256_set1_ps(max_score);
+  __m256 sum = _mm256_setzero_ps();
+  for (int64_t s = 0; s < padded; s += 8) {
+    const __m256 e = exp8_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(scores + s), shift));
+    _mm256_storeu_ps(scores + s, e);
+    sum = _mm256_add_ps(sum, e);
+  }
+  return hsum8(sum);
 }
 
 }  // namespace simd

@@ -30,6 +30,7 @@ def test_build_info_reports_cuda():
 @pytest.mark.parametrize("kernel,wide,cpu_has", [
     ("int8_linear_isa", "avx512_vnni", "cpu_has_avx512_vnni"),  # needs AVX-512 F/VL/VNNI
     ("attention_isa", "avx512vl", "cpu_has_avx512vl"),  # needs AVX-512 F/VL; same bits as AVX2
+    ("int8_attention_isa", "avx512_vnni", "cpu_has_avx512_vnni"),  # the int8 mirror's integer kernel
 ])
 def test_build_info_reports_the_kernel_build_chosen_for_this_cpu(kernel, wide, cpu_has):
     """The int8 linear and attention kernels run their AVX-512 builds where the CPU has them, unless

@@ -12,7 +12,7 @@ import torch
 from dotf import _C
 
 from test_attention_cpu import DT_IDS, DTYPES, case, fused_available
-from test_attention_int8 import mirror
+from test_attention_int8 import float_int8_kernel, mirror  # noqa: F401 (fixture)
 
 ops = _C.testing.ops
 pytestmark = pytest.mark.skipif(not (fused_available() and ops.cpu_has_avx512vl()),
@@ -50,7 +50,8 @@ def test_exact_cache_builds_agree_bit_for_bit(dtype, heads, kv_heads, head_dim, 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize("heads,kv_heads,head_dim", SHAPES)
 @pytest.mark.parametrize("keys,tokens,window", CALLS)
-def test_int8_mirror_builds_agree_bit_for_bit(dtype, heads, kv_heads, head_dim, keys, tokens, window):
+def test_int8_mirror_builds_agree_bit_for_bit(dtype, heads, kv_heads, head_dim, keys, tokens, window,
+                                              float_int8_kernel):
     q, k, v, start, scale = case(dtype, heads, kv_heads, head_dim, keys, tokens)
     k_q, v_q, k_s, v_s = mirror(k, v)
     wide, narrow = both_builds(lambda: ops.int8_attention_with_cache(q, k_q, v_q, k_s, v_s, start, scale, window))

@@ -1,5 +1,7 @@
 """The draft's int8 KV mirror (csrc/ops/attention_int8.cpp): quantization of cache rows and attention
-over them, the fused AVX2 kernel (csrc/ops/cpu/attention_avx2.cpp) against a float64 reference.
+over them, the fused float kernel (csrc/ops/cpu/attention_avx2.cpp, the mirror's rows widened exactly)
+against a float64 reference. The integer VNNI kernel, which also quantizes queries and weights, has its
+accuracy tests in test_attention_int8_vnni.py; the properties both keep run here for both (`int8_kernel`).
 
 Two references: the float64 attention over the dequantized rows (what the kernel computes: only
 float32 rounding apart) and the float64 attention over the exact rows (the quantization error the
@@ -24,6 +26,30 @@ TOL = {torch.float32: 2e-6, torch.bfloat16: 6e-3, torch.float16: 1e-3}
 
 def fused_available() -> bool:
     return ops.fused_int8_attention_supports(torch.zeros(1, 1, 8))
+
+
+def use_int8_kernel(kernel: str):
+    """Pins the mirror's CPU attention kernel: "float" (rows widened exactly) or "vnni" (integer; skips
+    where the CPU lacks AVX-512 VNNI). Restored by the fixtures below."""
+    if kernel == "vnni" and not ops.cpu_has_avx512_vnni():
+        pytest.skip("this CPU lacks AVX-512 VNNI: only the float kernel can run")
+    ops.set_int8_attention_vnni(kernel == "vnni")
+
+
+@pytest.fixture
+def float_int8_kernel():
+    """The float kernel, whose result is the dequantized rows' attention up to float32 rounding."""
+    use_int8_kernel("float")
+    yield
+    ops.set_int8_attention_vnni(True)
+
+
+@pytest.fixture(params=["float", "vnni"])
+def int8_kernel(request):
+    """Each of the mirror's CPU kernels in turn, for properties both keep."""
+    use_int8_kernel(request.param)
+    yield request.param
+    ops.set_int8_attention_vnni(True)
 
 
 def mirror(k, v):
@@ -93,7 +119,7 @@ needs_avx2 = pytest.mark.skipif(not fused_available(), reason="this CPU lacks AV
 @pytest.mark.parametrize("head_dim", [8, 64, 128])
 # keys straddle the kernel's 64-key tiles: below one, one exactly plus one, several plus a remainder
 @pytest.mark.parametrize("keys,tokens", [(1, 1), (2, 2), (33, 13), (65, 1), (129, 5), (1000, 9), (1000, 64)])
-def test_matches_float64_reference(dtype, heads, kv_heads, head_dim, keys, tokens):
+def test_matches_float64_reference(dtype, heads, kv_heads, head_dim, keys, tokens, float_int8_kernel):
     q, _, _, (k_q, v_q, k_s, v_s), start, scale = case(dtype, heads, kv_heads, head_dim, keys, tokens)
     out = ops.int8_attention_with_cache(q, k_q, v_q, k_s, v_s, start, scale)
     assert out.shape == (tokens, heads * head_dim) and out.dtype == dtype
@@ -103,7 +129,7 @@ def test_matches_float64_reference(dtype, heads, kv_heads, head_dim, keys, token
 
 
 @pytest.mark.parametrize("heads,kv_heads,keys,tokens", [(9, 3, 300, 5), (14, 2, 2000, 9)])
-def test_quantization_error_against_the_exact_rows_is_small(heads, kv_heads, keys, tokens):
+def test_quantization_error_against_the_exact_rows_is_small(heads, kv_heads, keys, tokens, float_int8_kernel):
     # What the draft gives up: about 1% of the output, far below what changes a confident top-1 token.
     q, k, v, (k_q, v_q, k_s, v_s), start, scale = case(torch.float32, heads, kv_heads, 64, keys, tokens)
     out = ops.int8_attention_with_cache(q, k_q, v_q, k_s, v_s, start, scale)
@@ -114,7 +140,7 @@ def test_quantization_error_against_the_exact_rows_is_small(heads, kv_heads, key
 @needs_avx2
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize("keys,tokens", [(13, 13), (300, 9), (2048, 13)])
-def test_rows_are_batch_invariant(dtype, keys, tokens):
+def test_rows_are_batch_invariant(dtype, keys, tokens, int8_kernel):
     q, _, _, (k_q, v_q, k_s, v_s), start, scale = case(dtype, 9, 3, 64, keys, tokens)
     together = ops.int8_attention_with_cache(q, k_q, v_q, k_s, v_s, start, scale)
     for t in range(tokens):
@@ -123,7 +149,7 @@ def test_rows_are_batch_invariant(dtype, keys, tokens):
 
 
 @needs_avx2
-def test_nonfinite_later_row_does_not_reach_earlier_rows():
+def test_nonfinite_later_row_does_not_reach_earlier_rows(int8_kernel):
     q, k, v, _, start, scale = case(torch.float32, 9, 3, 64, 70, 4)
     v[69, 1] = float("nan")  # the last new position, one KV head
     k_q, v_q, k_s, v_s = mirror(k, v)
@@ -147,7 +173,7 @@ def test_bad_mirror_is_refused():
         ops.int8_attention_with_cache(q, k_q, v_q, k_s, v_s, 30, scale)
 
 
-def test_device_start_is_read_on_the_cpu_too():
+def test_device_start_is_read_on_the_cpu_too(int8_kernel):
     # A CUDA graph replay passes its position in a tensor (start is then its bound); the CPU reads it at once.
     q, k, v, (k_q, v_q, k_s, v_s), start, scale = case(torch.float32, 9, 3, 64, 300, 1)
     want = ops.int8_attention_with_cache(q, k_q, v_q, k_s, v_s, 120, scale, 0)

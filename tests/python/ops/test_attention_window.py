@@ -13,7 +13,7 @@ import torch
 from dotf import _C
 
 from test_attention_cpu import DT_IDS, DTYPES, TOL, case, fused_available, rel_err
-from test_attention_int8 import dequantized, mirror
+from test_attention_int8 import dequantized, float_int8_kernel, int8_kernel, mirror  # noqa: F401 (fixtures)
 
 ops = _C.testing.ops
 SINKS = 4
@@ -53,7 +53,7 @@ def test_fused_window_matches_reference(dtype, heads, kv_heads, keys, tokens, wi
 @needs_avx2
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize("keys,tokens,window", [(40, 5, 8), (1000, 9, 256), (2000, 13, 500)])
-def test_fused_int8_window_matches_reference(dtype, keys, tokens, window):
+def test_fused_int8_window_matches_reference(dtype, keys, tokens, window, float_int8_kernel):
     q, k, v, start, scale = case(dtype, 9, 3, 64, keys, tokens)
     k_q, v_q, k_s, v_s = mirror(k, v)
     out = ops.int8_attention_with_cache(q, k_q, v_q, k_s, v_s, start, scale, window)
@@ -65,7 +65,7 @@ def test_fused_int8_window_matches_reference(dtype, keys, tokens, window):
 
 @needs_avx2
 @pytest.mark.parametrize("keys,tokens", [(40, 1), (300, 9)])
-def test_a_window_covering_the_context_changes_nothing(keys, tokens):
+def test_a_window_covering_the_context_changes_nothing(keys, tokens, int8_kernel):
     q, k, v, start, scale = case(torch.float32, 9, 3, 64, keys, tokens)
     k_q, v_q, k_s, v_s = mirror(k, v)
     for window in (keys - SINKS, keys, 10 * keys):
@@ -76,7 +76,7 @@ def test_a_window_covering_the_context_changes_nothing(keys, tokens):
 
 
 @needs_avx2
-def test_hidden_keys_are_never_read():
+def test_hidden_keys_are_never_read(int8_kernel):
     # NaN in every key the window hides: a read would turn the output NaN.
     q, k, v, start, scale = case(torch.float32, 9, 3, 64, 500, 3)
     k[SINKS:start - 100], v[SINKS:start - 100] = float("nan"), float("nan")
