@@ -5,7 +5,7 @@ context grows.
     flock /tmp/dotf-bench.lock python bench/long_context.py --model smollm2-135m \\
         --contexts 1024,2048,4096,8192 --out bench/results/long-context-smollm2
 
-Methods are named strategy[_kv8|_kvx][_w<N>][_k<K>][_c][_ls|_nl|_nc] (method_options). Options are tuned on development prompts
+Methods are named strategy[_kv8|_kvx][_w<N>][_k<K>][_c][_ls|_nl|_nc][_sc][_r<N>] (method_options). Options are tuned on development prompts
 (--split dev: ACLSum train/validation papers, other HumanEval problems, other ShareGPT chats) and reported
 on held-out ones (--split test, the default).
 
@@ -42,9 +42,11 @@ import dotf  # noqa: E402
 # (dotf's "auto" chooses by the context's size; asd reads the exact cache), "_w<N>" through an N-key window
 # (draft_window=N), "_k<K>" drafts at most K tokens a round (max_draft=K), "_c" caps each round where the
 # measured costs say (cost_draft_length=True), "_ls" looks up at round starts only, "_nl" not at all, "_nc"
-# sends lookups to the verify unchecked (lookup_check=False).
+# sends lookups to the verify unchecked (lookup_check=False), "_sc" chooses the draft's sublayers by dotf's
+# cost model (selection="cost"), "_r<N>" re-selects them from the verify passes' similarities every N rounds
+# (reselect_every=N).
 # Results written before draft_kv="auto" existed name the exact cache without a suffix (their table.md says).
-METHOD_GRAMMAR = "ar | (asd|dotf)[_kv8|_kvx][_w<N>][_k<K>][_c][_ls|_nl|_nc]"
+METHOD_GRAMMAR = "ar | (asd|dotf)[_kv8|_kvx][_w<N>][_k<K>][_c][_ls|_nl|_nc][_sc][_r<N>]"
 
 
 def method_options(name: str) -> tuple[str, dict]:
@@ -68,8 +70,10 @@ def method_options(name: str) -> tuple[str, dict]:
             options["lookup"] = False
         elif part == "nc":  # lookup proposals go to the verify unchecked
             options["lookup_check"] = False
-        elif part[:1] in ("w", "k") and part[1:].isdigit():
-            options["draft_window" if part[0] == "w" else "max_draft"] = int(part[1:])
+        elif part == "sc":  # sublayers chosen by the cost model
+            options["selection"] = "cost"
+        elif part[:1] in ("w", "k", "r") and part[1:].isdigit():
+            options[{"w": "draft_window", "k": "max_draft", "r": "reselect_every"}[part[0]]] = int(part[1:])
         else:
             raise ValueError(f"unknown method {name!r}: {METHOD_GRAMMAR}")
     return strategy, options
@@ -183,7 +187,8 @@ def markdown(table: list[dict], steps: list[dict], records: list[dict], meta: di
               "call). exact: tokens equal dotf AR's on every prompt. Methods: strategy, then _kv8: draft_kv='int8', "
               "_kvx: draft_kv='same' (else the strategy's default: dotf 'auto', asd 'same'; draft_kv / draft_window "
               "as run are in results.json), _w<N>: draft_window=N, _k<K>: max_draft=K, _c: cost_draft_length=True, "
-              "_ls: lookup_every_step=False, _nl: lookup=False, _nc: lookup_check=False."]
+              "_ls: lookup_every_step=False, _nl: lookup=False, _nc: lookup_check=False, _sc: selection='cost', "
+              "_r<N>: reselect_every=N."]
     drafts = [k for k in STEPS if k not in ("full", "verify")]
     if steps:
         lines += ["", "One pass, ms (median); in brackets the verify's cost relative to the full step at the same "
