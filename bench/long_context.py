@@ -118,7 +118,7 @@ def run_cell(model, method: str, ids: list[int], new_tokens: int) -> dict:
                    draft_seconds=s["draft_seconds"], verify_seconds=s["verify_seconds"], rounds=s["rounds"],
                    model_drafted=model_drafted, draft_kv=s["draft_kv"], draft_window=s["draft_window"],
                    draft_ms_per_model_token=1e3 * s["draft_seconds"] / model_drafted if model_drafted else None,
-                   skipped_attention=len(s["skipped_attention_layers"]))
+                   skipped_attention=len(s["skipped_attention_layers"]), skipped_mlp=len(s["skipped_mlp_layers"]))
     return rec
 
 

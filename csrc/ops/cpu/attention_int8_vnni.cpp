@@ -7,16 +7,20 @@
 // what the verify costs. vpdpbusd multiplies 32 unsigned by 32 signed bytes and adds them in fours into
 // 8 int32 lanes: four times an FMA's products per instruction.
 //   * Scores: each query row (already times the softmax scale) is quantized to int8 with one scale per
-//     (row, head), max|q| / 127. The keys enter vpdpbusd as unsigned bytes, k + 128 (a sign-bit flip),
-//     and the 128 * sum(q) this adds is subtracted once per score. Score = (sum - offset) * q_scale, then
-//     times the key's scale, as in the float kernel.
+//     (row, head), max|q| / 127. The keys of a 64-key block are transposed once (shared by every row of
+//     the head) so that a vector's 8 lanes are 8 keys: one vpdpbusd with a query's 4 bytes broadcast adds
+//     4 dims into 8 scores, and no score needs a lane reduction. The keys enter as unsigned bytes, k + 128
+//     (a sign-bit flip), and the 128 * sum(q) this adds is subtracted once per score. Score = (sum -
+//     offset) * q_scale * the key's scale.
+//   * Softmax: one pass per row with a cheaper exp (exp8_draft), the values' scales folded in.
 //   * Values: the softmax numerators times the values' scales are quantized to uint8 per (row, block of
 //     64 keys) with the block's max / 255, so the small weights of a long tail keep their own scale in
 //     their own block. Four keys' value bytes are interleaved per dim on the fly (unpack within 128-bit
 //     halves, shared by every row of the head), and one vpdpbusd adds four keys for 8 dims. The block's
 //     int32 sums are scaled into fp32 accumulators.
-// What the draft gives up beyond the mirror's own rounding: about 0.5% of each query and of each weight
-// (tests/python/ops/test_attention_int8_vnni.py measures it against the float64 reference). Every sum
+// What the draft gives up beyond the mirror's own rounding: about 0.8% of the output (queries and weights
+// rounded to 1/254 and 1/510 of their largest; tests/python/ops/test_attention_int8_vnni.py bounds it
+// against the float64 references). Every sum
 // is exact in int32, and a row's blocks sit at fixed places of its own key index, so a row's result
 // depends on its own keys only: batch invariant, as the float kernel is. Keys past a row's position get
 // weight 0 and are read only up to the last row this call wrote (int8 values are always finite; a
@@ -41,7 +45,7 @@
 namespace dotf::avx2::attention_int8_vnni_build {
 namespace {
 
-constexpr int64_t kBlock = 64;     // keys per block: K rows and the interleaved V block stay in L1
+constexpr int64_t kBlock = 64;     // keys per block: its transposed K and interleaved V stay in L1
 constexpr int kScoreRows = 4;      // query rows per transposed key load (4 rows x 32 keys of accumulators)
 constexpr int kValueRows = 2;      // rows per interleaved value load (2 rows x 64 dims of accumulators)
 

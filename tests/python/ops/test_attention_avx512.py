@@ -1,6 +1,7 @@
 """The fused attention kernel's AVX512VL build (csrc/ops/cpu/attention_avx512.cpp) against its AVX2 build
 on the same CPU: four query rows per key load and three per value load instead of two and one, but the
-same chain of operations for every row, so the same bits -- over the exact cache and the int8 mirror,
+same chain of operations for every row, so the same bits -- over the exact cache and the int8 mirror (its
+float kernel; the integer VNNI kernel is tested in test_attention_int8_vnni.py),
 every storage dtype, GQA groups of 1, 3 and 7, windows, and row counts that leave partial row groups
 (a verify of 5 or 9 tokens, a decode step, a prefill chunk).
 """
