@@ -17,27 +17,6 @@ namespace dotf {
 
 namespace {
 
-// One row of one head: D values -> D int8 and a scale.
-template <typename scalar_t>
-void quantize_row(const scalar_t* x, int64_t D, int8_t* q, float* scale) {
-  float amax = 0.0f;
-  bool finite = true;
-  for (int64_t d = 0; d < D; ++d) {
-    const float v = static_cast<float>(x[d]);
-    finite = finite && std::isfinite(v);
-    amax = std::max(amax, std::abs(v));
-  }
-  if (!finite) {
-    std::fill(q, q + D, int8_t{0});
-    *scale = std::numeric_limits<float>::quiet_NaN();
-    return;
-  }
-  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-  for (int64_t d = 0; d < D; ++d)
-    q[d] = static_cast<int8_t>(std::clamp(std::nearbyint(static_cast<float>(x[d]) * inv), -127.0f, 127.0f));
-  *scale = amax / 127.0f;
-}
-
 void check_mirror(const at::Tensor& k_q, const at::Tensor& v_q, const at::Tensor& k_scale,
                   const at::Tensor& v_scale) {
   DOTF_CHECK_DIM(k_q, 3, "k_q");
@@ -84,8 +63,8 @@ void quantize_kv_rows(const at::Tensor& k_cache, const at::Tensor& v_cache, int6
     at::parallel_for(0, count, 64, [&](int64_t begin, int64_t end) {
       for (int64_t s = start + begin; s < start + end; ++s) {
         for (int64_t h = 0; h < KVH; ++h) {
-          quantize_row(k + s * row + h * head, D, kq + (h * capacity + s) * D, ks + h * capacity + s);
-          quantize_row(v + s * row + h * head, D, vq + (h * capacity + s) * D, vs + h * capacity + s);
+          quantize_int8_row(k + s * row + h * head, D, kq + (h * capacity + s) * D, ks + h * capacity + s);
+          quantize_int8_row(v + s * row + h * head, D, vq + (h * capacity + s) * D, vs + h * capacity + s);
         }
       }
     });

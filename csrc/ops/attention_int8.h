@@ -7,9 +7,35 @@
 // kernels of ops/cuda/attention_int8.cu; the mirror lives on the cache's device.
 #include <ATen/core/Tensor.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 
 namespace dotf {
+
+// One row of D values -> D int8 and its scale, the mirror's rounding (x ~= q * scale, scale = max|x| / 127);
+// a row with a non-finite value gets zeros and scale NaN. Also the integer attention kernel's rounding of
+// its queries (ops/cpu/attention_int8_vnni.cpp).
+template <typename scalar_t>
+void quantize_int8_row(const scalar_t* x, int64_t D, int8_t* q, float* scale) {
+  float amax = 0.0f;
+  bool finite = true;
+  for (int64_t d = 0; d < D; ++d) {
+    const float v = static_cast<float>(x[d]);
+    finite = finite && std::isfinite(v);
+    amax = std::max(amax, std::abs(v));
+  }
+  if (!finite) {
+    std::fill(q, q + D, int8_t{0});
+    *scale = std::numeric_limits<float>::quiet_NaN();
+    return;
+  }
+  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+  for (int64_t d = 0; d < D; ++d)
+    q[d] = static_cast<int8_t>(std::clamp(std::nearbyint(static_cast<float>(x[d]) * inv), -127.0f, 127.0f));
+  *scale = amax / 127.0f;
+}
 
 // Quantizes rows [start, start + count) of a layer's exact K and V into its mirror.
 // k_cache, v_cache: [capacity, KVH, D] any float dtype (the exact slabs, rows already written)

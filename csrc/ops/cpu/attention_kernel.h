@@ -304,9 +304,7 @@ void fused_attention(const at::Tensor& q, const KvHeads<KV>& kv, int64_t start, 
   const int64_t T_rows = q.size(0), H = q.size(1), D = q.size(2), KVH = kv.KVH, G = H / KVH;
   const T* qp = q.const_data_ptr<T>();
   T* op = out.mutable_data_ptr<T>();
-  // One task per KV head: each is independent and computes the same numbers on any thread.
-  const int64_t grain = (start + T_rows) * G * T_rows * D < 65536 ? KVH : 1;
-  at::parallel_for(0, KVH, grain, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, KVH, kv_head_grain(start + T_rows, G * T_rows, D, KVH), [&](int64_t begin, int64_t end) {
     for (int64_t kvh = begin; kvh < end; ++kvh) {
       const int64_t sh = kvh * kv.scale_head;
       attend_kv_head(qp, q.stride(0), q.stride(1), kv.k + kvh * kv.head, kv.v + kvh * kv.head, kv.row,

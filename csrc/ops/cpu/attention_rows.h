@@ -1,7 +1,7 @@
 #pragma once
-// Which keys each query row of a fused CPU attention call sees (causal, optionally windowed), shared by
-// the attention kernel's builds (attention_kernel.h) and the int8 mirror's VNNI kernel
-// (attention_int8_vnni.cpp).
+// Which keys each query row of a fused CPU attention call sees (causal, optionally windowed), and how a
+// call splits across threads, shared by the attention kernel's builds (attention_kernel.h) and the int8
+// mirror's VNNI kernel (attention_int8_vnni.cpp).
 #include "ops/attention.h"
 
 #include <algorithm>
@@ -29,6 +29,12 @@ inline int64_t same_keys_run(const std::vector<RowKeys>& seen, int64_t i, int64_
   int64_t g = 1;
   while (g < most && i + g < static_cast<int64_t>(seen.size()) && seen[i + g].gap == seen[i].gap) ++g;
   return g;
+}
+
+// The parallel_for grain over a call's KV heads: one task per head (each independent, the same numbers on
+// any thread), or all of them in one task when the call is too small to pay for splitting.
+inline int64_t kv_head_grain(int64_t keys, int64_t query_rows_per_head, int64_t D, int64_t KVH) {
+  return keys * query_rows_per_head * D < 65536 ? KVH : 1;
 }
 
 }  // namespace dotf::avx2

@@ -44,6 +44,14 @@ def float_int8_kernel():
     ops.set_int8_attention_vnni(True)
 
 
+@pytest.fixture
+def vnni_int8_kernel():
+    """The integer kernel (skips where the CPU lacks AVX-512 VNNI): test_attention_int8_vnni.py."""
+    use_int8_kernel("vnni")
+    yield
+    ops.set_int8_attention_vnni(True)
+
+
 @pytest.fixture(params=["float", "vnni"])
 def int8_kernel(request):
     """Each of the mirror's CPU kernels in turn, for properties both keep."""

@@ -15,7 +15,8 @@ import torch
 
 from dotf import _C
 
-from test_attention_int8 import DT_IDS, DTYPES, case, dequantized, mirror, rel_err, use_int8_kernel
+from test_attention_int8 import DT_IDS, DTYPES, case, dequantized, mirror, rel_err
+from test_attention_int8 import vnni_int8_kernel as vnni_kernel  # noqa: F401 (fixture)
 
 ops = _C.testing.ops
 pytestmark = pytest.mark.skipif(not ops.cpu_has_avx512_vnni(), reason="this CPU lacks AVX-512 VNNI: the int8 "
@@ -25,13 +26,6 @@ SHAPES = [(9, 3, 64), (14, 2, 64), (4, 2, 128), (6, 3, 96)]  # heads, kv_heads, 
 # (keys, tokens, window): one row, rows within one block, verify sizes over many blocks, a window, a long
 # context, a prefill chunk of the most rows the fused kernels take
 CALLS = [(1, 1, 0), (33, 13, 0), (1000, 9, 0), (1000, 9, 100), (3000, 1, 0), (300, 64, 0), (2000, 5, 700)]
-
-
-@pytest.fixture
-def vnni_kernel():
-    use_int8_kernel("vnni")
-    yield
-    ops.set_int8_attention_vnni(True)
 
 
 def run(q, mirror_rows, start, scale, window=0):
